@@ -1,0 +1,59 @@
+# foodcal — `make run` and `make test` set up a fresh machine by themselves.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GENERATED := foodcal/v1/__init__.py
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+java: ## install Java 17 for TorchServe if `java` is missing
+	@command -v java >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q openjdk-17-jre-headless; }
+
+$(GENERATED): $(STAMP) foodcal/codegen.py $(wildcard protos/foodcal/v1/*.proto)
+	$(PY) -m foodcal.codegen
+
+.env:
+	cp .env.example .env
+
+setup: $(STAMP) java $(GENERATED) .env ## venv, packages, Java, generated gRPC code, .env
+
+protos: $(STAMP) ## regenerate the gRPC code from protos/ and the TorchServe jar
+	$(PY) -m foodcal.codegen
+
+models: setup ## build food101.mar and nutrition v0 into the model store (no-op when unchanged)
+	$(PY) -m model_store.build
+
+run: setup models ## start TorchServe, gateway, labeler and trainer in the foreground (Ctrl-C stops all)
+	$(VENV)/bin/honcho start -f Procfile
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup ## ruff and the whole pytest suite (needs PostgreSQL on 127.0.0.1:5432)
+	$(MAKE) lint
+	$(PY) -m pytest -q
+
+bench: setup ## training and serving benchmarks (prints ratios, writes bench/results/)
+	$(PY) -m bench.training
+	$(PY) -m bench.serving
+
+backfill: setup ## re-embed stored images through TorchServe after the classifier changed
+	$(PY) -m trainer.backfill
+
+clean: ## remove generated code, built models and run state (keeps data/ and uploads/)
+	rm -rf foodcal/v1 foodcal/torchserve model_store/mar model_store/checkpoints run
+
+.PHONY: help java setup protos models run lint test bench backfill clean

@@ -1,0 +1,146 @@
+"""Typed settings, read once from the environment and `.env`.
+
+A bad value stops start-up with a message that names the setting (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# USD per 1M tokens (input, output). One table, used for every cost estimate.
+OPENAI_PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-5-mini": (0.25, 2.00),
+}
+
+
+class SettingsError(SystemExit):
+    """Raised when a setting is missing or malformed; the message names it."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Network: every service binds here; only the gateway is meant to be reachable by users.
+    bind_host: str = "127.0.0.1"
+    gateway_port: int = Field(50051, ge=0, le=65535)
+    labeler_port: int = Field(50052, ge=0, le=65535)
+    trainer_port: int = Field(50053, ge=0, le=65535)
+    labeler_address: str = "127.0.0.1:50052"
+    trainer_address: str = "127.0.0.1:50053"
+    # Largest gRPC message any server or channel accepts (a 10 MB photo plus framing).
+    grpc_max_message_bytes: int = Field(12 * 1024 * 1024, ge=1024 * 1024)
+
+    # Auth: client tokens for the gateway, one shared token between our own services.
+    api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    internal_token: str = ""
+
+    # Storage
+    database_url: str = "sqlite:///data/foodcal.db"
+    data_dir: Path = Path("data")
+    upload_dir: Path = Path("uploads")
+    models_dir: Path = Path("models")
+    model_store_dir: Path = Path("model_store/mar")
+
+    # The original design's flags.
+    use_chatgpt: bool = True
+    use_trained_model: bool = True
+    use_own_model_instead_chatgpt: bool = False
+
+    # ChatGPT labeler
+    openai_api_key: str = ""
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = Field(30.0, gt=0)
+    openai_max_retries: int = Field(3, ge=0, le=10)
+    openai_max_concurrency: int = Field(4, ge=1, le=64)
+
+    # Label queue (gateway background worker)
+    labeler_timeout_s: float = Field(90.0, gt=0)
+    label_lease_s: float = Field(300.0, gt=0)
+    label_max_attempts: int = Field(8, ge=1)
+    label_retry_base_s: float = Field(2.0, gt=0)
+    label_retry_max_s: float = Field(300.0, gt=0)
+    label_poll_interval_s: float = Field(1.0, gt=0)
+
+    # Model server
+    food101_model: str = "nateraw/food"
+    torchserve_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7070"])
+    torchserve_management: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7071"])
+    torchserve_http_port: int = Field(8080, ge=0, le=65535)
+    torchserve_management_http_port: int = Field(8081, ge=0, le=65535)
+    torchserve_metrics_port: int = Field(8082, ge=0, le=65535)
+    torchserve_timeout_s: float = Field(10.0, gt=0)
+    torchserve_run_dir: Path = Path("run/torchserve")
+    top_k: int = Field(5, ge=1, le=101)
+
+    # Trainer
+    min_training_samples: int = Field(50, ge=1)
+    auto_retrain_every_n_labels: int = Field(0, ge=0)
+    auto_retrain_interval_s: float = Field(0.0, ge=0)
+    swap_drain_s: float = Field(0.5, ge=0)
+
+    log_level: str = "INFO"
+
+    _csv = field_validator("api_tokens", "torchserve_endpoints", "torchserve_management", mode="before")(
+        _split_csv
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @property
+    def chatgpt_enabled(self) -> bool:
+        return self.use_chatgpt and bool(self.openai_api_key)
+
+    def require_api_tokens(self) -> None:
+        if not self.api_tokens:
+            raise SettingsError("API_TOKENS: set at least one client token (comma-separated)")
+        if any(len(token) < 8 for token in self.api_tokens):
+            raise SettingsError("API_TOKENS: every token needs at least 8 characters")
+
+    def require_internal_token(self) -> None:
+        if len(self.internal_token) < 8:
+            raise SettingsError("INTERNAL_TOKEN: set a token of at least 8 characters shared by our services")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings once; a bad value raises SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise SettingsError(f"bad setting: {problems}") from None
+
+
+@functools.cache
+def cached_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,165 @@
+"""Database tables. Schema changes go through alembic (foodcal/store/migrations)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Column, LargeBinary
+from sqlmodel import Field, SQLModel
+
+NUTRIENTS = ("calories_kcal", "proteins_g", "fats_g", "carbs_g")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class LabelStatus(enum.StrEnum):
+    NOT_REQUESTED = "not_requested"
+    PENDING = "pending"
+    LABELED = "labeled"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    REFERENCE_ONLY = "reference_only"
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DEPLOYED = "deployed"
+    NOT_DEPLOYED = "not_deployed"
+    FAILED = "failed"
+
+
+class Sample(SQLModel, table=True):
+    __tablename__ = "samples"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    image_sha256: str = Field(index=True, max_length=64)
+    image_path: str
+    filename: str = ""
+    width: int = 0
+    height: int = 0
+
+    # Classifier output, cached so training never re-runs the backbone.
+    classifier_version: str = Field(default="", index=True)
+    dishes: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    class_probabilities: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+    # Our nutrition model's prediction.
+    pred_calories_kcal: float | None = None
+    pred_proteins_g: float | None = None
+    pred_fats_g: float | None = None
+    pred_carbs_g: float | None = None
+    pred_model_version: int | None = None
+    shown_source: str = ""
+
+    # The ChatGPT label and its queue state.
+    label_status: str = Field(default=LabelStatus.NOT_REQUESTED, index=True, max_length=20)
+    label_attempts: int = 0
+    label_next_attempt_at: datetime | None = Field(default=None, index=True)
+    label_claimed_until: datetime | None = None
+    label_claimed_by: str | None = None
+    label_error: str = ""
+    label: dict | None = Field(default=None, sa_column=Column(JSON))
+    label_calories_kcal: float | None = None
+    label_proteins_g: float | None = None
+    label_fats_g: float | None = None
+    label_carbs_g: float | None = None
+    label_cached: bool = False
+    labeled_at: datetime | None = None
+
+    # A person's correction outranks ChatGPT wherever training data is read.
+    correction_calories_kcal: float | None = None
+    correction_proteins_g: float | None = None
+    correction_fats_g: float | None = None
+    correction_carbs_g: float | None = None
+    corrected_at: datetime | None = None
+
+    def values(self, prefix: str) -> tuple[float, float, float, float] | None:
+        """The four nutrients stored under `pred`, `label` or `correction`, or None."""
+        values = tuple(getattr(self, f"{prefix}_{name}") for name in NUTRIENTS)
+        return None if any(v is None for v in values) else values  # type: ignore[return-value]
+
+    def set_values(self, prefix: str, values: tuple[float, float, float, float] | None) -> None:
+        for name, value in zip(NUTRIENTS, values or (None,) * 4, strict=True):
+            setattr(self, f"{prefix}_{name}", value)
+
+    @property
+    def difference(self) -> tuple[float, ...] | None:
+        """Our prediction minus ChatGPT's label, per nutrient."""
+        ours, theirs = self.values("pred"), self.values("label")
+        if ours is None or theirs is None:
+            return None
+        return tuple(a - b for a, b in zip(ours, theirs, strict=True))
+
+    @property
+    def training_target(self) -> tuple[float, float, float, float] | None:
+        return self.values("correction") or self.values("label")
+
+
+class LabelCache(SQLModel, table=True):
+    """One paid ChatGPT answer per image sha256: a photo is never paid for twice."""
+
+    __tablename__ = "label_cache"
+
+    image_sha256: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    outcome: str = Field(max_length=20)  # "labeled" or "rejected"
+    label: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    model: str = ""
+    hits: int = 0
+
+
+class ChatGPTCall(SQLModel, table=True):
+    """Every paid call, whatever its outcome: the source of GetStats' usage and cost."""
+
+    __tablename__ = "chatgpt_calls"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    image_sha256: str = Field(max_length=64)
+    model: str = ""
+    outcome: str = Field(max_length=20)  # labeled, rejected, invalid_answer
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class TrainingRunRow(SQLModel, table=True):
+    __tablename__ = "training_runs"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+    status: str = Field(default=RunStatus.QUEUED, index=True, max_length=20)
+    parameters: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    epochs: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    served_version_before: int | None = None
+    result_version: int | None = None
+    train_samples: int = 0
+    val_samples: int = 0
+    message: str = ""
+
+
+class ModelVersionRow(SQLModel, table=True):
+    __tablename__ = "model_versions"
+
+    version: int = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    run_id: str | None = None
+    mar_path: str = ""
+    checkpoint_path: str = ""
+    classifier_version: str = ""
+    metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    served: bool = False
+    description: str = ""

@@ -1,0 +1,1 @@
+"""The gateway: the only client-facing service."""

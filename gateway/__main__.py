@@ -1,0 +1,99 @@
+"""`python -m gateway`: serve GatewayService until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from foodcal.grpc_server import ServiceSpec, message_size_options, serve_until_signalled
+from foodcal.logs import setup_logging
+from foodcal.settings import Settings, load_settings
+from foodcal.store import Database, ImageStore
+from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
+from gateway.analyze import Analyzer
+from gateway.label_queue import LabelQueue, worker_name
+from gateway.labels import RetryPolicy
+from gateway.service import GatewayServicer
+from model_store.client import TorchServeClient
+
+log = logging.getLogger("gateway")
+
+
+def internal_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {settings.internal_token}"),)
+
+
+def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
+    """Wire the gateway; `port` names this instance's queue worker (stable across restarts)."""
+    settings.require_api_tokens()
+    settings.require_internal_token()
+    options = message_size_options(settings.grpc_max_message_bytes)
+    labeler_channel = grpc.aio.insecure_channel(settings.labeler_address, options=options)
+    trainer_channel = grpc.aio.insecure_channel(settings.trainer_address, options=options)
+    labeler = labeler_pb2_grpc.LabelerServiceStub(labeler_channel)
+    metadata = internal_metadata(settings)
+
+    def call_labeler(request):
+        return labeler.LabelMeal(request, metadata=metadata, timeout=settings.labeler_timeout_s)
+
+    images = ImageStore(settings.upload_dir)
+    torchserve = TorchServeClient.from_settings(settings)
+    policy = RetryPolicy(settings.label_max_attempts, settings.label_retry_base_s, settings.label_retry_max_s)
+    queue = LabelQueue(
+        db,
+        images,
+        call_labeler,
+        policy,
+        worker_name(port),
+        settings.label_lease_s,
+        settings.label_poll_interval_s,
+    )
+    analyzer = Analyzer(settings, db, images, torchserve, call_labeler, policy, queue.wake)
+    servicer = GatewayServicer(
+        db,
+        analyzer,
+        torchserve,
+        trainer_pb2_grpc.TrainerServiceStub(trainer_channel),
+        metadata,
+        settings.openai_model if settings.use_chatgpt else "",
+    )
+
+    async def on_start() -> None:
+        if settings.use_chatgpt:
+            queue.start()
+
+    async def on_stop() -> None:
+        await queue.stop()
+        await torchserve.close()
+        await labeler_channel.close()
+        await trainer_channel.close()
+
+    return ServiceSpec(
+        name="gateway",
+        register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server),
+        service_names=[gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name],
+        tokens=settings.api_tokens,
+        max_message_bytes=settings.grpc_max_message_bytes,
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+
+
+def main() -> None:
+    settings = load_settings()
+    setup_logging("gateway", settings.log_level)
+    db = Database(settings.database_url)
+    db.migrate()
+    spec = build(settings, db, settings.gateway_port)
+    flags = (
+        f"USE_CHATGPT={settings.use_chatgpt} USE_TRAINED_MODEL={settings.use_trained_model} "
+        f"USE_OWN_MODEL_INSTEAD_CHATGPT={settings.use_own_model_instead_chatgpt}"
+    )
+    log.info("flags: %s", flags)
+    asyncio.run(serve_until_signalled(spec, settings.bind_host, settings.gateway_port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""AnalyzeMeal: validate, classify, predict, label according to the flags, persist."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from foodcal.settings import Settings
+from foodcal.store import Database, ImageStore, LabelStatus, Sample
+from foodcal.store.images import sha256_of
+from foodcal.v1 import labeler_pb2
+from gateway.images import validate_image
+from gateway.label_queue import LabelCall
+from gateway.labels import RetryPolicy, apply_failure, apply_label
+from model_store.client import Classification, NutritionPrediction, TorchServeClient
+
+log = logging.getLogger(__name__)
+
+OWN_MODEL, CHATGPT, REFERENCE = (
+    "NUTRITION_SOURCE_OWN_MODEL",
+    "NUTRITION_SOURCE_CHATGPT",
+    "NUTRITION_SOURCE_REFERENCE",
+)
+
+
+@dataclass
+class Analysis:
+    sample: Sample
+    classification: Classification
+    prediction: NutritionPrediction
+    shown: tuple[float, float, float, float]
+    duplicate_image: bool
+
+
+class Analyzer:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        images: ImageStore,
+        torchserve: TorchServeClient,
+        call_labeler: LabelCall,
+        policy: RetryPolicy,
+        wake_queue,
+    ) -> None:
+        self.settings, self.db, self.images, self.torchserve = settings, db, images, torchserve
+        self.call_labeler, self.policy, self.wake_queue = call_labeler, policy, wake_queue
+
+    async def analyze(self, image: bytes, filename: str) -> Analysis:
+        valid = await asyncio.to_thread(validate_image, image)  # raises InvalidImage
+        # Store the photo while the classifier runs: they do not depend on each other.
+        storing = asyncio.create_task(asyncio.to_thread(self.images.put, image))
+        try:
+            classification = await self.torchserve.classify(valid.model_input)
+            version = None if self.settings.use_trained_model else 0
+            prediction = await self.torchserve.predict_nutrition(
+                classification.embedding, classification.probabilities, version=version
+            )
+        finally:
+            stored = await storing  # a failed store raises ImageStorageError here
+        sample = Sample(
+            image_sha256=stored.sha256,
+            image_path=stored.path,
+            filename=filename[:255],
+            width=valid.width,
+            height=valid.height,
+            classifier_version=classification.classifier,
+            dishes=[[label, p] for label, p in classification.dishes],
+            embedding=classification.embedding.astype("<f4").tobytes(),
+            class_probabilities=classification.probabilities.astype("<f4").tobytes(),
+            pred_model_version=prediction.version,
+        )
+        sample.set_values("pred", prediction.values)
+        shown, source = prediction.values, OWN_MODEL if prediction.version > 0 else REFERENCE
+        if not self.settings.use_chatgpt:
+            sample.label_status = LabelStatus.NOT_REQUESTED
+        elif self.settings.use_own_model_instead_chatgpt:
+            sample.label_status = LabelStatus.PENDING  # collected in the background
+        else:
+            await self._label_now(sample, image)
+            label = sample.values("label")
+            if label is not None:
+                shown, source = label, CHATGPT
+        sample.shown_source = source
+        await asyncio.to_thread(self._insert, sample)
+        if sample.label_status == LabelStatus.PENDING:
+            self.wake_queue()
+        log.info(
+            "sample %s: %s (%.2f), v%d, label %s",
+            sample.id, classification.dishes[0][0], classification.dishes[0][1], prediction.version,
+            sample.label_status,
+        )  # fmt: skip
+        return Analysis(sample, classification, prediction, shown, stored.already_stored)
+
+    async def _label_now(self, sample: Sample, image: bytes) -> None:
+        """Synchronous mode; any failure leaves the label pending for the background worker."""
+        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sha256_of(image))
+        for label, probability in sample.dishes[:3]:
+            request.dish_hints.add(label=label, probability=probability)
+        try:
+            response = await self.call_labeler(request)
+        except grpc.aio.AioRpcError as error:
+            apply_failure(sample, error.code(), error.details() or "", self.policy)
+            return
+        apply_label(sample, response)
+
+    def _insert(self, sample: Sample) -> None:
+        with self.db.session() as session:
+            session.add(sample)

@@ -1,0 +1,177 @@
+"""The durable labelling queue: pending labels live in the database, not in memory.
+
+A worker claims due samples with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a
+conditional UPDATE, atomic because SQLite has one writer), asks the labeler, and writes the
+outcome only while it still holds the claim. A process that dies leaves a lease that expires, so
+another worker, or the same gateway after a restart, picks the sample up again: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import grpc
+from sqlalchemy import or_, update
+from sqlmodel import col, select
+
+from foodcal.store import Database, ImageStore, LabelStatus, Sample
+from foodcal.store.db import DatabaseUnavailable
+from foodcal.store.tables import utcnow
+from foodcal.v1 import labeler_pb2
+from gateway.labels import RetryPolicy, apply_failure, apply_label
+
+log = logging.getLogger(__name__)
+
+LabelCall = Callable[[labeler_pb2.LabelMealRequest], Awaitable[labeler_pb2.LabelMealResponse]]
+
+
+def worker_name(port: int) -> str:
+    """Stable per gateway instance, so a restarted gateway takes its own leases back at once."""
+    return f"{socket.gethostname()}:{port}"
+
+
+class LabelQueue:
+    def __init__(
+        self,
+        db: Database,
+        images: ImageStore,
+        call_labeler: LabelCall,
+        policy: RetryPolicy,
+        worker: str,
+        lease_s: float = 300.0,
+        poll_s: float = 1.0,
+        concurrency: int = 4,
+    ) -> None:
+        self.db, self.images, self.call_labeler, self.policy = db, images, call_labeler, policy
+        self.worker, self.lease_s, self.poll_s, self.concurrency = worker, lease_s, poll_s, concurrency
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def release_own_claims(self) -> int:
+        with self.db.session() as session:
+            result = session.exec(
+                update(Sample)
+                .where(Sample.label_claimed_by == self.worker, Sample.label_status == LabelStatus.PENDING)
+                .values(label_claimed_by=None, label_claimed_until=None)
+            )
+            return result.rowcount
+
+    def claim(self, limit: int) -> list[str]:
+        now = utcnow()
+        due = (
+            select(Sample.id)
+            .where(
+                Sample.label_status == LabelStatus.PENDING,
+                or_(col(Sample.label_next_attempt_at).is_(None), col(Sample.label_next_attempt_at) <= now),
+                or_(col(Sample.label_claimed_until).is_(None), col(Sample.label_claimed_until) < now),
+            )
+            .order_by(col(Sample.created_at))
+            .limit(limit)
+        )
+        lease = {
+            "label_claimed_by": self.worker,
+            "label_claimed_until": now + timedelta(seconds=self.lease_s),
+        }
+        claimed: list[str] = []
+        with self.db.session() as session:
+            if self.db.is_postgres:
+                ids = session.exec(due.with_for_update(skip_locked=True)).all()
+                if ids:
+                    session.exec(update(Sample).where(col(Sample.id).in_(ids)).values(**lease))
+                return list(ids)
+            for sample_id in session.exec(due).all():
+                result = session.exec(
+                    update(Sample)
+                    .where(
+                        Sample.id == sample_id,
+                        Sample.label_status == LabelStatus.PENDING,
+                        or_(col(Sample.label_claimed_until).is_(None), col(Sample.label_claimed_until) < now),
+                    )
+                    .values(**lease)
+                )
+                if result.rowcount == 1:
+                    claimed.append(sample_id)
+        return claimed
+
+    # -- processing --------------------------------------------------------------------------
+
+    async def process(self, sample_id: str) -> None:
+        sample = await asyncio.to_thread(self._load, sample_id)
+        if sample is None:
+            return
+        try:
+            image = await asyncio.to_thread(self.images.get, sample.image_sha256)
+        except OSError as error:
+            await asyncio.to_thread(
+                self._finish, sample_id, None, (grpc.StatusCode.DATA_LOSS, f"image: {error}")
+            )
+            return
+        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sample.image_sha256)
+        for label, probability in sample.dishes[:3]:
+            request.dish_hints.add(label=label, probability=probability)
+        try:
+            response = await self.call_labeler(request)
+        except grpc.aio.AioRpcError as error:
+            await asyncio.to_thread(self._finish, sample_id, None, (error.code(), error.details() or ""))
+            return
+        await asyncio.to_thread(self._finish, sample_id, response, None)
+
+    def _load(self, sample_id: str) -> Sample | None:
+        with self.db.session() as session:
+            sample = session.get(Sample, sample_id)
+            return sample if sample is not None and sample.label_claimed_by == self.worker else None
+
+    def _finish(self, sample_id: str, response, failure: tuple[grpc.StatusCode, str] | None) -> None:
+        with self.db.session() as session:
+            sample = session.get(Sample, sample_id, with_for_update=self.db.is_postgres)
+            if sample is None or sample.label_claimed_by != self.worker:
+                log.warning(
+                    "sample %s: lost the claim before the label arrived; left to its new owner", sample_id
+                )
+                return
+            if failure is None:
+                apply_label(sample, response)
+            else:
+                apply_failure(sample, *failure, self.policy)
+            session.add(sample)
+        log.info("sample %s: label %s (attempt %d)", sample_id, sample.label_status, sample.label_attempts)
+
+    # -- the worker loop ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        ids = await asyncio.to_thread(self.claim, self.concurrency)
+        await asyncio.gather(*(self.process(sample_id) for sample_id in ids))
+        return len(ids)
+
+    async def _loop(self) -> None:
+        await asyncio.to_thread(self.release_own_claims)
+        while True:
+            try:
+                if await self.run_once():
+                    continue
+            except DatabaseUnavailable as error:
+                log.warning("label queue paused: %s", error)
+            except Exception:
+                log.exception("label queue iteration failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="label-queue")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

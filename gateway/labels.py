@@ -1,0 +1,79 @@
+"""Applying a labeler answer (or failure) to a stored sample, and the retry schedule."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+
+from foodcal.convert import nutrition_values
+from foodcal.store import LabelStatus, Sample
+from foodcal.store.tables import utcnow
+from foodcal.v1 import common_pb2, labeler_pb2
+
+# Failures worth retrying later; any other reason is final (e.g. an invalid answer: paying again
+# for the same photo would most likely buy the same answer).
+RETRYABLE_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,  # auth failed: retried until someone fixes the key
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base_s: float
+    max_s: float
+
+    def delay_s(self, attempts: int) -> float:
+        """Exponential backoff with full jitter."""
+        return random.uniform(0.5, 1.0) * min(self.max_s, self.base_s * 2 ** max(attempts - 1, 0))
+
+
+def apply_label(sample: Sample, response: labeler_pb2.LabelMealResponse) -> None:
+    label = response.label
+    sample.label = {
+        "source": common_pb2.NutritionSource.Name(label.source),
+        "dish": label.dish,
+        "portion_g": label.portion_g,
+        "confidence": label.confidence,
+        "provider": label.provider,
+        "model": label.model,
+        "flags": list(label.flags),
+        "prompt_tokens": response.usage.prompt_tokens,
+        "completion_tokens": response.usage.completion_tokens,
+        "cost_usd": response.usage.estimated_cost_usd,
+        "rejection_reason": response.rejection_reason,
+    }
+    sample.label_cached = response.cached
+    sample.labeled_at = utcnow()
+    sample.label_error = response.rejection_reason
+    sample.label_claimed_by = sample.label_claimed_until = sample.label_next_attempt_at = None
+    if response.rejected:
+        sample.label_status = LabelStatus.REJECTED
+        sample.set_values("label", None)
+    elif label.source == common_pb2.NUTRITION_SOURCE_REFERENCE:
+        # No ChatGPT configured: never training data, so kept out of the label columns.
+        sample.label_status = LabelStatus.REFERENCE_ONLY
+        sample.set_values("label", None)
+    else:
+        sample.label_status = LabelStatus.LABELED
+        sample.set_values("label", nutrition_values(label.nutrition))
+
+
+def apply_failure(sample: Sample, code: grpc.StatusCode, message: str, policy: RetryPolicy) -> None:
+    sample.label_attempts += 1
+    sample.label_error = message[:500]
+    sample.label_claimed_by = sample.label_claimed_until = None
+    if code in RETRYABLE_CODES and sample.label_attempts < policy.max_attempts:
+        sample.label_status = LabelStatus.PENDING
+        sample.label_next_attempt_at = utcnow() + timedelta(seconds=policy.delay_s(sample.label_attempts))
+    else:
+        sample.label_status = LabelStatus.FAILED
+        sample.label_next_attempt_at = None

@@ -1,0 +1,151 @@
+"""Reading samples for the API: one sample, pages of samples, stats; and their protobuf form."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from foodcal.convert import nutrition_proto, timestamp
+from foodcal.store import ChatGPTCall, LabelCache, LabelStatus, Sample
+from foodcal.store.tables import NUTRIENTS
+from foodcal.v1 import common_pb2, gateway_pb2
+
+STATUS_TO_PROTO = {
+    LabelStatus.NOT_REQUESTED: common_pb2.LABEL_STATUS_NOT_REQUESTED,
+    LabelStatus.PENDING: common_pb2.LABEL_STATUS_PENDING,
+    LabelStatus.LABELED: common_pb2.LABEL_STATUS_LABELED,
+    LabelStatus.FAILED: common_pb2.LABEL_STATUS_FAILED,
+    LabelStatus.REJECTED: common_pb2.LABEL_STATUS_REJECTED,
+    LabelStatus.REFERENCE_ONLY: common_pb2.LABEL_STATUS_REFERENCE_ONLY,
+}
+PROTO_TO_STATUS = {value: key for key, value in STATUS_TO_PROTO.items()}
+
+
+def label_proto(sample: Sample) -> common_pb2.Label | None:
+    if not sample.label:
+        return None
+    data = sample.label
+    label = common_pb2.Label(
+        source=common_pb2.NutritionSource.Value(data["source"]),
+        dish=data["dish"],
+        portion_g=data["portion_g"],
+        confidence=data["confidence"],
+        provider=data["provider"],
+        model=data["model"],
+        flags=data["flags"],
+    )
+    values = sample.values("label")
+    if values is not None:
+        label.nutrition.CopyFrom(nutrition_proto(values))
+    return label
+
+
+def sample_proto(sample: Sample) -> gateway_pb2.Sample:
+    message = gateway_pb2.Sample(
+        sample_id=sample.id,
+        image_sha256=sample.image_sha256,
+        created_at=timestamp(sample.created_at),
+        dishes=[common_pb2.DishCandidate(label=label, probability=p) for label, p in sample.dishes],
+        own_prediction=nutrition_proto(sample.values("pred")),
+        own_prediction_version=sample.pred_model_version or 0,
+        chatgpt_label=label_proto(sample),
+        difference=nutrition_proto(sample.difference),
+        label_status=STATUS_TO_PROTO[LabelStatus(sample.label_status)],
+        label_attempts=sample.label_attempts,
+        label_error=sample.label_error,
+        correction=nutrition_proto(sample.values("correction")),
+        corrected=sample.corrected_at is not None,
+        shown_source=common_pb2.NutritionSource.Value(sample.shown_source or "NUTRITION_SOURCE_UNSPECIFIED"),
+        classifier=sample.classifier_version,
+        filename=sample.filename,
+    )
+    return message
+
+
+def encode_page_token(sample: Sample) -> str:
+    return base64.urlsafe_b64encode(f"{sample.created_at.isoformat()}|{sample.id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        created, sample_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), sample_id
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("page_token is not one this service issued") from None
+
+
+def list_samples(session: Session, page_size: int, page_token: str, status: LabelStatus | None):
+    """Newest first, keyset-paged on (created_at, id) so pages stay stable while samples arrive."""
+    query = select(Sample).order_by(col(Sample.created_at).desc(), col(Sample.id).desc())
+    if status is not None:
+        query = query.where(Sample.label_status == status)
+    if page_token:
+        created, sample_id = decode_page_token(page_token)
+        query = query.where(
+            (col(Sample.created_at) < created)
+            | ((col(Sample.created_at) == created) & (col(Sample.id) < sample_id))
+        )
+    rows = session.exec(query.limit(page_size + 1)).all()
+    next_token = encode_page_token(rows[page_size - 1]) if len(rows) > page_size else ""
+    return rows[:page_size], next_token
+
+
+def _mean_abs_diff(session: Session, *where) -> tuple[int, tuple[float, ...]]:
+    columns = [
+        func.avg(func.abs(getattr(Sample, f"pred_{n}") - getattr(Sample, f"label_{n}"))) for n in NUTRIENTS
+    ]
+    query = select(func.count(), *columns).where(Sample.label_status == LabelStatus.LABELED, *where)
+    count, *means = session.exec(query).one()
+    return count, tuple(float(m or 0.0) for m in means)
+
+
+def stats(session: Session) -> gateway_pb2.GetStatsResponse:
+    by_status = dict(
+        session.exec(select(Sample.label_status, func.count()).group_by(Sample.label_status)).all()
+    )
+    corrected = session.exec(select(func.count()).where(col(Sample.corrected_at).is_not(None))).one()
+    _, overall = _mean_abs_diff(session)
+    versions = session.exec(
+        select(Sample.pred_model_version)
+        .where(Sample.label_status == LabelStatus.LABELED)
+        .distinct()
+        .order_by(Sample.pred_model_version)
+    ).all()
+    by_version = []
+    for version in versions:
+        count, means = _mean_abs_diff(session, Sample.pred_model_version == version)
+        by_version.append(
+            gateway_pb2.VersionDifference(
+                nutrition_version=version or 0, samples=count, mean_absolute_difference=nutrition_proto(means)
+            )
+        )
+    calls, prompt, completion, cost = session.exec(
+        select(
+            func.count(),
+            func.coalesce(func.sum(ChatGPTCall.prompt_tokens), 0),
+            func.coalesce(func.sum(ChatGPTCall.completion_tokens), 0),
+            func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0),
+        )
+    ).one()
+    hits = session.exec(select(func.coalesce(func.sum(LabelCache.hits), 0))).one()
+    return gateway_pb2.GetStatsResponse(
+        total_samples=sum(by_status.values()),
+        training_data_samples=by_status.get(LabelStatus.LABELED, 0),
+        pending_labels=by_status.get(LabelStatus.PENDING, 0),
+        failed_labels=by_status.get(LabelStatus.FAILED, 0),
+        rejected_labels=by_status.get(LabelStatus.REJECTED, 0),
+        corrected_samples=corrected,
+        mean_absolute_difference=nutrition_proto(overall),
+        by_version=by_version,
+        chatgpt_calls=calls,
+        chatgpt_cache_hits=hits,
+        usage=common_pb2.TokenUsage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            estimated_cost_usd=float(cost),
+        ),
+    )

@@ -1,0 +1,186 @@
+"""GatewayService: translates between protobuf and the gateway's logic; forwards training RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from foodcal.convert import nutrition_proto, nutrition_values
+from foodcal.nutrition import NUTRIENTS, out_of_bounds
+from foodcal.store import Database, Sample
+from foodcal.store.db import DatabaseUnavailable
+from foodcal.store.images import ImageStorageError
+from foodcal.store.tables import utcnow
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
+from gateway.analyze import Analyzer
+from gateway.images import InvalidImage
+from gateway.samples import PROTO_TO_STATUS, STATUS_TO_PROTO, label_proto, list_samples, sample_proto, stats
+from model_store.client import ModelServerError, TorchServeClient
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 100
+
+
+async def _translate_errors(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    """One place that turns our exceptions into status codes with messages a person can act on."""
+    if isinstance(error, InvalidImage):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    if isinstance(error, ModelServerError):
+        code = grpc.StatusCode.UNAVAILABLE if error.unavailable else grpc.StatusCode.INTERNAL
+        await context.abort(code, f"the model server failed: {error}")
+    if isinstance(error, DatabaseUnavailable):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly")
+    if isinstance(error, ImageStorageError):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{error}; nothing was stored")
+    raise error
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        analyzer: Analyzer,
+        torchserve: TorchServeClient,
+        trainer: trainer_pb2_grpc.TrainerServiceStub,
+        internal_metadata,
+        labeler_model: str,
+    ) -> None:
+        self.db, self.analyzer, self.torchserve = db, analyzer, torchserve
+        self.trainer, self.internal_metadata, self.labeler_model = trainer, internal_metadata, labeler_model
+        self.classifier = ("", False)  # (version, is demo), learnt from the classifier's answers
+
+    async def AnalyzeMeal(self, request, context):
+        try:
+            analysis = await self.analyzer.analyze(request.image, request.filename)
+        except Exception as error:
+            await _translate_errors(context, error)
+        sample = analysis.sample
+        self.classifier = (analysis.classification.classifier, analysis.classification.demo)
+        return gateway_pb2.AnalyzeMealResponse(
+            sample_id=sample.id,
+            dishes=[common_pb2.DishCandidate(label=label, probability=p) for label, p in sample.dishes],
+            nutrition=nutrition_proto(analysis.shown),
+            source=common_pb2.NutritionSource.Value(sample.shown_source),
+            own_prediction=nutrition_proto(analysis.prediction.values),
+            chatgpt_label=label_proto(sample),
+            model_versions=common_pb2.ModelVersions(
+                classifier=analysis.classification.classifier,
+                classifier_is_demo=analysis.classification.demo,
+                nutrition=analysis.prediction.version,
+                labeler_model=(sample.label or {}).get("model", ""),
+            ),
+            label_status=STATUS_TO_PROTO[sample.label_status],
+            duplicate_image=analysis.duplicate_image,
+        )
+
+    async def _sample(self, context, sample_id: str) -> Sample:
+        if not sample_id or len(sample_id) > 64:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sample_id is required")
+        try:
+            sample = await asyncio.to_thread(self._get, sample_id)
+        except DatabaseUnavailable as error:
+            await _translate_errors(context, error)
+        if sample is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no sample with id {sample_id!r}")
+        return sample
+
+    def _get(self, sample_id: str) -> Sample | None:
+        with self.db.session() as session:
+            return session.get(Sample, sample_id)
+
+    async def GetSample(self, request, context):
+        return gateway_pb2.GetSampleResponse(
+            sample=sample_proto(await self._sample(context, request.sample_id))
+        )
+
+    async def ListSamples(self, request, context):
+        page_size = request.page_size or 20
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 1 to {MAX_PAGE_SIZE}")
+        status = PROTO_TO_STATUS.get(request.label_status) if request.label_status else None
+
+        def page():
+            with self.db.session() as session:
+                return list_samples(session, page_size, request.page_token, status)
+
+        try:
+            rows, next_token = await asyncio.to_thread(page)
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except DatabaseUnavailable as error:
+            await _translate_errors(context, error)
+        return gateway_pb2.ListSamplesResponse(
+            samples=[sample_proto(s) for s in rows], next_page_token=next_token
+        )
+
+    async def CorrectSample(self, request, context):
+        if not request.HasField("nutrition"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "nutrition is required")
+        values = nutrition_values(request.nutrition)
+        for name, value in zip(NUTRIENTS, values, strict=True):
+            reason = out_of_bounds(name, value)
+            if reason:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+        await self._sample(context, request.sample_id)
+
+        def correct() -> Sample:
+            with self.db.session() as session:
+                sample = session.get(Sample, request.sample_id)
+                sample.set_values("correction", values)
+                sample.corrected_at = utcnow()
+                session.add(sample)
+                return sample
+
+        sample = await asyncio.to_thread(correct)
+        log.info("sample %s corrected", sample.id)
+        return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
+
+    async def GetStats(self, request, context):
+        def read():
+            with self.db.session() as session:
+                return stats(session)
+
+        try:
+            response = await asyncio.to_thread(read)
+        except DatabaseUnavailable as error:
+            await _translate_errors(context, error)
+        try:
+            served = int(await self.torchserve.served_version())
+        except ModelServerError:
+            served = -1  # unknown while the model server is down
+        response.served.CopyFrom(
+            common_pb2.ModelVersions(
+                classifier=self.classifier[0],
+                classifier_is_demo=self.classifier[1],
+                nutrition=served,
+                labeler_model=self.labeler_model,
+            )
+        )
+        return response
+
+    # -- training: checked here (the interceptor), then forwarded to the trainer ------------
+
+    async def _forward(self, method: str, request, context):
+        try:
+            return await getattr(self.trainer, method)(request, metadata=self.internal_metadata, timeout=30)
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), error.details() or "the trainer failed")
+
+    async def StartTrainingRun(self, request, context):
+        return await self._forward("StartTrainingRun", request, context)
+
+    async def ListModelVersions(self, request, context):
+        return await self._forward("ListModelVersions", request, context)
+
+    async def RollbackModel(self, request, context):
+        return await self._forward("RollbackModel", request, context)
+
+    async def WatchTrainingRun(self, request, context):
+        try:
+            async for event in self.trainer.WatchTrainingRun(request, metadata=self.internal_metadata):
+                yield event
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), error.details() or "the trainer failed")

@@ -1,0 +1,138 @@
+"""One ChatGPT call through the official `openai` client.
+
+Retries (exponential backoff with jitter on 429, 5xx, connection errors and timeouts) are the
+SDK's own (`max_retries`); a 401 is not retried. Our job here is the request, the limit on
+concurrent calls, and turning every failure into a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+from dataclasses import dataclass
+
+import openai
+from PIL import Image, ImageOps
+
+from foodcal.settings import OPENAI_PRICES_PER_MILLION, Settings
+from labeler.answer import RESPONSE_FORMAT, SYSTEM_PROMPT, Answer, InvalidAnswer, parse_answer, user_prompt
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE_PX = 768  # enough for a plate; keeps image tokens and upload size small
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class LabelFailure(Exception):
+    """A call that produced no label. `reason` is one of the documented reasons."""
+
+    def __init__(self, reason: str, message: str, usage: Usage | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.usage = usage  # set when the call was paid for (an invalid answer)
+
+
+@dataclass
+class ChatGPTAnswer:
+    answer: Answer | None  # None when the model refused
+    refusal: str
+    usage: Usage
+    model: str
+
+
+def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    prices = OPENAI_PRICES_PER_MILLION.get(model)
+    if prices is None:  # unknown (e.g. a local model): free as far as we know
+        return 0.0
+    return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1_000_000
+
+
+def prepare_image(data: bytes) -> str:
+    """Downscale, re-encode as JPEG without EXIF (no GPS leaves us), return a data URL."""
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    image.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class ChatGPT:
+    def __init__(self, settings: Settings) -> None:
+        self.model = settings.openai_model
+        self.client = openai.AsyncOpenAI(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+        )
+        self._slots = asyncio.Semaphore(settings.openai_max_concurrency)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def ask(self, image: bytes, hints: list[tuple[str, float]]) -> ChatGPTAnswer:
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": user_prompt(hints)},
+                    {"type": "image_url", "image_url": {"url": prepare_image(image), "detail": "low"}},
+                ],
+            },
+        ]
+        async with self._slots:
+            try:
+                completion = await self.client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    response_format=RESPONSE_FORMAT,
+                    temperature=0,
+                    max_tokens=300,
+                )
+            except openai.AuthenticationError:
+                raise LabelFailure("auth_failed", "the OpenAI API key was rejected (401)") from None
+            except openai.PermissionDeniedError:
+                raise LabelFailure("auth_failed", "the OpenAI API key may not use this model (403)") from None
+            except openai.RateLimitError:
+                raise LabelFailure("rate_limited", "OpenAI kept answering 429 after retries") from None
+            except openai.APITimeoutError:
+                raise LabelFailure("timeout", "OpenAI did not answer in time, after retries") from None
+            except openai.APIConnectionError:
+                raise LabelFailure("unavailable", "could not connect to the OpenAI endpoint") from None
+            except openai.InternalServerError as error:
+                raise LabelFailure(
+                    "unavailable", f"OpenAI answered {error.status_code} after retries"
+                ) from None
+            except openai.APIStatusError as error:
+                raise LabelFailure(
+                    "invalid_request", f"OpenAI refused the request ({error.status_code})"
+                ) from None
+        usage = Usage()
+        if completion.usage is not None:
+            usage.prompt_tokens = completion.usage.prompt_tokens or 0
+            usage.completion_tokens = completion.usage.completion_tokens or 0
+        usage.cost_usd = estimate_cost(self.model, usage.prompt_tokens, usage.completion_tokens)
+        if not completion.choices:
+            raise LabelFailure("invalid_answer", "the answer had no choices", usage)
+        choice = completion.choices[0]
+        refusal = getattr(choice.message, "refusal", None)
+        if refusal or choice.finish_reason == "content_filter":
+            return ChatGPTAnswer(None, refusal or "content filtered", usage, completion.model or self.model)
+        try:
+            answer = parse_answer(choice.message.content)
+        except InvalidAnswer as error:
+            raise LabelFailure("invalid_answer", str(error), usage) from None
+        return ChatGPTAnswer(answer, "", usage, completion.model or self.model)

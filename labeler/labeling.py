@@ -1,0 +1,173 @@
+"""The labeler's logic: cache by sha256, ask ChatGPT, or answer from the reference table offline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass, field
+
+from sqlmodel import select
+
+from foodcal.settings import Settings
+from foodcal.store import ChatGPTCall, Database, LabelCache
+from foodcal.store.images import sha256_of
+from labeler.chatgpt import ChatGPT, LabelFailure, Usage
+from model_store.reference import lookup
+
+log = logging.getLogger(__name__)
+
+CHATGPT, REFERENCE = "chatgpt", "reference"
+
+
+@dataclass
+class LabelResult:
+    source: str  # CHATGPT or REFERENCE
+    dish: str
+    portion_g: float
+    nutrients: tuple[float, float, float, float] | None  # None when rejected
+    confidence: float
+    model: str
+    provider: str
+    flags: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False
+    rejected: bool = False
+    rejection_reason: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "dish": self.dish,
+            "portion_g": self.portion_g,
+            "nutrients": list(self.nutrients) if self.nutrients else None,
+            "confidence": self.confidence,
+            "model": self.model,
+            "provider": self.provider,
+            "flags": self.flags,
+            "rejected": self.rejected,
+            "rejection_reason": self.rejection_reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, cached: bool) -> LabelResult:
+        nutrients = tuple(data["nutrients"]) if data.get("nutrients") else None
+        return cls(**{**data, "nutrients": nutrients}, cached=cached)
+
+
+class Labeler:
+    def __init__(self, settings: Settings, db: Database, chatgpt: ChatGPT | None) -> None:
+        self.settings, self.db, self.chatgpt = settings, db, chatgpt
+        self.provider = settings.openai_base_url or "https://api.openai.com/v1"
+        # One in-flight call per photo, so two identical photos at once are paid for once.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def label(self, image: bytes, hints: list[tuple[str, float]]) -> tuple[str, LabelResult]:
+        sha256 = sha256_of(image)
+        if self.chatgpt is None:
+            return sha256, self._from_reference(hints)
+        lock = self._locks.setdefault(sha256, asyncio.Lock())
+        async with lock:
+            cached = await asyncio.to_thread(self._cached, sha256)
+            if cached is not None:
+                log.info("label %s… answered from cache", sha256[:12])
+                return sha256, cached
+            try:
+                reply = await self.chatgpt.ask(image, hints)
+            except LabelFailure as failure:
+                if failure.usage is not None:
+                    await asyncio.to_thread(
+                        self._record_call, sha256, self.chatgpt.model, failure.reason, failure.usage
+                    )
+                log.warning("label %s… failed: %s", sha256[:12], failure)
+                raise
+            result = self._result(reply)
+            await asyncio.to_thread(self._store, sha256, result)
+            outcome = "rejected" if result.rejected else "labeled"
+            usage = result.usage
+            log.info("label %s… %s: %s, %d tokens, $%.5f", sha256[:12], outcome, result.dish,
+                     usage.total_tokens, usage.cost_usd)  # fmt: skip
+            return sha256, result
+
+    def _result(self, reply) -> LabelResult:
+        answer = reply.answer
+        common = {"source": CHATGPT, "model": reply.model, "provider": self.provider, "usage": reply.usage}
+        if answer is None:
+            return LabelResult(
+                dish="",
+                portion_g=0,
+                nutrients=None,
+                confidence=0,
+                rejected=True,
+                rejection_reason=f"refused: {reply.refusal}",
+                **common,
+            )
+        if not answer.is_food:
+            return LabelResult(
+                dish=answer.dish,
+                portion_g=0,
+                nutrients=None,
+                confidence=answer.confidence,
+                rejected=True,
+                rejection_reason="not_food: the photo shows no food",
+                **common,
+            )
+        return LabelResult(
+            dish=answer.dish,
+            portion_g=answer.portion_g,
+            nutrients=answer.nutrients,
+            confidence=answer.confidence,
+            flags=answer.flags,
+            **common,
+        )
+
+    def _from_reference(self, hints: list[tuple[str, float]]) -> LabelResult:
+        if not hints:
+            raise ValueError("offline labels come from the classifier's top dish: send dish_hints")
+        dish = lookup(hints[0][0])
+        return LabelResult(
+            source=REFERENCE,
+            dish=dish.label,
+            portion_g=dish.serving_g,
+            nutrients=dish.nutrients,
+            confidence=hints[0][1],
+            model="reference-table",
+            provider="foodcal",
+        )
+
+    def _cached(self, sha256: str) -> LabelResult | None:
+        with self.db.session() as session:
+            row = session.get(LabelCache, sha256)
+            if row is None:
+                return None
+            row.hits += 1
+            session.add(row)
+            return LabelResult.from_json(row.label, cached=True)
+
+    def _store(self, sha256: str, result: LabelResult) -> None:
+        outcome = "rejected" if result.rejected else "labeled"
+        with self.db.session() as session:
+            session.merge(
+                LabelCache(image_sha256=sha256, outcome=outcome, label=result.to_json(), model=result.model)
+            )
+            session.add(self._call_row(sha256, result.model, outcome, result.usage))
+
+    def _record_call(self, sha256: str, model: str, outcome: str, usage: Usage) -> None:
+        with self.db.session() as session:
+            session.add(self._call_row(sha256, model, outcome, usage))
+
+    @staticmethod
+    def _call_row(sha256: str, model: str, outcome: str, usage: Usage) -> ChatGPTCall:
+        return ChatGPTCall(
+            image_sha256=sha256,
+            model=model,
+            outcome=outcome,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usage.cost_usd,
+        )
+
+
+def cache_size(db: Database) -> int:
+    with db.session() as session:
+        return len(session.exec(select(LabelCache.image_sha256)).all())

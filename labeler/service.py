@@ -1,0 +1,75 @@
+"""LabelerService: translates between protobuf and `Labeler`."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+from PIL import Image, UnidentifiedImageError
+
+from foodcal.convert import nutrition_proto
+from foodcal.v1 import common_pb2, labeler_pb2, labeler_pb2_grpc
+from labeler.chatgpt import LabelFailure
+from labeler.labeling import CHATGPT, Labeler, LabelResult
+
+ERROR_METADATA_KEY = "foodcal-label-error"
+_CODES = {
+    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "invalid_answer": grpc.StatusCode.INTERNAL,
+    "invalid_request": grpc.StatusCode.INTERNAL,
+    "auth_failed": grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def label_to_proto(result: LabelResult) -> common_pb2.Label:
+    label = common_pb2.Label(
+        source=common_pb2.NUTRITION_SOURCE_CHATGPT
+        if result.source == CHATGPT
+        else common_pb2.NUTRITION_SOURCE_REFERENCE,
+        dish=result.dish,
+        portion_g=result.portion_g,
+        confidence=result.confidence,
+        provider=result.provider,
+        model=result.model,
+        flags=result.flags,
+    )
+    if result.nutrients is not None:
+        label.nutrition.CopyFrom(nutrition_proto(result.nutrients))
+    return label
+
+
+class LabelerServicer(labeler_pb2_grpc.LabelerServiceServicer):
+    def __init__(self, labeler: Labeler) -> None:
+        self.labeler = labeler
+
+    async def LabelMeal(self, request, context):
+        if not request.image:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image is empty")
+        try:
+            Image.open(io.BytesIO(request.image)).verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image is not a readable picture")
+        hints = [(hint.label, hint.probability) for hint in request.dish_hints]
+        try:
+            sha256, result = await self.labeler.label(request.image, hints)
+        except LabelFailure as failure:
+            context.set_trailing_metadata(((ERROR_METADATA_KEY, failure.reason),))
+            await context.abort(_CODES.get(failure.reason, grpc.StatusCode.INTERNAL), str(failure))
+        except (ValueError, KeyError) as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error).strip("'\""))
+        usage = result.usage
+        return labeler_pb2.LabelMealResponse(
+            label=label_to_proto(result),
+            usage=common_pb2.TokenUsage(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                estimated_cost_usd=usage.cost_usd,
+            ),
+            cached=result.cached,
+            image_sha256=sha256,
+            rejected=result.rejected,
+            rejection_reason=result.rejection_reason,
+        )

@@ -1,0 +1,75 @@
+"""Build TorchServe archives with torch-model-archiver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from model_store.checkpoint import CHECKPOINT_FILES
+from model_store.nutrition_model import NutritionModel
+
+HANDLERS = Path(__file__).with_name("handlers")
+NUTRITION_MODEL_FILE = Path(__file__).with_name("nutrition_model.py")
+FOOD101 = "food101"
+NUTRITION = "nutrition"
+
+
+def nutrition_mar_name(version: int) -> str:
+    return f"{NUTRITION}-v{version}.mar"
+
+
+def _archiver() -> str:
+    return str(Path(sys.executable).with_name("torch-model-archiver"))
+
+
+def _archive(
+    name: str, version: str, handler: Path, extra_files: list[Path], out_path: Path, config: Path | None
+):
+    """Run the archiver into a temp dir, then move the .mar into place atomically."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        command = [
+            _archiver(),
+            "--model-name", name,
+            "--version", version,
+            "--handler", str(handler),
+            "--extra-files", ",".join(str(p) for p in extra_files),
+            "--export-path", tmp,
+            "--archive-format", "zip-store",  # weights barely compress; skipping deflate is faster
+        ]  # fmt: skip
+        if config is not None:
+            command += ["--config-file", str(config)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"torch-model-archiver failed for {name}: {result.stderr.strip()[-500:]}")
+        os.replace(Path(tmp) / f"{name}.mar", out_path)
+    return out_path
+
+
+def build_food101_mar(checkpoint_dir: Path, out_path: Path, config: Path | None = None) -> Path:
+    files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES]
+    return _archive(FOOD101, "1", HANDLERS / "food101_handler.py", files, out_path, config)
+
+
+def build_nutrition_mar(model: NutritionModel, version: int, out_path: Path, **metadata: object) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "nutrition.pth"
+        torch.save(model.checkpoint(version=version, **metadata), weights)
+        return _archive(
+            NUTRITION,
+            str(version),
+            HANDLERS / "nutrition_handler.py",
+            [NUTRITION_MODEL_FILE, weights],
+            out_path,
+            None,
+        )
+
+
+def remove_quietly(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if Path(path).is_dir() else Path(path).unlink(missing_ok=True)

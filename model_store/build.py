@@ -1,0 +1,70 @@
+"""`make models`: build food101.mar and nutrition v0 into the model store; skip when nothing changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from foodcal.settings import Settings, load_settings
+from model_store import archive, checkpoint, reference
+from model_store.nutrition_model import NutritionModel
+
+log = logging.getLogger(__name__)
+_INPUTS = [
+    archive.HANDLERS / "food101_handler.py",
+    archive.HANDLERS / "nutrition_handler.py",
+    archive.NUTRITION_MODEL_FILE,
+    reference.TABLE_PATH,
+    Path(checkpoint.__file__),
+    Path(archive.__file__),
+]
+
+
+def _stamp(source: str) -> str:
+    digest = hashlib.sha256(source.encode())
+    for path in _INPUTS:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def reference_model(checkpoint_dir: Path) -> NutritionModel:
+    """Nutrition version 0, with the table rows in the classifier's label order."""
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    table = torch.tensor(reference.table_for_labels(labels), dtype=torch.float32)
+    return NutritionModel.from_table(table, embedding_dim=int(config["hidden_size"]))
+
+
+def build_models(settings: Settings, force: bool = False) -> dict:
+    """Returns the classifier identity; rebuilds only when an input changed."""
+    store = Path(settings.model_store_dir)
+    checkpoint_dir = store.parent / "checkpoints" / "food101"
+    stamp_file = store / ".build-stamp"
+    stamp = _stamp(settings.food101_model)
+    food101_mar, nutrition_mar = store / "food101.mar", store / archive.nutrition_mar_name(0)
+    up_to_date = stamp_file.exists() and stamp_file.read_text() == stamp
+    if up_to_date and not force and food101_mar.exists() and nutrition_mar.exists():
+        log.info("models up to date in %s", store)
+        return checkpoint.read_identity(checkpoint_dir)
+
+    identity = checkpoint.prepare_checkpoint(settings.food101_model, checkpoint_dir)
+    archive.build_food101_mar(checkpoint_dir, food101_mar)
+    archive.build_nutrition_mar(
+        reference_model(checkpoint_dir), 0, nutrition_mar, classifier_version=identity["version"]
+    )
+    stamp_file.write_text(stamp)
+    log.info("built %s and %s (classifier %s)", food101_mar.name, nutrition_mar.name, identity["version"])
+    return identity
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    build_models(load_settings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Resolve FOOD101_MODEL into a saved checkpoint directory that the food101 handler loads.
+
+FOOD101_MODEL is a HuggingFace hub id (default `nateraw/food`), a local directory holding a saved
+checkpoint, or `demo`: a tiny randomly initialised ViT with the 101 Food-101 labels, built here and
+saved with `save_pretrained`, so it takes exactly the path a real checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from model_store.reference import food101_labels
+
+DEMO = "demo"
+CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "foodcal_classifier.json")
+
+
+class CheckpointError(SystemExit):
+    """FOOD101_MODEL could not be loaded; the message says what to do."""
+
+
+def _fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _write_demo(out_dir: Path) -> None:
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    labels = food101_labels()
+    config = ViTConfig(
+        image_size=64,
+        patch_size=16,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=96,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(0)  # the same demo weights on every machine
+    ViTForImageClassification(config).save_pretrained(out_dir)
+    preprocessing = {
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": True,
+        "size": {"height": 64, "width": 64},
+        "resample": 2,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessing, indent=2))
+
+
+def _write_pretrained(source: str, out_dir: Path) -> None:
+    from transformers import AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(source)
+        if Path(source).is_dir():
+            preprocessing = Path(source) / "preprocessor_config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            preprocessing = Path(hf_hub_download(source, "preprocessor_config.json"))
+        shutil.copyfile(preprocessing, out_dir / "preprocessor_config.json")
+    except Exception as error:
+        raise CheckpointError(
+            f"FOOD101_MODEL={source!r} could not be loaded ({type(error).__name__}: {error}). "
+            "Set FOOD101_MODEL to a HuggingFace hub id (needs network once), a local directory "
+            "with a saved checkpoint (config.json, weights, preprocessor_config.json), or "
+            "FOOD101_MODEL=demo for a tiny untrained classifier that needs no download."
+        ) from None
+    model.save_pretrained(out_dir)
+
+
+def prepare_checkpoint(source: str, out_dir: Path) -> dict:
+    """Save the classifier named by `source` into `out_dir`; returns its identity."""
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    if source == DEMO:
+        _write_demo(out_dir)
+    else:
+        _write_pretrained(source, out_dir)
+    labels = json.loads((out_dir / "config.json").read_text())["id2label"]
+    if len(labels) != 101:
+        raise CheckpointError(f"FOOD101_MODEL={source!r} has {len(labels)} labels, not Food-101's 101")
+    identity = {
+        "name": source,
+        "demo": source == DEMO,
+        "version": f"{source}@{_fingerprint(out_dir / 'model.safetensors')}",
+    }
+    (out_dir / "foodcal_classifier.json").write_text(json.dumps(identity))
+    return identity
+
+
+def read_identity(checkpoint_dir: Path) -> dict:
+    return json.loads((Path(checkpoint_dir) / "foodcal_classifier.json").read_text())

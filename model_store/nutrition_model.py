@@ -1,0 +1,71 @@
+"""The nutrition head. Shipped into the nutrition .mar as an extra file, so it imports only torch.
+
+prediction = probabilities @ table + residual(embedding, probabilities) * target_scale
+
+`table` holds each dish's reference serving (calories, proteins, fats, carbs). Version 0 has no
+residual: it *is* the reference table. A trained version learns a residual on top of it, starting
+from zero, so training starts at the baseline it must beat.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NUTRIENTS = ("calories_kcal", "proteins_g", "fats_g", "carbs_g")
+
+
+class NutritionModel(nn.Module):
+    def __init__(self, embedding_dim: int, num_classes: int, hidden_size: int = 0, dropout: float = 0.1):
+        super().__init__()
+        self.embedding_dim, self.num_classes, self.hidden_size = embedding_dim, num_classes, hidden_size
+        self.register_buffer("table", torch.zeros(num_classes, len(NUTRIENTS)))
+        self.register_buffer("target_scale", torch.ones(len(NUTRIENTS)))
+        self.residual: nn.Module | None = None
+        if hidden_size > 0:
+            out = nn.Linear(hidden_size, len(NUTRIENTS))
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+            self.residual = nn.Sequential(
+                nn.LayerNorm(embedding_dim + num_classes),
+                nn.Linear(embedding_dim + num_classes, hidden_size),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                out,
+            )
+
+    def forward_unclamped(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        prediction = probabilities @ self.table
+        if self.residual is not None:
+            features = torch.cat([embedding, probabilities], dim=-1)
+            prediction = prediction + self.residual(features) * self.target_scale
+        return prediction
+
+    def forward(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        # Nutrients are never negative; nan_to_num keeps every served number finite.
+        prediction = self.forward_unclamped(embedding, probabilities)
+        return torch.nan_to_num(prediction, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
+
+    def model_args(self) -> dict:
+        return {
+            "embedding_dim": self.embedding_dim,
+            "num_classes": self.num_classes,
+            "hidden_size": self.hidden_size,
+        }
+
+    def checkpoint(self, **extra: object) -> dict:
+        """A dict that rebuilds this model with `from_checkpoint` and nothing else."""
+        return {"model_args": self.model_args(), "state_dict": self.state_dict(), **extra}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> NutritionModel:
+        model = cls(**checkpoint["model_args"])
+        model.load_state_dict(checkpoint["state_dict"])
+        return model.eval()
+
+    @classmethod
+    def from_table(cls, table: torch.Tensor, embedding_dim: int) -> NutritionModel:
+        """Version 0: the reference table as a model."""
+        model = cls(embedding_dim=embedding_dim, num_classes=table.shape[0], hidden_size=0)
+        model.table.copy_(table)
+        return model.eval()

@@ -1,0 +1,236 @@
+"""TorchServe lifecycle shared by `make run` and the tests: configure, start, wait until ready, stop.
+
+Token authorization is turned off on purpose: every listener is bound to 127.0.0.1 (never
+published, see docker-compose.yml), our own services are its only clients, and the keys TorchServe
+would write expire and would have to be refreshed by every client. Loopback binding plus
+`allowed_urls` restricted to our model store is the boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from foodcal.settings import Settings, load_settings
+from model_store.archive import FOOD101, NUTRITION, nutrition_mar_name
+
+log = logging.getLogger(__name__)
+
+LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration>
+  <Appenders>
+    <RollingFile name="ts_log" fileName="${env:LOG_LOCATION}/ts_log.log"
+                 filePattern="${env:LOG_LOCATION}/ts_log.%i.log.gz">
+      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
+      <Policies><SizeBasedTriggeringPolicy size="20 MB"/></Policies>
+      <DefaultRolloverStrategy max="3"/>
+    </RollingFile>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="off"/>
+    <Logger name="MODEL_METRICS" level="off"/>
+    <Logger name="TS_METRICS" level="off"/>
+    <Logger name="io.netty" level="error"/>
+    <Logger name="org.apache" level="off"/>
+    <Logger name="MODEL_LOG" level="warn"><AppenderRef ref="ts_log"/></Logger>
+    <Logger name="org.pytorch.serve" level="warn"><AppenderRef ref="ts_log"/></Logger>
+    <Root level="warn"/>
+  </Loggers>
+</Configuration>
+"""
+
+
+@dataclass
+class TorchServeConfig:
+    model_store: Path
+    run_dir: Path
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
+    http_port: int = 8080
+    management_http_port: int = 8081
+    metrics_port: int = 8082
+    max_request_bytes: int = 12 * 1024 * 1024
+    heap: str = "512m"
+    workers_per_model: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TorchServeConfig:
+        def port(address: str) -> int:
+            return int(address.rsplit(":", 1)[1])
+
+        return cls(
+            model_store=Path(settings.model_store_dir).resolve(),
+            run_dir=Path(settings.torchserve_run_dir).resolve(),
+            grpc_inference_port=port(settings.torchserve_endpoints[0]),
+            grpc_management_port=port(settings.torchserve_management[0]),
+            http_port=settings.torchserve_http_port,
+            management_http_port=settings.torchserve_management_http_port,
+            metrics_port=settings.torchserve_metrics_port,
+            max_request_bytes=settings.grpc_max_message_bytes,
+        )
+
+    def properties(self) -> str:
+        store = str(self.model_store)
+        values = {
+            "inference_address": f"http://127.0.0.1:{self.http_port}",
+            "management_address": f"http://127.0.0.1:{self.management_http_port}",
+            "metrics_address": f"http://127.0.0.1:{self.metrics_port}",
+            "grpc_inference_address": "127.0.0.1",
+            "grpc_inference_port": str(self.grpc_inference_port),
+            "grpc_management_address": "127.0.0.1",
+            "grpc_management_port": str(self.grpc_management_port),
+            "model_store": store,
+            # Only archives inside our model store may be registered (a regex per entry).
+            "allowed_urls": f"file://{store}/[A-Za-z0-9_.-]+\\\\.mar",
+            "enable_model_api": "true",
+            "disable_token_authorization": "true",
+            "max_request_size": str(self.max_request_bytes),
+            "max_response_size": str(self.max_request_bytes),
+            "default_workers_per_model": str(self.workers_per_model),
+            "vmargs": f"-Xmx{self.heap} -XX:+ExitOnOutOfMemoryError",
+            "install_py_dep_per_model": "false",
+            "disable_system_metrics": "true",
+            "async_logging": "true",
+            "default_response_timeout": "60",
+            **self.extra,
+        }
+        return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+class TorchServeProcess:
+    """One TorchServe in the foreground of its own process group (so stopping reaches java too)."""
+
+    def __init__(self, config: TorchServeConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        return self.config.run_dir / "logs"
+
+    def start(self, models: dict[str, str]) -> None:
+        run_dir = self.config.run_dir
+        for sub in ("tmp", "logs"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.properties").write_text(self.config.properties())
+        (run_dir / "log4j2.xml").write_text(LOG4J2)
+        env = {
+            **os.environ,
+            "TMPDIR": str(run_dir / "tmp"),  # extracted archives, pid file and sockets live here
+            "LOG_LOCATION": str(self.log_dir),
+            "METRICS_LOCATION": str(self.log_dir),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+        command = [
+            str(Path(sys.executable).with_name("torchserve")),
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--ts-config", str(run_dir / "config.properties"),
+            "--model-store", str(self.config.model_store),
+            "--log-config", str(run_dir / "log4j2.xml"),
+            "--models", *(f"{name}={mar}" for name, mar in models.items()),
+        ]  # fmt: skip
+        stdout = (self.log_dir / "torchserve.out").open("ab")
+        self.process = subprocess.Popen(
+            command, cwd=run_dir, env=env, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        stdout.close()
+        log.info("torchserve started (pid %d), grpc %d/%d", self.process.pid,
+                 self.config.grpc_inference_port, self.config.grpc_management_port)  # fmt: skip
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM the whole group, wait, then SIGKILL whatever outlived the timeout."""
+        if self.process is None:
+            return
+        pgid = self.process.pid
+        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and _group_alive(pgid):
+                time.sleep(0.1)
+            if not _group_alive(pgid):
+                break
+        self.process.wait(timeout=5)
+        log.info("torchserve stopped")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def default_models() -> dict[str, str]:
+    return {FOOD101: "food101.mar", NUTRITION: nutrition_mar_name(0)}
+
+
+async def wait_until_ready(
+    client, process: TorchServeProcess | None = None, timeout_s: float = 180.0
+) -> None:
+    """Ready = each model answers a real prediction (TorchServe's ping is healthy before that)."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise RuntimeError(f"torchserve exited early; see {process.log_dir}")
+        try:
+            await client.self_test()
+            return
+        except Exception as error:  # not ready yet: keep polling until the deadline
+            last_error = error
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"torchserve not ready after {timeout_s:.0f}s: {last_error}")
+
+
+async def _serve_foreground() -> None:
+    from model_store.build import build_models
+    from model_store.client import TorchServeClient
+
+    settings = load_settings()
+    build_models(settings)
+    process = TorchServeProcess(TorchServeConfig.from_settings(settings))
+    process.start(default_models())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    client = TorchServeClient.from_settings(settings)
+    try:
+        await wait_until_ready(client, process)
+        log.info("torchserve ready: food101 and nutrition answer predictions")
+        while not stop.is_set() and process.alive():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        await client.close()
+        process.stop()
+
+
+def main() -> None:
+    from foodcal.logs import setup_logging
+
+    setup_logging("torchserve")
+    asyncio.run(_serve_foreground())
+
+
+if __name__ == "__main__":
+    main()

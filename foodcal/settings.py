@@ -5,7 +5,6 @@ A bad value stops start-up with a message that names the setting (see `load_sett
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -87,7 +86,6 @@ class Settings(BaseSettings):
     torchserve_metrics_port: int = Field(8082, ge=0, le=65535)
     torchserve_timeout_s: float = Field(10.0, gt=0)
     torchserve_run_dir: Path = Path("run/torchserve")
-    top_k: int = Field(5, ge=1, le=101)
 
     # Trainer
     min_training_samples: int = Field(50, ge=1)
@@ -100,6 +98,11 @@ class Settings(BaseSettings):
     _csv = field_validator("api_tokens", "torchserve_endpoints", "torchserve_management", mode="before")(
         _split_csv
     )
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _empty_is_default(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("database_url")
     @classmethod
@@ -139,8 +142,3 @@ def load_settings(**overrides: object) -> Settings:
             f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
         )
         raise SettingsError(f"bad setting: {problems}") from None
-
-
-@functools.cache
-def cached_settings() -> Settings:
-    return load_settings()

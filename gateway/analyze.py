@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from foodcal.photos import validate_image
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.images import sha256_of
 from foodcal.v1 import labeler_pb2
-from gateway.images import validate_image
 from gateway.label_queue import LabelCall
 from gateway.labels import RetryPolicy, apply_failure, apply_label
 from model_store.client import Classification, NutritionPrediction, TorchServeClient

@@ -9,13 +9,13 @@ import grpc
 
 from foodcal.convert import nutrition_proto, nutrition_values
 from foodcal.nutrition import NUTRIENTS, out_of_bounds
+from foodcal.photos import InvalidImage
 from foodcal.store import Database, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.images import ImageStorageError
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
-from gateway.images import InvalidImage
 from gateway.samples import PROTO_TO_STATUS, STATUS_TO_PROTO, label_proto, list_samples, sample_proto, stats
 from model_store.client import ModelServerError, TorchServeClient
 

@@ -215,6 +215,9 @@ class TorchServeClient:
         msg = await self._manage(self.replicas[replica], "ListModels", request, "list models")
         return [model["modelName"] for model in json.loads(msg)["models"]]
 
+    async def registered_versions(self, model: str = NUTRITION, replica: int = 0) -> list[str]:
+        return [entry["modelVersion"] for entry in await self.describe(model, "all", replica=replica)]
+
     async def served_version(self, model: str = NUTRITION, replica: int = 0) -> str:
         return (await self.describe(model, replica=replica))[0]["modelVersion"]
 
@@ -261,7 +264,9 @@ class TorchServeClient:
         switched: list[tuple[_Replica, str]] = []
         probe = (np.zeros(embedding_dim, "<f4"), np.full(101, 1 / 101, "<f4"))
         try:
-            for replica in self.replicas:
+            for index, replica in enumerate(self.replicas):
+                if new in await self.registered_versions(replica=index):
+                    continue  # e.g. a rollback to v0, which stays registered
                 await self.register(replica, mar_name)
                 registered.append(replica)
             for index in range(len(self.replicas)):

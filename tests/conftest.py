@@ -1,0 +1,252 @@
+"""Shared fixtures: real servers on ephemeral loopback ports, a real TorchServe, real databases."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import sqlalchemy
+from PIL import Image
+
+from foodcal.grpc_server import RunningServer, start_server
+from foodcal.settings import Settings, load_settings
+from foodcal.store import Database
+from model_store.build import build_models
+from model_store.client import TorchServeClient
+from model_store.server import TorchServeConfig, TorchServeProcess, default_models, wait_until_ready
+from tests.openai_stub import OpenAIStub
+
+IN_CI = os.environ.get("CI") == "true"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+API_TOKEN = "test-client-token"
+INTERNAL_TOKEN = "test-internal-token"
+OPENAI_KEY = "sk-test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def photo(color=(200, 80, 40), size=(320, 240), fmt="JPEG", **save) -> bytes:
+    """A real encoded image; vary `color` to get a different sha256."""
+    image = Image.new("RGB", size, color)
+    for x in range(0, size[0], 16):  # some structure, so it is not a flat colour
+        image.paste((color[1], color[2], color[0]), (x, 0, x + 4, size[1]))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+def _postgres_or_skip() -> None:
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as error:  # CI must exercise PostgreSQL: a skip there is a failure
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI ({POSTGRES_URL}): {error}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
+
+
+def postgres_schema_url() -> tuple[str, str]:
+    """A fresh schema in the test database, so tests never see each other's rows."""
+    _postgres_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
+
+
+def drop_postgres_schema(schema: str) -> None:
+    engine = sqlalchemy.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/foodcal.db"
+        return
+    url, schema = postgres_schema_url()
+    yield url
+    drop_postgres_schema(schema)
+
+
+@pytest.fixture
+def db(database_url) -> Database:
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Database:
+    database = Database(f"sqlite:///{tmp_path}/foodcal.db")
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def make_settings(tmp: Path, **overrides) -> Settings:
+    values = {
+        "_env_file": None,
+        "api_tokens": [API_TOKEN],
+        "internal_token": INTERNAL_TOKEN,
+        "database_url": f"sqlite:///{tmp}/foodcal.db",
+        "upload_dir": tmp / "uploads",
+        "models_dir": tmp / "models",
+        "use_chatgpt": False,
+        "openai_api_key": "",
+        "label_retry_base_s": 0.2,
+        "label_retry_max_s": 1.0,
+        "label_poll_interval_s": 0.1,
+        "swap_drain_s": 0.5,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+# -- TorchServe, started once ------------------------------------------------------------------
+
+
+@dataclass
+class TorchServeHandle:
+    process: TorchServeProcess
+    config: TorchServeConfig
+    client: TorchServeClient
+
+    @property
+    def inference(self) -> str:
+        return f"127.0.0.1:{self.config.grpc_inference_port}"
+
+    @property
+    def management(self) -> str:
+        return f"127.0.0.1:{self.config.grpc_management_port}"
+
+    def settings(self) -> dict:
+        return {
+            "torchserve_endpoints": [self.inference],
+            "torchserve_management": [self.management],
+            "model_store_dir": self.config.model_store,
+        }
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model_store")
+    settings = load_settings(_env_file=None, food101_model="demo", model_store_dir=root / "mar")
+    build_models(settings)
+    return root / "mar"
+
+
+def start_torchserve(model_store: Path, run_dir: Path) -> TorchServeProcess:
+    config = TorchServeConfig(
+        model_store=model_store,
+        run_dir=run_dir,
+        grpc_inference_port=free_port(),
+        grpc_management_port=free_port(),
+        http_port=free_port(),
+        management_http_port=free_port(),
+        metrics_port=free_port(),
+    )
+    process = TorchServeProcess(config)
+    process.start(default_models())
+    return process
+
+
+@pytest.fixture(scope="session")
+async def torchserve(model_store, tmp_path_factory) -> TorchServeHandle:
+    process = start_torchserve(model_store, tmp_path_factory.mktemp("torchserve"))
+    config = process.config
+    client = TorchServeClient(
+        [f"127.0.0.1:{config.grpc_inference_port}"], [f"127.0.0.1:{config.grpc_management_port}"]
+    )
+    try:
+        await wait_until_ready(client, process, timeout_s=180)
+        yield TorchServeHandle(process, config, client)
+    finally:
+        await client.close()
+        process.stop()
+
+
+@pytest.fixture
+async def clean_nutrition(torchserve):
+    """Leave TorchServe serving only nutrition v0, whatever a test deployed."""
+    yield
+    client = torchserve.client
+    replica = client.replicas[0]
+    await client.set_default(replica, "nutrition", "0")
+    for version in await client.registered_versions():
+        if version != "0":
+            await client.unregister(replica, "nutrition", version)
+    for mar in torchserve.config.model_store.glob("nutrition-v*.mar"):
+        if mar.name != "nutrition-v0.mar":
+            mar.unlink()
+
+
+# -- the OpenAI-compatible stub ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def openai_stub() -> OpenAIStub:
+    stub = OpenAIStub(OPENAI_KEY).start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def stub(openai_stub) -> OpenAIStub:
+    openai_stub.reset()
+    yield openai_stub
+    openai_stub.reset()
+
+
+# -- our services, in-process on ephemeral ports -------------------------------------------------
+
+
+async def start_service(module, settings: Settings, db: Database, port: int = 0) -> RunningServer:
+    if module.__name__ == "gateway.__main__":
+        port = port or free_port()
+        spec = module.build(settings, db, port)
+    else:
+        spec = module.build(settings, db)
+    return await start_server(spec, "127.0.0.1", port)
+
+
+def auth(token: str = API_TOKEN) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture
+async def channel_to():
+    """Open client channels to started servers; all closed at the end of the test."""
+    channels: list[grpc.aio.Channel] = []
+
+    def open_channel(port: int) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in channels:
+        await channel.close()

@@ -1,0 +1,201 @@
+"""A local OpenAI-compatible chat-completions server: real HTTP on loopback, scriptable per test.
+
+It checks each request the way OpenAI would (key, model, an image part, a JSON schema asked for),
+so a broken request fails the test. Run it alone for demos:
+    python -m tests.openai_stub --port 8099 --api-key sk-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+KNOWN_MODELS = {"gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"}
+GOOD_ANSWER = {
+    "is_food": True,
+    "dish": "margherita pizza",
+    "portion_g": 250.0,
+    "calories_kcal": 650.0,
+    "proteins_g": 27.0,
+    "fats_g": 24.0,
+    "carbs_g": 80.0,
+    "confidence": 0.8,
+}
+
+
+def completion(content: str | None, refusal: str | None = None, model: str = "gpt-4o-mini") -> dict:
+    return {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160},
+    }
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: dict | None = None  # None: a good answer
+    delay_s: float = 0.0
+    headers: dict = field(default_factory=dict)
+    raw: bytes | None = None  # send these bytes as the body instead
+
+
+def answer(**overrides) -> Reply:
+    return Reply(body=completion(json.dumps({**GOOD_ANSWER, **overrides})))
+
+
+def error(status: int, message: str = "error", headers: dict | None = None) -> Reply:
+    return Reply(
+        status=status,
+        body={"error": {"message": message, "type": "stub", "code": None}},
+        headers=headers or {},
+    )
+
+
+def check_request(body: dict) -> str | None:
+    """What OpenAI would refuse with a 400, or None."""
+    if body.get("model") not in KNOWN_MODELS:
+        return f"unknown model {body.get('model')!r}"
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    if fmt.get("type") != "json_schema" or not {"calories_kcal", "proteins_g", "fats_g", "carbs_g"} <= set(
+        schema.get("required", [])
+    ):
+        return "a json_schema response_format with the four nutrients is required"
+    images = [
+        part
+        for message in body.get("messages", [])
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    ]
+    if len(images) != 1:
+        return "exactly one image part expected"
+    url = images[0]["image_url"]["url"]
+    if not url.startswith("data:image/jpeg;base64,"):
+        return "the image must be a base64 JPEG data URL"
+    image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    if image.format != "JPEG" or max(image.size) > 2048:
+        return "the image must be a JPEG of at most 2048 px"
+    if image.getexif():
+        return "EXIF must be stripped"
+    return None
+
+
+class OpenAIStub:
+    def __init__(self, api_key: str = "sk-test") -> None:
+        self.api_key = api_key
+        self.script: list[Reply] = []
+        self.default: Reply | None = None  # None: a good answer
+        self.requests: list[dict] = []
+        self.times: list[float] = []
+        self.problems: list[str] = []
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def start(self) -> OpenAIStub:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self, *replies: Reply, default: Reply | None = None) -> None:
+        with self._lock:
+            self.script, self.default = list(replies), default
+            self.requests.clear()
+            self.times.clear()
+            self.problems.clear()
+
+    @property
+    def calls(self) -> int:
+        return len(self.times)
+
+    def _next(self, body: dict, authorization: str) -> Reply:
+        with self._lock:
+            self.times.append(time.monotonic())
+            self.requests.append(body)
+            if authorization != f"Bearer {self.api_key}":
+                return error(401, "Incorrect API key provided")
+            problem = check_request(body)
+            if problem:
+                self.problems.append(problem)
+                return error(400, problem)
+            if self.script:
+                return self.script.pop(0)
+            return self.default or answer()
+
+    def _handler(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                try:
+                    body = json.loads(self.rfile.read(length))
+                except json.JSONDecodeError:
+                    body = {}
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    reply = error(404, f"no route {self.path}")
+                else:
+                    reply = stub._next(body, self.headers.get("authorization", ""))
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                payload = (
+                    reply.raw if reply.raw is not None else json.dumps(reply.body or answer().body).encode()
+                )
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+        return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--api-key", default="sk-test")
+    args = parser.parse_args()
+    stub = OpenAIStub(args.api_key)
+    stub.server.server_close()
+    stub.server = ThreadingHTTPServer(("127.0.0.1", args.port), stub._handler())
+    print(f"OpenAI-compatible stub on http://127.0.0.1:{args.port}/v1 (key {args.api_key})", flush=True)
+    stub.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

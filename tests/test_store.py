@@ -1,0 +1,102 @@
+import asyncio
+
+import sqlalchemy
+from sqlmodel import select
+
+from foodcal.store import ImageStore, LabelStatus, Sample
+from foodcal.store.tables import utcnow
+from gateway.label_queue import LabelQueue
+from gateway.labels import RetryPolicy
+from tests.conftest import photo
+
+
+def test_migrations_create_every_table_on_an_empty_database(db):
+    tables = set(sqlalchemy.inspect(db.engine).get_table_names())
+    assert {"samples", "label_cache", "chatgpt_calls", "training_runs", "model_versions", "alembic_version"} <= tables
+    db.migrate()  # applying again is a no-op
+    with db.engine.connect() as connection:
+        assert connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_sample_round_trip_keeps_every_field(db):
+    embedding = bytes(range(192))
+    sample = Sample(
+        image_sha256="ab" * 32,
+        image_path="uploads/images/ab/ab/x",
+        dishes=[["pizza", 0.7], ["lasagna", 0.1]],
+        embedding=embedding,
+        class_probabilities=b"\x00" * 404,
+        classifier_version="demo@1",
+        pred_model_version=0,
+        label_status=LabelStatus.LABELED,
+    )
+    sample.set_values("pred", (500.0, 20.0, 18.0, 60.0))
+    sample.set_values("label", (450.0, 22.0, 15.0, 58.0))
+    with db.session() as session:
+        session.add(sample)
+    with db.session() as session:
+        loaded = session.get(Sample, sample.id)
+    assert loaded.embedding == embedding
+    assert loaded.dishes == [["pizza", 0.7], ["lasagna", 0.1]]
+    assert loaded.difference == (50.0, -2.0, 3.0, 2.0)
+    assert loaded.training_target == (450.0, 22.0, 15.0, 58.0)
+    assert loaded.created_at.tzinfo is not None
+    loaded.set_values("correction", (400.0, 20.0, 14.0, 50.0))
+    assert loaded.training_target == (400.0, 20.0, 14.0, 50.0)  # a person's correction wins
+
+
+def test_same_photo_twice_is_one_file_and_one_sha(tmp_path):
+    store = ImageStore(tmp_path)
+    first, second = store.put(photo()), store.put(photo())
+    other = store.put(photo(color=(10, 20, 30)))
+    assert first.sha256 == second.sha256 and first.path == second.path
+    assert not first.already_stored and second.already_stored
+    assert other.sha256 != first.sha256
+    assert len([p for p in (tmp_path / "images").rglob("*") if p.is_file()]) == 2
+    assert store.get(first.sha256) == photo()
+
+
+def test_image_paths_come_only_from_sha256_names(tmp_path):
+    store = ImageStore(tmp_path)
+    for bad in ("../../etc/passwd", "a" * 63, "G" * 64, "/abs/path"):
+        try:
+            store.path_for(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted as an image name")
+
+
+def _pending(db, count):
+    with db.session() as session:
+        for index in range(count):
+            session.add(Sample(image_sha256=f"{index:064x}", image_path="x", label_status=LabelStatus.PENDING))
+
+
+async def test_two_workers_never_claim_the_same_sample(db, tmp_path):
+    _pending(db, 30)
+    policy = RetryPolicy(3, 0.1, 1.0)
+    queues = [LabelQueue(db, ImageStore(tmp_path), None, policy, f"worker-{i}") for i in range(2)]
+    claimed: list[str] = []
+    for _ in range(10):  # concurrent rounds until the queue is empty
+        claims = await asyncio.gather(*(asyncio.to_thread(q.claim, 5) for q in queues for _ in range(2)))
+        claimed += [sample_id for batch in claims for sample_id in batch]
+    assert len(claimed) == 30
+    assert len(set(claimed)) == 30  # nobody got a sample twice
+    with db.session() as session:
+        owners = session.exec(select(Sample.label_claimed_by)).all()
+    assert set(owners) == {"worker-0", "worker-1"}
+
+
+def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):
+    _pending(db, 1)
+    policy = RetryPolicy(3, 0.1, 1.0)
+    first = LabelQueue(db, ImageStore(tmp_path), None, policy, "first", lease_s=0.0)
+    second = LabelQueue(db, ImageStore(tmp_path), None, policy, "second", lease_s=60.0)
+    assert len(first.claim(5)) == 1
+    assert len(second.claim(5)) == 1  # first's lease (0 s) expired: as if it had died
+    assert first.claim(5) == []
+    assert second.release_own_claims() == 1
+    with db.session() as session:
+        sample = session.exec(select(Sample)).one()
+    assert sample.label_claimed_by is None
+    assert sample.label_next_attempt_at is None or sample.label_next_attempt_at <= utcnow()

@@ -1,0 +1,99 @@
+"""`python -m trainer`: serve TrainerService until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from foodcal.grpc_server import ServiceSpec, serve_until_signalled
+from foodcal.logs import setup_logging
+from foodcal.settings import Settings, load_settings
+from foodcal.store import Database
+from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
+from model_store.client import TorchServeClient
+from trainer.backfill import current_classifier
+from trainer.data import count_labelled
+from trainer.runs import Refused, RunManager
+from trainer.service import TrainerServicer
+from trainer.training import TrainingParameters
+from trainer.versions import VersionStore
+
+log = logging.getLogger("trainer")
+
+
+async def auto_retrain(settings: Settings, runs: RunManager) -> None:
+    """AUTO_RETRAIN_EVERY_N_LABELS / AUTO_RETRAIN_INTERVAL_S start runs through the same path."""
+    every_n, interval = settings.auto_retrain_every_n_labels, settings.auto_retrain_interval_s
+    labels_at_last_run = await asyncio.to_thread(count_labelled, runs.db)
+    last_run_at = time.monotonic()
+    while True:
+        await asyncio.sleep(min(30.0, interval or 30.0))
+        labels = await asyncio.to_thread(count_labelled, runs.db)
+        due_by_labels = every_n and labels - labels_at_last_run >= every_n
+        due_by_time = interval and time.monotonic() - last_run_at >= interval
+        if not (due_by_labels or due_by_time):
+            continue
+        try:
+            run = await runs.start(TrainingParameters())
+            log.info("auto-retrain started run %s (%d labels)", run.id, labels)
+            labels_at_last_run, last_run_at = labels, time.monotonic()
+        except Refused as refused:
+            log.info("auto-retrain skipped: %s", refused)
+        except Exception:
+            log.exception("auto-retrain could not start a run")
+
+
+def build(settings: Settings, db: Database) -> ServiceSpec:
+    settings.require_internal_token()
+    torchserve = TorchServeClient.from_settings(settings)
+    versions = VersionStore(db, settings.model_store_dir, torchserve, settings.swap_drain_s)
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    runs = RunManager(
+        db,
+        versions,
+        settings.models_dir,
+        settings.min_training_samples,
+        lambda: current_classifier(torchserve),
+    )
+    interrupted = runs.fail_interrupted()
+    if interrupted:
+        log.warning("%d training run(s) were interrupted by a previous stop; marked FAILED", interrupted)
+    versions.ensure_baseline()
+    background: list[asyncio.Task] = []
+
+    async def on_start() -> None:
+        if settings.auto_retrain_every_n_labels or settings.auto_retrain_interval_s:
+            background.append(asyncio.create_task(auto_retrain(settings, runs)))
+
+    async def on_stop() -> None:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await torchserve.close()
+
+    return ServiceSpec(
+        name="trainer",
+        register=lambda server: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
+            TrainerServicer(runs, versions, torchserve), server
+        ),
+        service_names=[trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name],
+        tokens=[settings.internal_token],
+        max_message_bytes=settings.grpc_max_message_bytes,
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+
+
+def main() -> None:
+    settings = load_settings()
+    setup_logging("trainer", settings.log_level)
+    db = Database(settings.database_url)
+    db.migrate()
+    asyncio.run(serve_until_signalled(build(settings, db), settings.bind_host, settings.trainer_port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Re-embed stored images through TorchServe after the classifier changed (`make backfill`)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from pathlib import Path
+
+from PIL import Image
+from sqlmodel import select
+
+from foodcal.photos import validate_image
+from foodcal.store import Database, Sample
+from model_store.client import Classification, TorchServeClient
+
+log = logging.getLogger(__name__)
+
+
+def probe_image() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 150, 90)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+async def current_classifier(torchserve: TorchServeClient) -> str:
+    """Ask the served classifier who it is, with a real (tiny) prediction."""
+    return (await torchserve.classify(probe_image())).classifier
+
+
+async def backfill(db: Database, torchserve: TorchServeClient, batch_size: int) -> tuple[int, str]:
+    """Returns (samples updated, classifier version). Each batch runs concurrently against TorchServe."""
+    classifier = await current_classifier(torchserve)
+
+    def stale() -> list[tuple[str, str]]:
+        with db.session() as session:
+            query = select(Sample.id, Sample.image_path).where(Sample.classifier_version != classifier)
+            return list(session.exec(query).all())
+
+    pending = await asyncio.to_thread(stale)
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        results = await asyncio.gather(*(_embed(torchserve, path) for _, path in batch))
+        await asyncio.to_thread(_save, db, [sample_id for sample_id, _ in batch], results)
+        log.info("backfill: %d/%d samples re-embedded with %s", start + len(batch), len(pending), classifier)
+    return len(pending), classifier
+
+
+async def _embed(torchserve: TorchServeClient, path: str) -> Classification:
+    # The same preparation as AnalyzeMeal, so old and new embeddings are comparable.
+    valid = await asyncio.to_thread(lambda: validate_image(Path(path).read_bytes()))
+    return await torchserve.classify(valid.model_input)
+
+
+def _save(db: Database, sample_ids: list[str], results: list[Classification]) -> None:
+    with db.session() as session:
+        for sample_id, classification in zip(sample_ids, results, strict=True):
+            sample = session.get(Sample, sample_id)
+            sample.classifier_version = classification.classifier
+            sample.dishes = [[label, p] for label, p in classification.dishes]
+            sample.embedding = classification.embedding.astype("<f4").tobytes()
+            sample.class_probabilities = classification.probabilities.astype("<f4").tobytes()
+            session.add(sample)
+
+
+def main() -> None:
+    """`make backfill`: asks the running trainer, so runs and backfills never overlap."""
+    import grpc
+
+    from foodcal.settings import load_settings
+    from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
+
+    settings = load_settings()
+    with grpc.insecure_channel(settings.trainer_address) as channel:
+        response = trainer_pb2_grpc.TrainerServiceStub(channel).BackfillEmbeddings(
+            trainer_pb2.BackfillEmbeddingsRequest(),
+            metadata=(("authorization", f"Bearer {settings.internal_token}"),),
+            timeout=3600,
+        )
+    print(f"re-embedded {response.updated_samples} samples with classifier {response.classifier}")
+
+
+if __name__ == "__main__":
+    main()

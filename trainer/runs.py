@@ -1,0 +1,227 @@
+"""Training runs: refusals, the background run, progress events for watchers, deploy-if-better."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from sqlmodel import col, select
+
+from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
+from foodcal.store.tables import utcnow
+from model_store.client import ModelServerError
+from trainer.data import count_labelled, load_dataset
+from trainer.training import EpochResult, TrainingParameters, evaluate, train
+from trainer.versions import VersionStore
+
+log = logging.getLogger(__name__)
+
+# A candidate must beat the served version's score by this fraction: noise never deploys.
+MIN_IMPROVEMENT = 0.02
+PRIMARY_SCORE = "mean over nutrients of MAE / mean label (lower is better)"
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class Refused(Exception):
+    """A run that may not start; `kind` picks the status code."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # "precondition" or "exists"
+
+
+class RunManager:
+    def __init__(
+        self,
+        db: Database,
+        versions: VersionStore,
+        models_dir: Path,
+        min_samples: int,
+        current_classifier,
+    ) -> None:
+        self.db, self.versions, self.models_dir, self.min_samples = (
+            db,
+            versions,
+            Path(models_dir),
+            min_samples,
+        )
+        self.current_classifier = current_classifier  # async () -> str
+        self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    # -- crash recovery ----------------------------------------------------------------------
+
+    def fail_interrupted(self) -> int:
+        """A run marked active at start-up belonged to a trainer that died: it ends FAILED."""
+        with self.db.session() as session:
+            rows = session.exec(select(TrainingRunRow).where(col(TrainingRunRow.status).in_(ACTIVE))).all()
+            for row in rows:
+                row.status, row.message, row.finished_at = RunStatus.FAILED, "interrupted", utcnow()
+                session.add(row)
+            return len(rows)
+
+    # -- starting ----------------------------------------------------------------------------
+
+    async def start(self, params: TrainingParameters) -> TrainingRunRow:
+        async with self._lock:
+            running = await asyncio.to_thread(self._active_run)
+            if running is not None:
+                raise Refused("exists", f"training run {running.id} is already {running.status}")
+            labelled = await asyncio.to_thread(count_labelled, self.db)
+            if labelled == 0:
+                raise Refused("precondition", "no training data: collect ChatGPT labels first")
+            classifier = await self.current_classifier()
+            dataset = await asyncio.to_thread(load_dataset, self.db, classifier)
+            if len(dataset) < self.min_samples:
+                stale = labelled - len(dataset)
+                hint = f" ({stale} more need `make backfill` for classifier {classifier})" if stale else ""
+                raise Refused("precondition", f"too little data: {len(dataset)} of {self.min_samples}{hint}")
+            run = TrainingRunRow(parameters=params.as_dict(), status=RunStatus.RUNNING)
+            await asyncio.to_thread(self._save, run)
+            self._task = asyncio.create_task(
+                self._run(run, params, dataset, classifier), name=f"run-{run.id}"
+            )
+            log.info("run %s started: %d samples, %s", run.id, len(dataset), params.as_dict())
+            return run
+
+    def _active_run(self) -> TrainingRunRow | None:
+        with self.db.session() as session:
+            return session.exec(select(TrainingRunRow).where(col(TrainingRunRow.status).in_(ACTIVE))).first()
+
+    def _save(self, run: TrainingRunRow) -> None:
+        with self.db.session() as session:
+            session.merge(run)
+
+    def get(self, run_id: str) -> TrainingRunRow | None:
+        with self.db.session() as session:
+            return session.get(TrainingRunRow, run_id)
+
+    def list(self, limit: int) -> list[TrainingRunRow]:
+        with self.db.session() as session:
+            query = select(TrainingRunRow).order_by(col(TrainingRunRow.created_at).desc()).limit(limit)
+            return list(session.exec(query).all())
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def subscribe(self, run_id: str) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._watchers[run_id].add(queue)
+        return queue
+
+    def unsubscribe(self, run_id: str, queue: asyncio.Queue) -> None:
+        self._watchers[run_id].discard(queue)
+        if not self._watchers[run_id]:
+            del self._watchers[run_id]
+
+    def _publish(self, run_id: str, event: EpochResult | TrainingRunRow) -> None:
+        for queue in self._watchers.get(run_id, ()):
+            queue.put_nowait(event)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def _run(self, run: TrainingRunRow, params: TrainingParameters, dataset, classifier: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._train_and_deploy(run, params, dataset, classifier, loop)
+        except Exception as error:
+            log.exception("run %s failed", run.id)
+            run.status, run.message = RunStatus.FAILED, f"{type(error).__name__}: {error}"
+        run.finished_at = utcnow()
+        await asyncio.to_thread(self._save, run)
+        log.info("run %s %s: %s", run.id, run.status, run.message)
+        self._publish(run.id, run)
+
+    async def _train_and_deploy(self, run, params, dataset, classifier, loop) -> None:
+        train_data, val_data = dataset.split()
+        if len(val_data) == 0 or len(train_data) == 0:
+            raise ValueError("the stable 80/20 split left one side empty; collect more samples")
+        run.train_samples, run.val_samples = len(train_data), len(val_data)
+        served_row = await asyncio.to_thread(self.versions.served)
+        reference = await asyncio.to_thread(self.versions.model, self.versions_row(0))
+        run.served_version_before = served_row.version
+
+        def on_epoch(result: EpochResult) -> None:
+            run.epochs = [*run.epochs, vars(result)]
+            self._save(run)
+            loop.call_soon_threadsafe(self._publish, run.id, result)
+
+        best, final, epochs = await asyncio.to_thread(
+            train, reference, train_data, val_data, params, on_epoch
+        )
+        run_dir = self.models_dir / "runs" / run.id
+        await asyncio.to_thread(self._write_artifacts, run, run_dir, best, final, epochs, classifier)
+
+        served_model = await asyncio.to_thread(self.versions.model, served_row)
+        candidate, served = evaluate(best, val_data), evaluate(served_model, val_data)
+        run.metrics = {
+            "candidate": candidate.as_dict(),
+            "served": served.as_dict(),
+            "primary_score": PRIMARY_SCORE,
+        }
+        if candidate.score >= served.score * (1 - MIN_IMPROVEMENT):
+            run.status = RunStatus.NOT_DEPLOYED
+            run.message = (
+                f"not deployed: candidate score {candidate.score:.4f} does not beat served "
+                f"v{served_row.version} score {served.score:.4f} by {MIN_IMPROVEMENT:.0%}"
+            )
+            return
+        version = await asyncio.to_thread(self.versions.next_version)
+        mar = await asyncio.to_thread(
+            self.versions.export, best, version, classifier_version=classifier, run_id=run.id
+        )
+        row = ModelVersionRow(
+            version=version,
+            run_id=run.id,
+            mar_path=str(mar),
+            checkpoint_path=str(run_dir / "nutrition_model_best.pth"),
+            classifier_version=classifier,
+            metrics=candidate.as_dict(),
+            description=f"trained by run {run.id} on {len(train_data)} samples",
+        )
+        await asyncio.to_thread(self._save_version, row)
+        try:
+            await self.versions.deploy(row, best.embedding_dim)
+        except ModelServerError as error:
+            run.status, run.message = RunStatus.FAILED, str(error)
+            return
+        run.status, run.result_version = RunStatus.DEPLOYED, version
+        run.message = (
+            f"deployed v{version}: score {candidate.score:.4f} beats v{served_row.version} {served.score:.4f}"
+        )
+
+    def versions_row(self, version: int) -> ModelVersionRow:
+        with self.db.session() as session:
+            return session.get(ModelVersionRow, version)
+
+    def _save_version(self, row: ModelVersionRow) -> None:
+        with self.db.session() as session:
+            session.add(row)
+
+    def _write_artifacts(
+        self, run, run_dir: Path, best, final, epochs: list[EpochResult], classifier: str
+    ) -> None:
+        """Checkpoints named as the original guide names them, a copy per run, and the loss curve."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        extra = {"run_id": run.id, "classifier_version": classifier, "parameters": run.parameters}
+        for name, model in (("nutrition_model_best.pth", best), ("nutrition_model_final.pth", final)):
+            torch.save(model.checkpoint(**extra), run_dir / name)
+            shutil.copyfile(run_dir / name, self.models_dir / name)
+        import matplotlib
+
+        matplotlib.use("Agg")  # no screen: render the loss curve to a file
+        from matplotlib import pyplot as plt
+
+        figure, axes = plt.subplots(figsize=(6, 4))
+        numbers = [e.epoch for e in epochs]
+        axes.plot(numbers, [e.train_loss for e in epochs], label="train")
+        axes.plot(numbers, [e.val_loss for e in epochs], label="validation")
+        axes.set(xlabel="epoch", ylabel="Huber loss (standardised)", title=f"run {run.id[:8]}")
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(run_dir / "loss_curve.png", dpi=80)
+        plt.close(figure)

@@ -1,0 +1,177 @@
+"""TrainerService: translates between protobuf and the run manager / version store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from foodcal.convert import nutrition_proto, timestamp
+from foodcal.store import ModelVersionRow, RunStatus, TrainingRunRow
+from foodcal.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from model_store.client import ModelServerError
+from trainer.backfill import backfill
+from trainer.runs import Refused, RunManager
+from trainer.training import EpochResult, TrainingParameters
+from trainer.versions import VersionStore
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    RunStatus.QUEUED: common_pb2.TRAINING_RUN_STATUS_QUEUED,
+    RunStatus.RUNNING: common_pb2.TRAINING_RUN_STATUS_RUNNING,
+    RunStatus.DEPLOYED: common_pb2.TRAINING_RUN_STATUS_DEPLOYED,
+    RunStatus.NOT_DEPLOYED: common_pb2.TRAINING_RUN_STATUS_NOT_DEPLOYED,
+    RunStatus.FAILED: common_pb2.TRAINING_RUN_STATUS_FAILED,
+}
+_FINISHED = (RunStatus.DEPLOYED, RunStatus.NOT_DEPLOYED, RunStatus.FAILED)
+
+
+def _evaluation(data: dict | None) -> common_pb2.EvaluationMetrics | None:
+    if not data:
+        return None
+    mae = data["mae"]
+    return common_pb2.EvaluationMetrics(
+        mae=nutrition_proto([mae["calories_kcal"], mae["proteins_g"], mae["fats_g"], mae["carbs_g"]]),
+        score=data["score"],
+        samples=data["samples"],
+    )
+
+
+def _epoch(data: dict | EpochResult) -> common_pb2.EpochMetrics:
+    return common_pb2.EpochMetrics(**(vars(data) if isinstance(data, EpochResult) else data))
+
+
+def run_proto(run: TrainingRunRow) -> common_pb2.TrainingRun:
+    return common_pb2.TrainingRun(
+        run_id=run.id,
+        status=_STATUS[RunStatus(run.status)],
+        parameters=common_pb2.TrainingParameters(**run.parameters),
+        epochs=[_epoch(e) for e in run.epochs],
+        candidate=_evaluation(run.metrics.get("candidate")),
+        served=_evaluation(run.metrics.get("served")),
+        served_version_before=run.served_version_before or 0,
+        result_version=run.result_version or 0,
+        message=run.message,
+        train_samples=run.train_samples,
+        val_samples=run.val_samples,
+        created_at=timestamp(run.created_at),
+        finished_at=timestamp(run.finished_at),
+    )
+
+
+def version_proto(row: ModelVersionRow) -> common_pb2.ModelVersion:
+    return common_pb2.ModelVersion(
+        version=row.version,
+        served=row.served,
+        run_id=row.run_id or "",
+        metrics=_evaluation(row.metrics),
+        classifier=row.classifier_version,
+        created_at=timestamp(row.created_at),
+        description=row.description,
+    )
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, runs: RunManager, versions: VersionStore, torchserve) -> None:
+        self.runs, self.versions, self.torchserve = runs, versions, torchserve
+
+    async def StartTrainingRun(self, request, context):
+        values = {
+            field: getattr(request, field)
+            for field in ("epochs", "batch_size", "learning_rate", "weight_decay", "patience", "hidden_size")
+            if request.HasField(field)
+        }
+        try:
+            params = TrainingParameters(**values)
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        try:
+            run = await self.runs.start(params)
+        except Refused as refused:
+            code = (
+                grpc.StatusCode.ALREADY_EXISTS
+                if refused.kind == "exists"
+                else grpc.StatusCode.FAILED_PRECONDITION
+            )
+            await context.abort(code, str(refused))
+        except ModelServerError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the model server failed: {error}")
+        return trainer_pb2.StartTrainingRunResponse(
+            run_id=run.id, parameters=common_pb2.TrainingParameters(**params.as_dict())
+        )
+
+    async def _run(self, context, run_id: str) -> TrainingRunRow:
+        run = await asyncio.to_thread(self.runs.get, run_id) if run_id else None
+        if run is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no training run with id {run_id!r}")
+        return run
+
+    async def GetTrainingRun(self, request, context):
+        return trainer_pb2.GetTrainingRunResponse(run=run_proto(await self._run(context, request.run_id)))
+
+    async def WatchTrainingRun(self, request, context):
+        """Every epoch so far, then each new one as it ends, then the outcome."""
+        queue = self.runs.subscribe(request.run_id)  # before reading, so no epoch falls in between
+        try:
+            run = await self._run(context, request.run_id)
+            sent = 0
+            for epoch in run.epochs:
+                sent = epoch["epoch"]
+                yield trainer_pb2.WatchTrainingRunResponse(
+                    event=common_pb2.TrainingEvent(epoch=_epoch(epoch))
+                )
+            while run.status not in _FINISHED:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=5.0)
+                except TimeoutError:  # a run that ended in another process: re-read it
+                    run = await asyncio.to_thread(self.runs.get, request.run_id)
+                    continue
+                if isinstance(event, EpochResult):
+                    if event.epoch > sent:
+                        sent = event.epoch
+                        yield trainer_pb2.WatchTrainingRunResponse(
+                            event=common_pb2.TrainingEvent(epoch=_epoch(event))
+                        )
+                else:
+                    run = event
+            yield trainer_pb2.WatchTrainingRunResponse(event=common_pb2.TrainingEvent(outcome=run_proto(run)))
+        finally:
+            self.runs.unsubscribe(request.run_id, queue)
+
+    async def ListTrainingRuns(self, request, context):
+        limit = request.page_size or 20
+        if not 1 <= limit <= 100:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be 1 to 100")
+        runs = await asyncio.to_thread(self.runs.list, limit)
+        return trainer_pb2.ListTrainingRunsResponse(runs=[run_proto(r) for r in runs])
+
+    async def ListModelVersions(self, request, context):
+        rows = await asyncio.to_thread(self.versions.all)
+        served = next((row.version for row in rows if row.served), 0)
+        return trainer_pb2.ListModelVersionsResponse(
+            versions=[version_proto(r) for r in rows], served_version=served
+        )
+
+    async def RollbackModel(self, request, context):
+        try:
+            served, previous = await self.versions.rollback(request.version)
+        except LookupError as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except FileNotFoundError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except ModelServerError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        log.info("rolled back: v%d served (was v%d)", served, previous)
+        return trainer_pb2.RollbackModelResponse(served_version=served, previous_version=previous)
+
+    async def BackfillEmbeddings(self, request, context):
+        batch = request.batch_size or 16
+        if not 1 <= batch <= 256:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "batch_size must be 1 to 256")
+        try:
+            updated, classifier = await backfill(self.runs.db, self.torchserve, batch)
+        except ModelServerError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        return trainer_pb2.BackfillEmbeddingsResponse(updated_samples=updated, classifier=classifier)

@@ -1,0 +1,153 @@
+"""Fit the nutrition head's residual on cached features (the backbone is never re-run)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from model_store.nutrition_model import NUTRIENTS, NutritionModel
+from trainer.data import Dataset
+
+log = logging.getLogger(__name__)
+SEED = 1234
+
+
+@dataclass
+class TrainingParameters:
+    epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0001
+    patience: int = 0  # 0 = run every epoch
+    hidden_size: int = 256
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.epochs <= 1000, "epochs must be 1 to 1000"),
+            (1 <= self.batch_size <= 4096, "batch_size must be 1 to 4096"),
+            (
+                math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1,
+                "learning_rate must be in (0, 1]",
+            ),
+            (
+                math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 1,
+                "weight_decay must be in [0, 1]",
+            ),
+            (0 <= self.patience <= 1000, "patience must be 0 to 1000"),
+            (1 <= self.hidden_size <= 4096, "hidden_size must be 1 to 4096"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    total_epochs: int
+    train_loss: float
+    val_loss: float
+    best_val_loss: float
+
+
+@dataclass
+class Evaluation:
+    mae: tuple[float, float, float, float]
+    score: float  # mean over nutrients of MAE / mean label: lower is better
+    samples: int
+
+    def as_dict(self) -> dict:
+        return {
+            "mae": dict(zip(NUTRIENTS, self.mae, strict=True)),
+            "score": self.score,
+            "samples": self.samples,
+        }
+
+
+def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.from_numpy(data.embeddings),
+        torch.from_numpy(data.probabilities),
+        torch.from_numpy(data.targets),
+    )
+
+
+def evaluate(model: NutritionModel, data: Dataset) -> Evaluation:
+    """The primary score: the mean of per-nutrient MAE divided by that nutrient's mean label."""
+    embeddings, probabilities, targets = _tensors(data)
+    with torch.inference_mode():
+        predictions = model.eval()(embeddings, probabilities)
+    mae = (predictions - targets).abs().mean(dim=0)
+    scale = targets.abs().mean(dim=0).clamp_min(1e-6)
+    return Evaluation(tuple(mae.tolist()), float((mae / scale).mean()), len(data))  # type: ignore[arg-type]
+
+
+def _loss(model: NutritionModel, embeddings, probabilities, targets, loss_fn) -> torch.Tensor:
+    # Standardised: every nutrient weighs the same, whatever its unit.
+    predictions = model.forward_unclamped(embeddings, probabilities)
+    return loss_fn(predictions / model.target_scale, targets / model.target_scale)
+
+
+def train(
+    reference: NutritionModel,
+    train_data: Dataset,
+    val_data: Dataset,
+    params: TrainingParameters,
+    on_epoch: Callable[[EpochResult], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[NutritionModel, NutritionModel, list[EpochResult]]:
+    """Returns (best-by-validation model, final model, epochs). Seeded: same data -> same model."""
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED)
+    model = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size)
+    model.table.copy_(reference.table)
+    model.target_scale.copy_(torch.from_numpy(np.maximum(train_data.targets.std(axis=0), 1e-3)))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+    )
+    loss_fn = nn.HuberLoss(delta=1.0)  # robust to the occasional wild label
+    train_t, val_t = _tensors(train_data), _tensors(val_data)
+    best_loss, best_state, epochs, stale = math.inf, copy.deepcopy(model.state_dict()), [], 0
+    for epoch in range(1, params.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_data), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), params.batch_size):
+            batch = order[start : start + params.batch_size]
+            loss = _loss(model, *(t[batch] for t in train_t), loss_fn)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        model.eval()
+        with torch.inference_mode():
+            val_loss = _loss(model, *val_t, loss_fn).item()
+        train_loss = total / len(train_data)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate"
+            )
+        if val_loss < best_loss:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+        result = EpochResult(epoch, params.epochs, train_loss, val_loss, best_loss)
+        epochs.append(result)
+        log.info("Epoch %d/%d - Train Loss: %.4f, Val Loss: %.4f", epoch, params.epochs, train_loss, val_loss)
+        on_epoch(result)
+        if (params.patience and stale >= params.patience) or should_stop():
+            break
+    final = model.eval()
+    best = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size)
+    best.load_state_dict(best_state)
+    return best.eval(), final, epochs

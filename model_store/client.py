@@ -66,14 +66,17 @@ def _f32(text: str) -> np.ndarray:
 
 
 def _explain(error: grpc.aio.AioRpcError, what: str) -> ModelServerError:
-    code, details = error.code(), error.details() or ""
+    code = error.code()
+    details = (error.details() or "").splitlines()[0] if error.details() else ""  # drop Java class names
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ModelServerError(f"model server did not answer {what} in time", unavailable=True)
     if code == grpc.StatusCode.UNAVAILABLE and "Prediction failed" not in details:
         return ModelServerError(f"model server unreachable ({what})", unavailable=True)
     if code == grpc.StatusCode.UNAVAILABLE:
         return ModelServerError(f"model server could not run {what}: the handler failed")
-    if code == grpc.StatusCode.INTERNAL and "not found" in details.lower():
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND) and (
+        "not found" in details.lower() or "does not exist" in details
+    ):
         return ModelServerError(f"{what}: model or version not registered ({details})")
     if code == grpc.StatusCode.UNKNOWN and not details:
         return ModelServerError(f"{what}: refused by the model server (version already registered?)")

@@ -13,15 +13,19 @@ from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, labeler_pb2
 
-# Failures worth retrying later; any other reason is final (e.g. an invalid answer: paying again
-# for the same photo would most likely buy the same answer).
-RETRYABLE_CODES = {
+# An outage (labeler or OpenAI down, slow, rate limited) never ends a label: it stays pending,
+# retried at the capped backoff, until the outage is over.
+TRANSIENT_CODES = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+}
+# Retried up to LABEL_MAX_ATTEMPTS, then FAILED with the reason. Anything else is final at once
+# (e.g. an invalid answer: paying again for the same photo would most likely buy the same answer).
+RETRYABLE_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION,  # auth failed: retried until someone fixes the key
     grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.CANCELLED,
 }
 
 
@@ -71,7 +75,10 @@ def apply_failure(sample: Sample, code: grpc.StatusCode, message: str, policy: R
     sample.label_attempts += 1
     sample.label_error = message[:500]
     sample.label_claimed_by = sample.label_claimed_until = None
-    if code in RETRYABLE_CODES and sample.label_attempts < policy.max_attempts:
+    retry = code in TRANSIENT_CODES or (
+        code in RETRYABLE_CODES and sample.label_attempts < policy.max_attempts
+    )
+    if retry:
         sample.label_status = LabelStatus.PENDING
         sample.label_next_attempt_at = utcnow() + timedelta(seconds=policy.delay_s(sample.label_attempts))
     else:

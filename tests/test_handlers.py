@@ -63,7 +63,7 @@ def test_food101_embedding_gives_exactly_the_checkpoints_logits(unpacked):
     handler = _handler("food101_handler").Food101Handler()
     handler.initialize(context)
     pixels = handler.preprocess([{"data": photo()}])
-    embedding, probabilities = handler.inference(pixels)
+    _, probabilities = handler.inference(pixels)
     with torch.inference_mode():
         logits = handler.model(pixel_values=pixels).logits
     assert torch.allclose(probabilities, torch.softmax(logits, -1), atol=1e-6)
@@ -78,7 +78,10 @@ def test_nutrition_v0_equals_the_table_for_a_one_hot_input(unpacked):
     index = food101_labels().index("pizza")
     one_hot = np.zeros(101, "<f4")
     one_hot[index] = 1
-    row = {"embedding": np.zeros(handler.model.embedding_dim, "<f4").tobytes(), "probabilities": one_hot.tobytes()}
+    row = {
+        "embedding": np.zeros(handler.model.embedding_dim, "<f4").tobytes(),
+        "probabilities": one_hot.tobytes(),
+    }
     (output,) = handler.postprocess(handler.inference(handler.preprocess([row])))
     assert output["version"] == 0
     expected = lookup("pizza").nutrients
@@ -105,5 +108,7 @@ def test_nutrition_outputs_are_finite_and_never_negative():
 
 
 def test_classifier_identity_names_the_demo(model_store):
-    identity = json.loads((model_store.parent / "checkpoints" / "food101" / "foodcal_classifier.json").read_text())
+    identity = json.loads(
+        (model_store.parent / "checkpoints" / "food101" / "foodcal_classifier.json").read_text()
+    )
     assert identity["demo"] is True and identity["version"].startswith("demo@")

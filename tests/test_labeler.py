@@ -158,7 +158,9 @@ async def test_refusal_is_an_explicit_rejection_without_numbers(labeler, stub):
 
 
 async def test_not_food_is_recorded_not_invented_into_numbers(labeler, stub):
-    stub.reset(answer(is_food=False, dish="a laptop", calories_kcal=0.0, proteins_g=0.0, fats_g=0.0, carbs_g=0.0))
+    stub.reset(
+        answer(is_food=False, dish="a laptop", calories_kcal=0.0, proteins_g=0.0, fats_g=0.0, carbs_g=0.0)
+    )
     client = await labeler()
     response = await call(client, request())
     assert response.rejected and response.rejection_reason.startswith("not_food")

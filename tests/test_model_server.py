@@ -42,7 +42,7 @@ async def test_nutrition_v0_through_torchserve_equals_the_table(torchserve):
 
 
 async def test_unknown_version_is_a_clear_error(torchserve):
-    with pytest.raises(ModelServerError, match="not registered|not found"):
+    with pytest.raises(ModelServerError, match=r"not registered|not found"):
         await torchserve.client.predict_nutrition(np.zeros(48, "<f4"), np.zeros(101, "<f4"), version=99)
 
 
@@ -67,7 +67,9 @@ async def test_registering_outside_the_model_store_is_refused(torchserve):
 
 def test_every_listener_is_on_loopback(torchserve):
     java = [
-        p for p in psutil.Process(torchserve.process.process.pid).children(recursive=True) if "java" in p.name()
+        p
+        for p in psutil.Process(torchserve.process.process.pid).children(recursive=True)
+        if "java" in p.name()
     ]
     assert java, "java not found under the torchserve process"
     listening = [c for c in java[0].net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]

@@ -18,5 +18,9 @@ def test_every_row_is_positive_plausible_and_consistent_with_atwater():
         for grams in (dish.proteins_g, dish.fats_g, dish.carbs_g):
             assert 0 < grams <= dish.serving_g, dish
         expected = atwater_kcal(dish.proteins_g, dish.fats_g, dish.carbs_g)
-        assert abs(dish.calories_kcal - expected) <= 0.15 * expected, (dish.label, dish.calories_kcal, expected)
+        assert abs(dish.calories_kcal - expected) <= 0.15 * expected, (
+            dish.label,
+            dish.calories_kcal,
+            expected,
+        )
         assert dish.source, dish

@@ -12,10 +12,19 @@ from tests.conftest import photo
 
 def test_migrations_create_every_table_on_an_empty_database(db):
     tables = set(sqlalchemy.inspect(db.engine).get_table_names())
-    assert {"samples", "label_cache", "chatgpt_calls", "training_runs", "model_versions", "alembic_version"} <= tables
+    assert {
+        "samples",
+        "label_cache",
+        "chatgpt_calls",
+        "training_runs",
+        "model_versions",
+        "alembic_version",
+    } <= tables
     db.migrate()  # applying again is a no-op
     with db.engine.connect() as connection:
-        assert connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert (
+            connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        )
 
 
 def test_sample_round_trip_keeps_every_field(db):
@@ -69,7 +78,9 @@ def test_image_paths_come_only_from_sha256_names(tmp_path):
 def _pending(db, count):
     with db.session() as session:
         for index in range(count):
-            session.add(Sample(image_sha256=f"{index:064x}", image_path="x", label_status=LabelStatus.PENDING))
+            session.add(
+                Sample(image_sha256=f"{index:064x}", image_path="x", label_status=LabelStatus.PENDING)
+            )
 
 
 async def test_two_workers_never_claim_the_same_sample(db, tmp_path):

@@ -1,0 +1,128 @@
+"""A command-line client for people: `python -m foodcal.client analyze photo.jpg`.
+
+The token comes from FOODCAL_TOKEN (or the first of API_TOKENS); the address from
+FOODCAL_ADDRESS (default 127.0.0.1:50051).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from foodcal.grpc_server import message_size_options
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
+
+
+def _token() -> str:
+    token = os.environ.get("FOODCAL_TOKEN") or os.environ.get("API_TOKENS", "").split(",")[0].strip()
+    if not token:
+        sys.exit("set FOODCAL_TOKEN to one of the gateway's API_TOKENS")
+    return token
+
+
+def _print(message) -> None:
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def _progress(epoch: common_pb2.EpochMetrics, width: int = 30) -> str:
+    done = int(width * epoch.epoch / max(epoch.total_epochs, 1))
+    bar = "#" * done + "-" * (width - done)
+    return (
+        f"[{bar}] Epoch {epoch.epoch}/{epoch.total_epochs} - Train Loss: {epoch.train_loss:.4f}, "
+        f"Val Loss: {epoch.val_loss:.4f} (best {epoch.best_val_loss:.4f})"
+    )
+
+
+def watch(stub, run_id: str, metadata) -> int:
+    outcome = None
+    for response in stub.WatchTrainingRun(
+        trainer_pb2.WatchTrainingRunRequest(run_id=run_id), metadata=metadata
+    ):
+        event = response.event
+        if event.HasField("epoch"):
+            print(_progress(event.epoch), flush=True)
+        else:
+            outcome = event.outcome
+    if outcome is None:
+        return 1
+    print(f"{common_pb2.TrainingRunStatus.Name(outcome.status)}: {outcome.message}")
+    return 0 if outcome.status != common_pb2.TRAINING_RUN_STATUS_FAILED else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m foodcal.client", description=__doc__)
+    parser.add_argument("--address", default=os.environ.get("FOODCAL_ADDRESS", "127.0.0.1:50051"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    analyze = commands.add_parser("analyze", help="send a photo, print dish and nutrition")
+    analyze.add_argument("photo", type=Path)
+    commands.add_parser("stats", help="totals, training_data_samples, costs, served versions")
+    samples = commands.add_parser("samples", help="the newest samples")
+    samples.add_argument("--page-size", type=int, default=10)
+    sample = commands.add_parser("sample", help="one sample")
+    sample.add_argument("sample_id")
+    correct = commands.add_parser("correct", help="store a person's true values for a sample")
+    correct.add_argument("sample_id")
+    for name in ("calories", "proteins", "fats", "carbs"):
+        correct.add_argument(f"--{name}", type=float, required=True)
+    train = commands.add_parser("train", help="start a training run and watch it")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--learning-rate", type=float, default=0.001)
+    train.add_argument("--no-watch", action="store_true")
+    watch_parser = commands.add_parser("watch", help="follow a training run with a progress bar")
+    watch_parser.add_argument("run_id")
+    commands.add_parser("versions", help="nutrition model versions and which is served")
+    rollback = commands.add_parser("rollback", help="serve an earlier nutrition version again")
+    rollback.add_argument("version", type=int)
+    args = parser.parse_args(argv)
+
+    metadata = (("authorization", f"Bearer {_token()}"),)
+    with grpc.insecure_channel(args.address, options=message_size_options(12 * 1024 * 1024)) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        try:
+            return _run(args, stub, metadata)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 2
+
+
+def _run(args, stub, metadata) -> int:
+    if args.command == "analyze":
+        request = gateway_pb2.AnalyzeMealRequest(image=args.photo.read_bytes(), filename=args.photo.name)
+        _print(stub.AnalyzeMeal(request, metadata=metadata, timeout=120))
+    elif args.command == "stats":
+        _print(stub.GetStats(gateway_pb2.GetStatsRequest(), metadata=metadata, timeout=30))
+    elif args.command == "samples":
+        _print(stub.ListSamples(gateway_pb2.ListSamplesRequest(page_size=args.page_size), metadata=metadata))
+    elif args.command == "sample":
+        _print(stub.GetSample(gateway_pb2.GetSampleRequest(sample_id=args.sample_id), metadata=metadata))
+    elif args.command == "correct":
+        nutrition = common_pb2.Nutrition(
+            calories_kcal=args.calories, proteins_g=args.proteins, fats_g=args.fats, carbs_g=args.carbs
+        )
+        request = gateway_pb2.CorrectSampleRequest(sample_id=args.sample_id, nutrition=nutrition)
+        _print(stub.CorrectSample(request, metadata=metadata))
+    elif args.command == "train":
+        request = trainer_pb2.StartTrainingRunRequest(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate
+        )
+        started = stub.StartTrainingRun(request, metadata=metadata, timeout=60)
+        print(f"run {started.run_id} started")
+        return 0 if args.no_watch else watch(stub, started.run_id, metadata)
+    elif args.command == "watch":
+        return watch(stub, args.run_id, metadata)
+    elif args.command == "versions":
+        _print(stub.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=metadata))
+    elif args.command == "rollback":
+        _print(stub.RollbackModel(trainer_pb2.RollbackModelRequest(version=args.version), metadata=metadata))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

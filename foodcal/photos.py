@@ -91,6 +91,8 @@ def validate_image(data: bytes) -> ValidImage:
                 )
             if getattr(image, "n_frames", 1) > 1:
                 raise InvalidImage("animated images are not accepted: send a single photo")
+            image.verify()  # checksums (e.g. PNG chunk CRCs) that a plain load skips
+            image = Image.open(io.BytesIO(data), formats=[kind])
             image.load()
     except InvalidImage:
         raise

@@ -1,0 +1,256 @@
+"""Training runs against a real TorchServe and a real store, through the gateway."""
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from foodcal.store import LabelStatus, RunStatus, Sample, TrainingRunRow
+from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
+from model_store.nutrition_model import NutritionModel
+from model_store.reference import food101_labels, lookup
+from tests.conftest import INTERNAL_TOKEN, auth, photo
+from trainer.backfill import current_classifier
+
+TABLE = np.array([lookup(label).nutrients for label in food101_labels()], dtype=np.float32)
+
+
+def learnable(embedding, probabilities):
+    """Labels that are a clear function of the features (what a good head can learn)."""
+    return (
+        max(50.0, 400 + 150 * embedding[0]),
+        max(1.0, 20 + 8 * embedding[1]),
+        max(1.0, 15 + 6 * embedding[2]),
+        max(1.0, 50 + 20 * embedding[3]),
+    )
+
+
+def noise(rng):
+    """Labels that are the reference table's answer times pure noise: nothing to learn beyond v0."""
+
+    def target(embedding, probabilities):
+        return tuple(float(v) for v in (probabilities @ TABLE) * np.exp(rng.normal(0, 0.4, 4)))
+
+    return target
+
+
+def add_samples(db, count, classifier, target, status=LabelStatus.LABELED, seed=0):
+    rng = np.random.default_rng(seed)
+    with db.session() as session:
+        for index in range(count):
+            embedding = rng.normal(size=48).astype("<f4")
+            logits = rng.normal(size=101) * 2
+            probabilities = (np.exp(logits) / np.exp(logits).sum()).astype("<f4")
+            sample = Sample(
+                image_sha256=f"{seed:08x}{index:056x}",
+                image_path="unused",
+                classifier_version=classifier,
+                embedding=embedding.tobytes(),
+                class_probabilities=probabilities.tobytes(),
+                label_status=status,
+            )
+            sample.set_values("pred", tuple(float(v) for v in probabilities @ TABLE))
+            if status == LabelStatus.LABELED:
+                sample.set_values("label", target(embedding, probabilities))
+            session.add(sample)
+
+
+async def start_run(app, **params):
+    return await app.gateway.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(**params), metadata=auth())
+
+
+async def watch(app, run_id):
+    events = []
+    async for response in app.gateway.WatchTrainingRun(
+        trainer_pb2.WatchTrainingRunRequest(run_id=run_id), metadata=auth()
+    ):
+        events.append(response.event)
+    return events
+
+
+async def refused(app, **params):
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await start_run(app, **params)
+    return raised.value
+
+
+async def test_refuses_without_labelled_samples_and_with_too_few(system, torchserve):
+    app = await system(use_chatgpt=False)
+    error = await refused(app)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == "no training data: collect ChatGPT labels first"
+    classifier = await current_classifier(torchserve.client)
+    add_samples(
+        app.db, 60, classifier, None, status=LabelStatus.REFERENCE_ONLY, seed=1
+    )  # never training data
+    assert (await refused(app)).details() == "no training data: collect ChatGPT labels first"
+    add_samples(app.db, 49, classifier, learnable, seed=2)
+    error = await refused(app)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == "too little data: 49 of 50"
+
+
+async def test_learnable_labels_deploy_a_better_version_that_torchserve_then_serves(system, torchserve):
+    app = await system(use_chatgpt=False)
+    classifier = await current_classifier(torchserve.client)
+    add_samples(app.db, 240, classifier, learnable)
+    started = await start_run(app)
+    assert (started.parameters.epochs, started.parameters.batch_size) == (20, 8)
+    assert started.parameters.learning_rate == pytest.approx(0.001)
+    events = await watch(app, started.run_id)
+    epochs = [e.epoch for e in events if e.HasField("epoch")]
+    assert [e.epoch for e in epochs] == list(range(1, 21))  # every epoch, in order
+    assert all(e.total_epochs == 20 and e.best_val_loss <= e.val_loss + 1e-9 for e in epochs)
+    outcome = events[-1].outcome
+    assert outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, outcome.message
+    assert outcome.result_version == 1 and outcome.served_version_before == 0
+    assert outcome.candidate.score < outcome.served.score
+    assert outcome.candidate.samples == outcome.served.samples == outcome.val_samples > 0
+    assert await torchserve.client.served_version() == "1"
+
+    # A request through TorchServe returns the new version's numbers.
+    models = Path(app.settings.models_dir)
+    best = NutritionModel.from_checkpoint(torch.load(models / "nutrition_model_best.pth", weights_only=True))
+    with app.db.session() as session:
+        sample = session.exec(Sample.__table__.select().limit(1)).first()
+    embedding, probabilities = (
+        np.frombuffer(sample.embedding, "<f4"),
+        np.frombuffer(sample.class_probabilities, "<f4"),
+    )
+    served = await torchserve.client.predict_nutrition(embedding, probabilities)
+    with torch.inference_mode():
+        local = best(torch.from_numpy(embedding.copy())[None], torch.from_numpy(probabilities.copy())[None])[
+            0
+        ]
+    assert served.version == 1
+    assert served.values == pytest.approx(local.tolist(), rel=1e-4)
+
+    # Checkpoints named as the original guide names them, a copy per run, and the loss curve.
+    run_dir = models / "runs" / started.run_id
+    for name in ("nutrition_model_best.pth", "nutrition_model_final.pth", "loss_curve.png"):
+        assert (run_dir / name).stat().st_size > 0
+    final = torch.load(models / "nutrition_model_final.pth", weights_only=True)
+    assert final["model_args"] == {"embedding_dim": 48, "num_classes": 101, "hidden_size": 256}
+    assert final["classifier_version"] == classifier
+
+    versions = await app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
+    assert versions.served_version == 1
+    assert [(v.version, v.served) for v in versions.versions] == [(0, False), (1, True)]
+    assert versions.versions[1].metrics.score == pytest.approx(outcome.candidate.score)
+
+    # Rollback to the table, and forward again (v1 is re-registered from its archive).
+    rolled = await app.gateway.RollbackModel(trainer_pb2.RollbackModelRequest(version=0), metadata=auth())
+    assert (rolled.served_version, rolled.previous_version) == (0, 1)
+    assert await torchserve.client.served_version() == "0"
+    assert "1" not in await torchserve.client.registered_versions()
+    await app.gateway.RollbackModel(trainer_pb2.RollbackModelRequest(version=1), metadata=auth())
+    assert await torchserve.client.served_version() == "1"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await app.gateway.RollbackModel(trainer_pb2.RollbackModelRequest(version=42), metadata=auth())
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_noise_labels_are_not_deployed_and_the_outcome_says_why(system, torchserve):
+    app = await system(use_chatgpt=False)
+    classifier = await current_classifier(torchserve.client)
+    add_samples(app.db, 240, classifier, noise(np.random.default_rng(7)))
+    started = await start_run(app)
+    outcome = (await watch(app, started.run_id))[-1].outcome
+    assert outcome.status == common_pb2.TRAINING_RUN_STATUS_NOT_DEPLOYED, outcome.message
+    assert "not deployed" in outcome.message and f"{outcome.served.score:.4f}" in outcome.message
+    assert outcome.candidate.samples > 0 and outcome.result_version == 0
+    assert await torchserve.client.served_version() == "0"
+    run = await app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
+    assert run.served_version == 0 and len(run.versions) == 1
+
+
+async def test_second_run_while_one_runs_is_already_exists(system, torchserve):
+    app = await system(use_chatgpt=False)
+    classifier = await current_classifier(torchserve.client)
+    add_samples(app.db, 120, classifier, learnable)
+    first = await start_run(app, epochs=200, patience=0)
+    error = await refused(app)
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert first.run_id in error.details()
+    await watch(app, first.run_id)  # let it finish before the next test
+
+
+async def test_interrupted_run_ends_failed_after_restart_and_served_version_stays(system, torchserve):
+    app = await system(services=("gateway",), use_chatgpt=False)
+    with app.db.session() as session:
+        session.add(TrainingRunRow(id="a" * 32, status=RunStatus.RUNNING, parameters={"epochs": 20}))
+    restarted = await system(
+        db_url=app.settings.database_url, services=("trainer", "gateway"), use_chatgpt=False
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.servers['trainer'].port}") as channel:
+        trainer = trainer_pb2_grpc.TrainerServiceStub(channel)
+        run = (await trainer.GetTrainingRun(
+            trainer_pb2.GetTrainingRunRequest(run_id="a" * 32), metadata=auth(INTERNAL_TOKEN)
+        )).run  # fmt: skip
+        runs = await trainer.ListTrainingRuns(
+            trainer_pb2.ListTrainingRunsRequest(), metadata=auth(INTERNAL_TOKEN)
+        )
+    assert run.status == common_pb2.TRAINING_RUN_STATUS_FAILED and run.message == "interrupted"
+    assert [r.run_id for r in runs.runs] == ["a" * 32]
+    assert await torchserve.client.served_version() == "0"
+
+
+async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve):
+    app = await system(use_chatgpt=False)
+    ids = [
+        (
+            await app.gateway.AnalyzeMeal(
+                gateway_pb2.AnalyzeMealRequest(image=photo(color=(i, 9, 99))), metadata=auth()
+            )
+        ).sample_id
+        for i in range(3)
+    ]
+    with app.db.session() as session:
+        for sample_id in ids:
+            sample = session.get(Sample, sample_id)
+            sample.classifier_version, sample.embedding = "old-classifier@1", b"\x00" * 8
+            session.add(sample)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.servers['trainer'].port}") as channel:
+        trainer = trainer_pb2_grpc.TrainerServiceStub(channel)
+        response = await trainer.BackfillEmbeddings(
+            trainer_pb2.BackfillEmbeddingsRequest(batch_size=2), metadata=auth(INTERNAL_TOKEN)
+        )
+    classifier = await current_classifier(torchserve.client)
+    assert response.updated_samples == 3 and response.classifier == classifier
+    with app.db.session() as session:
+        for sample_id in ids:
+            sample = session.get(Sample, sample_id)
+            assert sample.classifier_version == classifier and len(sample.embedding) == 48 * 4
+
+
+def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_path):
+    from trainer.data import Dataset
+    from trainer.training import TrainingParameters, train
+
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(80, 48)).astype("f4")
+    logits = rng.normal(size=(80, 101))
+    probabilities = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("f4")
+    targets = np.array([learnable(e, p) for e, p in zip(embeddings, probabilities, strict=True)], dtype="f4")
+    data = Dataset([f"s{i}" for i in range(80)], embeddings, probabilities, targets)
+    reference = NutritionModel.from_table(torch.from_numpy(TABLE), embedding_dim=48)
+    train_data, val_data = data.split()
+    params = TrainingParameters(epochs=3)
+    first, _, _ = train(reference, train_data, val_data, params, on_epoch=lambda e: None)
+    second, _, _ = train(reference, train_data, val_data, params, on_epoch=lambda e: None)
+    x = (torch.from_numpy(embeddings), torch.from_numpy(probabilities))
+    assert torch.equal(first(*x), second(*x))
+    torch.save(first.checkpoint(), tmp_path / "best.pth")
+    reloaded = NutritionModel.from_checkpoint(torch.load(tmp_path / "best.pth", weights_only=True))
+    assert torch.equal(reloaded(*x), first(*x))
+
+
+def test_validation_split_is_stable_and_about_a_fifth():
+    from trainer.data import is_validation
+
+    ids = [f"{i:032x}" for i in range(2000)]
+    share = sum(map(is_validation, ids)) / len(ids)
+    assert 0.17 < share < 0.23
+    assert [is_validation(i) for i in ids] == [is_validation(i) for i in ids]

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///data/foodcal.db"
     data_dir: Path = Path("data")
     upload_dir: Path = Path("uploads")
+    # Empty: images under UPLOAD_DIR. `s3://bucket/prefix` for an S3-compatible object store.
+    image_store_url: str = ""
+    s3_endpoint_url: str | None = None
     models_dir: Path = Path("models")
     model_store_dir: Path = Path("model_store/mar")
 
@@ -99,10 +102,17 @@ class Settings(BaseSettings):
         _split_csv
     )
 
-    @field_validator("openai_base_url")
+    @field_validator("openai_base_url", "s3_endpoint_url")
     @classmethod
     def _empty_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("image_store_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value and not value.startswith(("s3://", "file://")):
+            raise ValueError("must start with s3:// or file://")
+        return value
 
     @field_validator("database_url")
     @classmethod

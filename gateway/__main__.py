@@ -10,7 +10,7 @@ import grpc
 from foodcal.grpc_server import ServiceSpec, message_size_options, serve_until_signalled
 from foodcal.logs import setup_logging
 from foodcal.settings import Settings, load_settings
-from foodcal.store import Database, ImageStore
+from foodcal.store import Database, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
 from gateway.label_queue import LabelQueue, worker_name
@@ -38,7 +38,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     def call_labeler(request):
         return labeler.LabelMeal(request, metadata=metadata, timeout=settings.labeler_timeout_s)
 
-    images = ImageStore(settings.upload_dir)
+    images = open_image_store(settings)
     torchserve = TorchServeClient.from_settings(settings)
     policy = RetryPolicy(settings.label_max_attempts, settings.label_retry_base_s, settings.label_retry_max_s)
     queue = LabelQueue(

@@ -10,7 +10,7 @@ import time
 from foodcal.grpc_server import ServiceSpec, serve_until_signalled
 from foodcal.logs import setup_logging
 from foodcal.settings import Settings, load_settings
-from foodcal.store import Database
+from foodcal.store import Database, open_image_store
 from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
 from model_store.client import TorchServeClient
 from trainer.backfill import current_classifier
@@ -77,7 +77,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
     return ServiceSpec(
         name="trainer",
         register=lambda server: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
-            TrainerServicer(runs, versions, torchserve), server
+            TrainerServicer(runs, versions, torchserve, open_image_store(settings)), server
         ),
         service_names=[trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name],
         tokens=[settings.internal_token],

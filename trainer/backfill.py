@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from pathlib import Path
 
 from PIL import Image
 from sqlmodel import select
@@ -28,27 +27,27 @@ async def current_classifier(torchserve: TorchServeClient) -> str:
     return (await torchserve.classify(probe_image())).classifier
 
 
-async def backfill(db: Database, torchserve: TorchServeClient, batch_size: int) -> tuple[int, str]:
+async def backfill(db: Database, torchserve: TorchServeClient, images, batch_size: int) -> tuple[int, str]:
     """Returns (samples updated, classifier version). Each batch runs concurrently against TorchServe."""
     classifier = await current_classifier(torchserve)
 
     def stale() -> list[tuple[str, str]]:
         with db.session() as session:
-            query = select(Sample.id, Sample.image_path).where(Sample.classifier_version != classifier)
+            query = select(Sample.id, Sample.image_sha256).where(Sample.classifier_version != classifier)
             return list(session.exec(query).all())
 
     pending = await asyncio.to_thread(stale)
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
-        results = await asyncio.gather(*(_embed(torchserve, path) for _, path in batch))
+        results = await asyncio.gather(*(_embed(torchserve, images, sha256) for _, sha256 in batch))
         await asyncio.to_thread(_save, db, [sample_id for sample_id, _ in batch], results)
         log.info("backfill: %d/%d samples re-embedded with %s", start + len(batch), len(pending), classifier)
     return len(pending), classifier
 
 
-async def _embed(torchserve: TorchServeClient, path: str) -> Classification:
+async def _embed(torchserve: TorchServeClient, images, sha256: str) -> Classification:
     # The same preparation as AnalyzeMeal, so old and new embeddings are comparable.
-    valid = await asyncio.to_thread(lambda: validate_image(Path(path).read_bytes()))
+    valid = await asyncio.to_thread(lambda: validate_image(images.get(sha256)))
     return await torchserve.classify(valid.model_input)
 
 

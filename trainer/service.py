@@ -74,8 +74,8 @@ def version_proto(row: ModelVersionRow) -> common_pb2.ModelVersion:
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
-    def __init__(self, runs: RunManager, versions: VersionStore, torchserve) -> None:
-        self.runs, self.versions, self.torchserve = runs, versions, torchserve
+    def __init__(self, runs: RunManager, versions: VersionStore, torchserve, images) -> None:
+        self.runs, self.versions, self.torchserve, self.images = runs, versions, torchserve, images
 
     async def StartTrainingRun(self, request, context):
         values = {
@@ -171,7 +171,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         if not 1 <= batch <= 256:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "batch_size must be 1 to 256")
         try:
-            updated, classifier = await backfill(self.runs.db, self.torchserve, batch)
+            updated, classifier = await backfill(self.runs.db, self.torchserve, self.images, batch)
         except ModelServerError as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         return trainer_pb2.BackfillEmbeddingsResponse(updated_samples=updated, classifier=classifier)

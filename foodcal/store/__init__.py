@@ -1,7 +1,7 @@
 """The sample store: database tables, sessions, migrations and the content-addressed images."""
 
 from foodcal.store.db import Database
-from foodcal.store.images import ImageStore, StoredImage
+from foodcal.store.images import ImageStore, S3ImageStore, StoredImage, open_image_store
 from foodcal.store.tables import (
     ChatGPTCall,
     LabelCache,
@@ -20,7 +20,9 @@ __all__ = [
     "LabelStatus",
     "ModelVersionRow",
     "RunStatus",
+    "S3ImageStore",
     "Sample",
     "StoredImage",
     "TrainingRunRow",
+    "open_image_store",
 ]

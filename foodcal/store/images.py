@@ -1,4 +1,9 @@
-"""Content-addressed image storage: the same photo twice is one file and one sha256."""
+"""Content-addressed image storage: the same photo twice is one object and one sha256.
+
+One small interface, two backends chosen by URL: a local directory (the default, `UPLOAD_DIR`)
+or an S3-compatible bucket (`IMAGE_STORE_URL=s3://bucket/prefix`, `S3_ENDPOINT_URL` for MinIO,
+Ceph or any other S3-compatible server). Names are always `images/ab/cd/<sha256>`.
+"""
 
 from __future__ import annotations
 
@@ -27,19 +32,21 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class ImageStore:
-    """Local directory backend: `<root>/images/ab/cd/<sha256>`.
+def object_name(sha256: str) -> str:
+    """The only way a storage name is made: from a validated sha256, so no field can steer it."""
+    if not _SHA256.match(sha256):
+        raise ValueError("not a sha256 hex digest")
+    return f"images/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
-    Paths are only ever derived from a validated sha256, so no field can steer a path.
-    """
+
+class ImageStore:
+    """Local directory backend: `<root>/images/ab/cd/<sha256>`."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root) / "images"
+        self.root = Path(root)
 
     def path_for(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise ValueError("not a sha256 hex digest")
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        return self.root / object_name(sha256)
 
     def put(self, data: bytes) -> StoredImage:
         sha256 = sha256_of(data)
@@ -65,3 +72,62 @@ class ImageStore:
 
     def get(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
+
+
+class S3ImageStore:
+    """S3-compatible backend (boto3): `s3://bucket/prefix/images/ab/cd/<sha256>`."""
+
+    def __init__(self, url: str, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            config=Config(
+                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
+            ),
+        )
+
+    def _key(self, sha256: str) -> str:
+        return f"{self.prefix}/{object_name(sha256)}" if self.prefix else object_name(sha256)
+
+    def put(self, data: bytes) -> StoredImage:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        sha256 = sha256_of(data)
+        key = self._key(sha256)
+        url = f"s3://{self.bucket}/{key}"
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return StoredImage(sha256, url, already_stored=True)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise ImageStorageError(f"could not store the image: {error}") from error
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/octet-stream"
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise ImageStorageError(f"could not store the image: {error}") from error
+        return StoredImage(sha256, url, already_stored=False)
+
+    def get(self, sha256: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(sha256))["Body"].read()
+        except (BotoCoreError, ClientError) as error:
+            raise OSError(f"could not read image {sha256[:12]}…: {error}") from error
+
+
+def open_image_store(settings) -> ImageStore | S3ImageStore:
+    """`IMAGE_STORE_URL=s3://…` selects S3; anything else is the local `UPLOAD_DIR`."""
+    url = settings.image_store_url
+    if url.startswith("s3://"):
+        return S3ImageStore(url, settings.s3_endpoint_url)
+    if url and not url.startswith("file://"):
+        raise ValueError("IMAGE_STORE_URL must start with s3:// or file://")
+    return ImageStore(Path(url.removeprefix("file://")) if url else settings.upload_dir)

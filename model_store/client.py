@@ -262,11 +262,12 @@ class TorchServeClient:
         and the error says why. Returns the version served before.
         """
         new = str(new_version)
-        old = [await self.served_version(replica=i) for i in range(len(self.replicas))]
+        old: list[str] = []
         registered: list[_Replica] = []
         switched: list[tuple[_Replica, str]] = []
         probe = (np.zeros(embedding_dim, "<f4"), np.full(101, 1 / 101, "<f4"))
         try:
+            old = [await self.served_version(replica=i) for i in range(len(self.replicas))]
             for index, replica in enumerate(self.replicas):
                 if new in await self.registered_versions(replica=index):
                     continue  # e.g. a rollback to v0, which stays registered

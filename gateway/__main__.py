@@ -86,13 +86,18 @@ def main() -> None:
     setup_logging("gateway", settings.log_level)
     db = Database(settings.database_url)
     db.migrate()
-    spec = build(settings, db, settings.gateway_port)
     flags = (
         f"USE_CHATGPT={settings.use_chatgpt} USE_TRAINED_MODEL={settings.use_trained_model} "
         f"USE_OWN_MODEL_INSTEAD_CHATGPT={settings.use_own_model_instead_chatgpt}"
     )
     log.info("flags: %s", flags)
-    asyncio.run(serve_until_signalled(spec, settings.bind_host, settings.gateway_port))
+    asyncio.run(_serve(settings, db))
+
+
+async def _serve(settings: Settings, db: Database) -> None:
+    # Built inside the running loop: grpc.aio channels belong to the loop that creates them.
+    spec = build(settings, db, settings.gateway_port)
+    await serve_until_signalled(spec, settings.bind_host, settings.gateway_port)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from foodcal.grpc_server import ServiceSpec, serve_until_signalled
 from foodcal.logs import setup_logging
@@ -41,11 +42,13 @@ def main() -> None:
     db = Database(settings.database_url)
     db.migrate()
     mode = f"ChatGPT ({settings.openai_model})" if settings.chatgpt_enabled else "offline: reference table"
-    spec = build(settings, db)
-    import logging
-
     logging.getLogger("labeler").info("labeling with %s", mode)
-    asyncio.run(serve_until_signalled(spec, settings.bind_host, settings.labeler_port))
+    asyncio.run(_serve(settings, db))
+
+
+async def _serve(settings: Settings, db: Database) -> None:
+    # Built inside the running loop, like every service (clients belong to the loop that makes them).
+    await serve_until_signalled(build(settings, db), settings.bind_host, settings.labeler_port)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ def _explain(error: grpc.aio.AioRpcError, what: str) -> ModelServerError:
         return ModelServerError(f"model server unreachable ({what})", unavailable=True)
     if code == grpc.StatusCode.UNAVAILABLE:
         return ModelServerError(f"model server could not run {what}: the handler failed")
+    if "Worker died" in details or "No worker" in details:
+        # The model process died or is restarting (e.g. TorchServe shutting down): try again later.
+        return ModelServerError(f"model server worker for {what} is down ({details})", unavailable=True)
     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND) and (
         "not found" in details.lower() or "does not exist" in details
     ):

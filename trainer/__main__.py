@@ -92,7 +92,12 @@ def main() -> None:
     setup_logging("trainer", settings.log_level)
     db = Database(settings.database_url)
     db.migrate()
-    asyncio.run(serve_until_signalled(build(settings, db), settings.bind_host, settings.trainer_port))
+    asyncio.run(_serve(settings, db))
+
+
+async def _serve(settings: Settings, db: Database) -> None:
+    # Built inside the running loop: grpc.aio channels belong to the loop that creates them.
+    await serve_until_signalled(build(settings, db), settings.bind_host, settings.trainer_port)
 
 
 if __name__ == "__main__":

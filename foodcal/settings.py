@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     torchserve_management_http_port: int = Field(8081, ge=0, le=65535)
     torchserve_metrics_port: int = Field(8082, ge=0, le=65535)
     torchserve_timeout_s: float = Field(10.0, gt=0)
+    # Where TorchServe's gRPC listeners and REST inference bind (0.0.0.0 inside docker-compose).
+    torchserve_bind_host: str = "127.0.0.1"
     torchserve_run_dir: Path = Path("run/torchserve")
 
     # Trainer

@@ -1,9 +1,10 @@
 """TorchServe lifecycle shared by `make run` and the tests: configure, start, wait until ready, stop.
 
-Token authorization is turned off on purpose: every listener is bound to 127.0.0.1 (never
-published, see docker-compose.yml), our own services are its only clients, and the keys TorchServe
-would write expire and would have to be refreshed by every client. Loopback binding plus
-`allowed_urls` restricted to our model store is the boundary.
+Token authorization is turned off on purpose: no listener is ever published. REST management and
+metrics bind to 127.0.0.1; the gRPC listeners and REST inference bind to TORCHSERVE_BIND_HOST
+(127.0.0.1 by default; the private compose network in docker-compose.yml). Our own services are its
+only clients, and the keys TorchServe would write expire and would have to be refreshed by every
+client. That binding plus `allowed_urls` restricted to our model store is the boundary.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class TorchServeConfig:
     http_port: int = 8080
     management_http_port: int = 8081
     metrics_port: int = 8082
+    # gRPC inference/management and REST inference; REST management and metrics stay on loopback.
+    bind_host: str = "127.0.0.1"
     max_request_bytes: int = 12 * 1024 * 1024
     heap: str = "512m"
     workers_per_model: int = 1
@@ -75,18 +78,19 @@ class TorchServeConfig:
             http_port=settings.torchserve_http_port,
             management_http_port=settings.torchserve_management_http_port,
             metrics_port=settings.torchserve_metrics_port,
+            bind_host=settings.torchserve_bind_host,
             max_request_bytes=settings.grpc_max_message_bytes,
         )
 
     def properties(self) -> str:
         store = str(self.model_store)
         values = {
-            "inference_address": f"http://127.0.0.1:{self.http_port}",
+            "inference_address": f"http://{self.bind_host}:{self.http_port}",
             "management_address": f"http://127.0.0.1:{self.management_http_port}",
             "metrics_address": f"http://127.0.0.1:{self.metrics_port}",
-            "grpc_inference_address": "127.0.0.1",
+            "grpc_inference_address": self.bind_host,
             "grpc_inference_port": str(self.grpc_inference_port),
-            "grpc_management_address": "127.0.0.1",
+            "grpc_management_address": self.bind_host,
             "grpc_management_port": str(self.grpc_management_port),
             "model_store": store,
             # Only archives inside our model store may be registered (a regex per entry).

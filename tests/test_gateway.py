@@ -160,8 +160,9 @@ async def test_served_trained_version_is_used_only_when_flag_says_so(system, tor
     v1.table.mul_(2.0)
     build_nutrition_mar(v1, 1, model_store / nutrition_mar_name(1))
     await torchserve.client.hot_swap(nutrition_mar_name(1), 1, embedding_dim=48)
-    trained = await system(use_chatgpt=False)
-    heuristic = await system(use_chatgpt=False, use_trained_model=False)
+    # Gateways only: a trainer would reconcile TorchServe back to the version its database serves.
+    trained = await system(services=("gateway",), use_chatgpt=False)
+    heuristic = await system(services=("gateway",), use_chatgpt=False, use_trained_model=False)
     with_trained, with_table = await analyze(trained), await analyze(heuristic)
     assert with_trained.model_versions.nutrition == 1 and with_trained.source == NS.NUTRITION_SOURCE_OWN_MODEL
     assert with_table.model_versions.nutrition == 0 and with_table.source == NS.NUTRITION_SOURCE_REFERENCE

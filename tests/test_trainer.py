@@ -1,5 +1,6 @@
 """Training runs against a real TorchServe and a real store, through the gateway."""
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -254,3 +255,33 @@ def test_validation_split_is_stable_and_about_a_fifth():
     share = sum(map(is_validation, ids)) / len(ids)
     assert 0.17 < share < 0.23
     assert [is_validation(i) for i in ids] == [is_validation(i) for i in ids]
+
+
+async def test_trainer_start_makes_torchserve_serve_the_databases_version_and_drops_strays(
+    system, torchserve, model_store
+):
+    from foodcal.store import ModelVersionRow
+    from model_store.archive import build_nutrition_mar, nutrition_mar_name
+    from model_store.build import reference_model
+
+    app = await system(services=("gateway",), use_chatgpt=False)
+    for version in (1, 5):
+        model = reference_model(model_store.parent / "checkpoints" / "food101")
+        build_nutrition_mar(model, version, model_store / nutrition_mar_name(version))
+    with app.db.session() as session:  # the database says v1 is served; TorchServe restarted with v0
+        session.add(ModelVersionRow(version=0, mar_path=str(model_store / nutrition_mar_name(0))))
+        session.add(
+            ModelVersionRow(version=1, mar_path=str(model_store / nutrition_mar_name(1)), served=True)
+        )
+    await torchserve.client.register(torchserve.client.replicas[0], nutrition_mar_name(5))  # a stray
+    await system(db_url=app.settings.database_url, services=("trainer",), use_chatgpt=False)
+    for _ in range(100):
+        if await torchserve.client.served_version() == "1":
+            break
+        await asyncio.sleep(0.2)
+    assert await torchserve.client.served_version() == "1"
+    for _ in range(50):
+        if sorted(await torchserve.client.registered_versions()) == ["0", "1"]:
+            break
+        await asyncio.sleep(0.2)
+    assert sorted(await torchserve.client.registered_versions()) == ["0", "1"]

@@ -12,7 +12,7 @@ from foodcal.logs import setup_logging
 from foodcal.settings import Settings, load_settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
-from model_store.client import TorchServeClient
+from model_store.client import ModelServerError, TorchServeClient
 from trainer.backfill import current_classifier
 from trainer.data import count_labelled
 from trainer.runs import Refused, RunManager
@@ -45,6 +45,19 @@ async def auto_retrain(settings: Settings, runs: RunManager) -> None:
             log.exception("auto-retrain could not start a run")
 
 
+async def reconcile_until_done(versions: VersionStore, retry_s: float = 5.0) -> None:
+    """TorchServe may come up after us: keep trying until it serves the database's version."""
+    while True:
+        try:
+            await versions.reconcile()
+            return
+        except ModelServerError as error:
+            log.info("TorchServe not reconciled yet (%s); retrying in %.0fs", error, retry_s)
+        except Exception:
+            log.exception("reconciling TorchServe failed; retrying")
+        await asyncio.sleep(retry_s)
+
+
 def build(settings: Settings, db: Database) -> ServiceSpec:
     settings.require_internal_token()
     torchserve = TorchServeClient.from_settings(settings)
@@ -64,6 +77,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
     background: list[asyncio.Task] = []
 
     async def on_start() -> None:
+        background.append(asyncio.create_task(reconcile_until_done(versions)))
         if settings.auto_retrain_every_n_labels or settings.auto_retrain_interval_s:
             background.append(asyncio.create_task(auto_retrain(settings, runs)))
 

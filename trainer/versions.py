@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import zipfile
@@ -78,6 +79,26 @@ class VersionStore:
             row.served = True
             session.merge(row)
         log.info("nutrition v%d is now served", row.version)
+
+    async def reconcile(self) -> None:
+        """Make every replica serve what the database says is served (e.g. a TorchServe that
+        restarted with only v0), and drop versions nobody owns (e.g. registered by a trainer that
+        died before setting them default)."""
+        row = await asyncio.to_thread(self.served)
+        wanted = str(row.version)
+        client = self.torchserve
+        defaults = [await client.served_version(replica=i) for i in range(len(client.replicas))]
+        if any(default != wanted for default in defaults):
+            model = await asyncio.to_thread(self.model, row)
+            log.info("reconciling TorchServe: serving nutrition v%s (was %s)", wanted, defaults)
+            await client.hot_swap(
+                Path(row.mar_path).name, row.version, model.embedding_dim, drain_s=self.drain_s
+            )
+        for index, replica in enumerate(client.replicas):
+            for version in await client.registered_versions(replica=index):
+                if version not in ("0", wanted):
+                    log.info("unregistering stray nutrition v%s", version)
+                    await client.unregister(replica, "nutrition", version)
 
     async def rollback(self, version: int) -> tuple[int, int]:
         with self.db.session() as session:

@@ -50,10 +50,13 @@ bench: setup ## training and serving benchmarks (prints ratios, writes bench/res
 	$(PY) -m bench.training
 	$(PY) -m bench.serving
 
+soak: setup ## 2 minutes of 8 clients with a training run hot-swapping in the middle; prints RSS and fds
+	$(PY) -m tests.soak --duration 120 --clients 8
+
 backfill: setup ## re-embed stored images through TorchServe after the classifier changed
 	$(PY) -m trainer.backfill
 
 clean: ## remove generated code, built models and run state (keeps data/ and uploads/)
 	rm -rf foodcal/v1 foodcal/torchserve model_store/mar model_store/checkpoints run
 
-.PHONY: help java setup protos models run lint test bench backfill clean
+.PHONY: help java setup protos models run lint test bench soak backfill clean

@@ -121,18 +121,19 @@ def train(
     for epoch in range(1, params.epochs + 1):
         model.train()
         order = torch.randperm(len(train_data), generator=generator)
-        total = 0.0
+        shuffled = [t[order] for t in train_t]  # one gather per epoch; batches are then views
+        total = torch.zeros(())
         for start in range(0, len(order), params.batch_size):
-            batch = order[start : start + params.batch_size]
-            loss = _loss(model, *(t[batch] for t in train_t), loss_fn)
+            batch = [t[start : start + params.batch_size] for t in shuffled]
+            loss = _loss(model, *batch, loss_fn)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(batch)
+            total += loss.detach() * len(batch[0])
         model.eval()
         with torch.inference_mode():
             val_loss = _loss(model, *val_t, loss_fn).item()
-        train_loss = total / len(train_data)
+        train_loss = total.item() / len(train_data)
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate"

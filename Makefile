@@ -36,7 +36,7 @@ models: setup ## build food101.mar and nutrition v0 into the model store (no-op 
 	$(PY) -m model_store.build
 
 run: setup models ## start TorchServe, gateway, labeler and trainer in the foreground (Ctrl-C stops all)
-	$(VENV)/bin/honcho start -f Procfile
+	$(VENV)/bin/honcho start -f Procfile -e /dev/null  # .env is read by our settings, where the shell wins
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .

@@ -149,6 +149,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             await _translate_errors(context, error)
         try:
             served = int(await self.torchserve.served_version())
+            if not self.classifier[0]:  # nothing classified since start-up: ask once
+                self.classifier = await self.torchserve.identify_classifier()
         except ModelServerError:
             served = -1  # unknown while the model server is down
         response.served.CopyFrom(

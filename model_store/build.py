@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -46,12 +47,17 @@ def build_models(settings: Settings, force: bool = False) -> dict:
     stamp_file = store / ".build-stamp"
     stamp = _stamp(settings.food101_model)
     food101_mar, nutrition_mar = store / "food101.mar", store / archive.nutrition_mar_name(0)
-    up_to_date = stamp_file.exists() and stamp_file.read_text() == stamp
-    if up_to_date and not force and food101_mar.exists() and nutrition_mar.exists():
+    built = [food101_mar, nutrition_mar, checkpoint_dir / "foodcal_classifier.json"]
+    up_to_date = stamp_file.exists() and stamp_file.read_text() == stamp and all(p.exists() for p in built)
+    if up_to_date and not force:
         log.info("models up to date in %s", store)
         return checkpoint.read_identity(checkpoint_dir)
 
-    identity = checkpoint.prepare_checkpoint(settings.food101_model, checkpoint_dir)
+    # Prepared aside and swapped in only on success: a failed download never breaks a working store.
+    incoming = checkpoint_dir.with_name("food101.incoming")
+    identity = checkpoint.prepare_checkpoint(settings.food101_model, incoming)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    incoming.rename(checkpoint_dir)
     archive.build_food101_mar(checkpoint_dir, food101_mar)
     archive.build_nutrition_mar(
         reference_model(checkpoint_dir), 0, nutrition_mar, classifier_version=identity["version"]

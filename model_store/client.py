@@ -61,6 +61,12 @@ class NutritionPrediction:
         return (self.calories_kcal, self.proteins_g, self.fats_g, self.carbs_g)
 
 
+def probe_image() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (180, 120, 60)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
 def _f32(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
 
@@ -193,12 +199,15 @@ class TorchServeClient:
             int(result["version"]),
         )
 
+    async def identify_classifier(self) -> tuple[str, bool]:
+        """(version, is the untrained demo) of the served classifier, from a real tiny prediction."""
+        result = await self.classify(probe_image())
+        return result.classifier, result.demo
+
     async def self_test(self) -> None:
         """A real prediction through both models on every replica (readiness, not just a ping)."""
-        buffer = io.BytesIO()
-        Image.new("RGB", (32, 32), (180, 120, 60)).save(buffer, format="JPEG")
         for index in range(len(self.replicas)):
-            result = await self.classify(buffer.getvalue(), replica=index)
+            result = await self.classify(probe_image(), replica=index)
             await self.predict_nutrition(result.embedding, result.probabilities, replica=index)
 
     # -- management --------------------------------------------------------------------------

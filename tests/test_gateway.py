@@ -230,3 +230,11 @@ async def test_exif_orientation_is_applied(system):
     upright = Image.open(io.BytesIO(valid.model_input))
     assert upright.size == (100, 300)  # portrait after applying orientation 6
     assert sample.sample_id == response.sample_id
+
+
+async def test_stats_of_an_empty_system_are_zero_and_name_the_served_models(system):
+    app = await system(use_chatgpt=False)
+    totals = await stats(app)
+    assert (totals.total_samples, totals.training_data_samples, totals.pending_labels) == (0, 0, 0)
+    assert totals.served.nutrition == 0
+    assert totals.served.classifier.startswith("demo@") and totals.served.classifier_is_demo

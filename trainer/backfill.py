@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 
-from PIL import Image
 from sqlmodel import select
 
 from foodcal.photos import validate_image
@@ -16,15 +14,9 @@ from model_store.client import Classification, TorchServeClient
 log = logging.getLogger(__name__)
 
 
-def probe_image() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 150, 90)).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
 async def current_classifier(torchserve: TorchServeClient) -> str:
     """Ask the served classifier who it is, with a real (tiny) prediction."""
-    return (await torchserve.classify(probe_image())).classifier
+    return (await torchserve.identify_classifier())[0]
 
 
 async def backfill(db: Database, torchserve: TorchServeClient, images, batch_size: int) -> tuple[int, str]:

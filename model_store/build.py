@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -25,8 +26,19 @@ _INPUTS = [
 ]
 
 
-def _stamp(source: str) -> str:
-    digest = hashlib.sha256(source.encode())
+def food101_config(settings: Settings) -> str:
+    """TorchServe model config for the classifier: one single-threaded worker per core (the ViT is
+    compute-bound: workers use the cores, threads inside one worker contend), batching on."""
+    workers = settings.food101_workers or os.cpu_count() or 1
+    return (
+        f"minWorkers: {workers}\nmaxWorkers: {workers}\n"
+        f"batchSize: {settings.food101_batch_size}\nmaxBatchDelay: {settings.food101_max_batch_delay_ms}\n"
+        "responseTimeout: 60\n"
+    )
+
+
+def _stamp(source: str, config: str) -> str:
+    digest = hashlib.sha256(source.encode() + config.encode())
     for path in _INPUTS:
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -45,7 +57,8 @@ def build_models(settings: Settings, force: bool = False) -> dict:
     store = Path(settings.model_store_dir)
     checkpoint_dir = store.parent / "checkpoints" / "food101"
     stamp_file = store / ".build-stamp"
-    stamp = _stamp(settings.food101_model)
+    config = food101_config(settings)
+    stamp = _stamp(settings.food101_model, config)
     food101_mar, nutrition_mar = store / "food101.mar", store / archive.nutrition_mar_name(0)
     built = [food101_mar, nutrition_mar, checkpoint_dir / "foodcal_classifier.json"]
     up_to_date = stamp_file.exists() and stamp_file.read_text() == stamp and all(p.exists() for p in built)
@@ -58,7 +71,9 @@ def build_models(settings: Settings, force: bool = False) -> dict:
     identity = checkpoint.prepare_checkpoint(settings.food101_model, incoming)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     incoming.rename(checkpoint_dir)
-    archive.build_food101_mar(checkpoint_dir, food101_mar)
+    config_file = checkpoint_dir.parent / "food101-config.yaml"
+    config_file.write_text(config)
+    archive.build_food101_mar(checkpoint_dir, food101_mar, config_file)
     archive.build_nutrition_mar(
         reference_model(checkpoint_dir), 0, nutrition_mar, classifier_version=identity["version"]
     )

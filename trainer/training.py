@@ -107,6 +107,17 @@ def train(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[NutritionModel, NutritionModel, list[EpochResult]]:
     """Returns (best-by-validation model, final model, epochs). Seeded: same data -> same model."""
+    threads = torch.get_num_threads()
+    # Batch-8 steps of a small head are all per-op overhead: a second thread only adds contention
+    # (measured 2-3x slower when TorchServe or anything else holds the other core).
+    torch.set_num_threads(1)
+    try:
+        return _train(reference, train_data, val_data, params, on_epoch, should_stop)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(reference, train_data, val_data, params, on_epoch, should_stop):
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
     model = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size)

@@ -6,9 +6,8 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from foodcal.nutrition import NUTRIENTS
 from foodcal.v1 import common_pb2
-
-NUTRIENTS = ("calories_kcal", "proteins_g", "fats_g", "carbs_g")
 
 
 def nutrition_proto(values: tuple[float, ...] | list[float] | None) -> common_pb2.Nutrition | None:

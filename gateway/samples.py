@@ -9,8 +9,8 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from foodcal.convert import nutrition_proto, timestamp
+from foodcal.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall, LabelCache, LabelStatus, Sample
-from foodcal.store.tables import NUTRIENTS
 from foodcal.v1 import common_pb2, gateway_pb2
 
 STATUS_TO_PROTO = {

@@ -7,8 +7,6 @@ import logging
 import weakref
 from dataclasses import dataclass, field
 
-from sqlmodel import select
-
 from foodcal.settings import Settings
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from foodcal.store.images import sha256_of
@@ -166,8 +164,3 @@ class Labeler:
             completion_tokens=usage.completion_tokens,
             cost_usd=usage.cost_usd,
         )
-
-
-def cache_size(db: Database) -> int:
-    with db.session() as session:
-        return len(session.exec(select(LabelCache.image_sha256)).all())

@@ -66,6 +66,8 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with _migrate_lock, self.engine.begin() as connection:
+            if self.is_postgres:  # several services start at once: one migrates, the others wait
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7243501)")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

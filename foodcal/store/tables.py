@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
-NUTRIENTS = ("calories_kcal", "proteins_g", "fats_g", "carbs_g")
+from foodcal.nutrition import NUTRIENTS
 
 
 def utcnow() -> datetime:

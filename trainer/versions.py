@@ -109,6 +109,7 @@ class VersionStore:
             raise FileNotFoundError(f"the archive of v{version} is gone from the model store")
         previous = self.served().version
         if previous == version:
+            await self.reconcile()  # already served per the database: make TorchServe agree
             return version, previous
         model = self.model(row)
         await self.deploy(row, model.embedding_dim)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 from pathlib import Path
@@ -99,33 +98,15 @@ def save(name: str, payload: dict, report: str) -> tuple[Path, Path]:
     return json_path, RESULTS / f"{name}.png"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_torchserve(model_store: Path, run_dir: Path, models: dict[str, str] | None = None):
     """A real TorchServe on free loopback ports (as tests/conftest.py starts it), and its client."""
     from model_store.client import TorchServeClient
     from model_store.server import TorchServeConfig, TorchServeProcess, default_models
 
-    config = TorchServeConfig(
-        model_store=Path(model_store).resolve(),
-        run_dir=Path(run_dir).resolve(),
-        grpc_inference_port=free_port(),
-        grpc_management_port=free_port(),
-        http_port=free_port(),
-        management_http_port=free_port(),
-        metrics_port=free_port(),
-    )
+    config = TorchServeConfig.on_free_ports(model_store, run_dir)
     process = TorchServeProcess(config)
     process.start(models or default_models())
-    client = TorchServeClient(
-        [f"127.0.0.1:{config.grpc_inference_port}"],
-        [f"127.0.0.1:{config.grpc_management_port}"],
-        timeout_s=120.0,
-    )
+    client = TorchServeClient([config.inference_address], [config.management_address], timeout_s=120.0)
     return process, client
 
 

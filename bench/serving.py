@@ -33,7 +33,6 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.common import (
-    free_port,
     group_cpu_seconds,
     load_average,
     machine,
@@ -46,6 +45,7 @@ from bench.common import (
     table,
     verdict,
 )
+from model_store.server import free_port
 
 PHOTO_SIZE = (1280, 960)  # what a messenger sends for a phone photo (Telegram: 1280 px max side)
 REQUESTS, WARMUP = 50, 3
@@ -262,19 +262,7 @@ async def register_batched(client, name: str = BATCHED, batch_size: int = BATCH_
 
 async def classify_with(client, model: str, image: bytes):
     """TorchServeClient.classify, against a model name of our choice (its code, its parsing)."""
-    from model_store.archive import FOOD101
-    from model_store.client import Classification, _f32
-
-    if model == FOOD101:
-        return await client.classify(image)
-    result = await client._predict(model, "", {"data": image}, f"the {model} classifier", None)
-    return Classification(
-        dishes=[(label, float(p)) for label, p in result["dishes"]],
-        embedding=_f32(result["embedding"]),
-        probabilities=_f32(result["probabilities"]),
-        classifier=result["classifier"],
-        demo=bool(result["demo"]),
-    )
+    return await client.classify(image, model=model)
 
 
 async def throughput(

@@ -164,8 +164,10 @@ class TorchServeClient:
         assert error is not None
         raise error
 
-    async def classify(self, image: bytes, replica: int | None = None) -> Classification:
-        result = await self._predict(FOOD101, "", {"data": image}, "the food101 classifier", replica)
+    async def classify(
+        self, image: bytes, replica: int | None = None, model: str = FOOD101
+    ) -> Classification:
+        result = await self._predict(model, "", {"data": image}, f"the {model} classifier", replica)
         return Classification(
             dishes=[(label, float(p)) for label, p in result["dishes"]],
             embedding=_f32(result["embedding"]),

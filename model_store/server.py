@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +82,27 @@ class TorchServeConfig:
             bind_host=settings.torchserve_bind_host,
             max_request_bytes=settings.grpc_max_message_bytes,
         )
+
+    @classmethod
+    def on_free_ports(cls, model_store: Path, run_dir: Path) -> TorchServeConfig:
+        """Every listener on a free loopback port: tests and benchmarks run beside `make run`."""
+        return cls(
+            model_store=Path(model_store).resolve(),
+            run_dir=Path(run_dir).resolve(),
+            grpc_inference_port=free_port(),
+            grpc_management_port=free_port(),
+            http_port=free_port(),
+            management_http_port=free_port(),
+            metrics_port=free_port(),
+        )
+
+    @property
+    def inference_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_inference_port}"
+
+    @property
+    def management_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_management_port}"
 
     def properties(self) -> str:
         store = str(self.model_store)
@@ -173,6 +195,12 @@ class TorchServeProcess:
                 break
         self.process.wait(timeout=5)
         log.info("torchserve stopped")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _group_alive(pgid: int) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,13 @@ from foodcal.settings import Settings, load_settings
 from foodcal.store import Database
 from model_store.build import build_models
 from model_store.client import TorchServeClient
-from model_store.server import TorchServeConfig, TorchServeProcess, default_models, wait_until_ready
+from model_store.server import (
+    TorchServeConfig,
+    TorchServeProcess,
+    default_models,
+    free_port,
+    wait_until_ready,
+)
 from tests.openai_stub import OpenAIStub
 
 IN_CI = os.environ.get("CI") == "true"
@@ -27,12 +32,6 @@ POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 API_TOKEN = "test-client-token"
 INTERNAL_TOKEN = "test-internal-token"
 OPENAI_KEY = "sk-test-key-123"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def photo(color=(200, 80, 40), size=(320, 240), fmt="JPEG", **save) -> bytes:
@@ -160,16 +159,7 @@ def model_store(tmp_path_factory) -> Path:
 
 
 def start_torchserve(model_store: Path, run_dir: Path) -> TorchServeProcess:
-    config = TorchServeConfig(
-        model_store=model_store,
-        run_dir=run_dir,
-        grpc_inference_port=free_port(),
-        grpc_management_port=free_port(),
-        http_port=free_port(),
-        management_http_port=free_port(),
-        metrics_port=free_port(),
-    )
-    process = TorchServeProcess(config)
+    process = TorchServeProcess(TorchServeConfig.on_free_ports(model_store, run_dir))
     process.start(default_models())
     return process
 

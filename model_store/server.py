@@ -248,7 +248,12 @@ async def _serve_foreground() -> None:
     client = TorchServeClient.from_settings(settings)
     try:
         await wait_until_ready(client, process)
-        log.info("torchserve ready: food101 and nutrition answer predictions")
+        classifier, demo = await client.identify_classifier()
+        log.info(
+            "torchserve ready: food101 (%s%s) and nutrition answer predictions",
+            classifier,
+            ", the UNTRAINED demo classifier" if demo else "",
+        )
         while not stop.is_set() and process.alive():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -7,6 +7,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from sqlmodel import select
 
 from foodcal.store import LabelStatus, RunStatus, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
@@ -285,3 +286,25 @@ async def test_trainer_start_makes_torchserve_serve_the_databases_version_and_dr
             break
         await asyncio.sleep(0.2)
     assert sorted(await torchserve.client.registered_versions()) == ["0", "1"]
+
+
+async def test_auto_retrain_starts_a_run_after_enough_new_labels(system, torchserve):
+    app = await system(services=("gateway",), use_chatgpt=False)
+    classifier = await current_classifier(torchserve.client)
+    add_samples(app.db, 60, classifier, learnable, seed=1)
+    await system(
+        db_url=app.settings.database_url,
+        services=("trainer",),
+        use_chatgpt=False,
+        auto_retrain_every_n_labels=20,
+    )
+    add_samples(app.db, 40, classifier, learnable, seed=2)  # 40 new labels since the trainer started
+    for _ in range(150):
+        with app.db.session() as session:
+            runs = session.exec(select(TrainingRunRow).order_by(TrainingRunRow.created_at)).all()
+        if runs and runs[0].status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            break
+        await asyncio.sleep(0.2)
+    assert runs, "no run was started"
+    assert runs[0].status == RunStatus.DEPLOYED, runs[0].message
+    assert len(runs) == 1  # one run per 20 new labels, not one per poll

@@ -23,13 +23,14 @@ from trainer.versions import VersionStore
 log = logging.getLogger("trainer")
 
 
-async def auto_retrain(settings: Settings, runs: RunManager) -> None:
+async def auto_retrain(
+    settings: Settings, runs: RunManager, labels_at_start: int, poll_s: float = 10.0
+) -> None:
     """AUTO_RETRAIN_EVERY_N_LABELS / AUTO_RETRAIN_INTERVAL_S start runs through the same path."""
     every_n, interval = settings.auto_retrain_every_n_labels, settings.auto_retrain_interval_s
-    labels_at_last_run = await asyncio.to_thread(count_labelled, runs.db)
-    last_run_at = time.monotonic()
+    labels_at_last_run, last_run_at = labels_at_start, time.monotonic()
     while True:
-        await asyncio.sleep(min(30.0, interval or 30.0))
+        await asyncio.sleep(min(poll_s, interval or poll_s))
         labels = await asyncio.to_thread(count_labelled, runs.db)
         due_by_labels = every_n and labels - labels_at_last_run >= every_n
         due_by_time = interval and time.monotonic() - last_run_at >= interval
@@ -79,9 +80,11 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
     async def on_start() -> None:
         background.append(asyncio.create_task(reconcile_until_done(versions)))
         if settings.auto_retrain_every_n_labels or settings.auto_retrain_interval_s:
-            background.append(asyncio.create_task(auto_retrain(settings, runs)))
+            labels = await asyncio.to_thread(count_labelled, db)  # counted before we report SERVING
+            background.append(asyncio.create_task(auto_retrain(settings, runs, labels)))
 
     async def on_stop() -> None:
+        await runs.stop()
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -53,6 +54,13 @@ class RunManager:
         self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._stopping = threading.Event()  # read by the training thread between epochs
+
+    async def stop(self) -> None:
+        """On shutdown: the running run stops after its current epoch and ends FAILED, undeployed."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
 
     # -- crash recovery ----------------------------------------------------------------------
 

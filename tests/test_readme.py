@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import API_TOKEN, photo
+from tests.conftest import API_TOKEN, INTERNAL_TOKEN, photo
 from tests.test_trainer import add_samples, learnable
 from trainer.backfill import current_classifier
 
@@ -49,6 +49,7 @@ async def test_readme_examples_work_as_written(system, torchserve, tmp_path):
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "FOODCAL_TOKEN": API_TOKEN,
+        "FOODCAL_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "FOODCAL_ADDRESS": f"127.0.0.1:{port}",
         "PYTHONPATH": str(ROOT),
     }
@@ -57,6 +58,7 @@ async def test_readme_examples_work_as_written(system, torchserve, tmp_path):
         for name, value in found.items():
             command = command.replace(name, value)
         command = command.replace("localhost:50051", f"localhost:{port}")
+        command = command.replace("localhost:50052", f"localhost:{app.servers['labeler'].port}")
         result = await asyncio.to_thread(
             subprocess.run,
             ["bash", "-c", command],
@@ -81,6 +83,11 @@ async def test_readme_examples_work_as_written(system, torchserve, tmp_path):
         started = re.search(r"run ([0-9a-f]{32}) started", result.stdout)
         if started:
             found["RUN_ID"] = started.group(1)
+        if "LabelMeal" in command:
+            label = json.loads(result.stdout)
+            assert label["label"]["nutrition"]["calories_kcal"] > 0
+            assert label.get("cached") or label["usage"]["total_tokens"]  # this photo was labelled above
+            assert label["label"]["portion_g"] > 0 and label["label"]["confidence"] > 0
         if "GetStats" in command or "client stats" in command:
             stats = json.loads(result.stdout)
             assert int(stats.get("trainingDataSamples", stats.get("training_data_samples", 0))) >= 80

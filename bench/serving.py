@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import shutil
 import sys
 import tempfile
@@ -86,31 +85,10 @@ def unique(photo: bytes, index: int) -> bytes:
 
 
 def write_vit_b(out_dir: Path) -> None:
-    """A ViT-B/16 Food-101 checkpoint as `save_pretrained` writes one, like checkpoint._write_demo."""
-    from transformers import ViTConfig, ViTForImageClassification
+    """A ViT-B/16 Food-101 checkpoint as `save_pretrained` writes one (random weights)."""
+    from model_store.checkpoint import write_random_vit
 
-    from model_store.reference import food101_labels
-
-    labels = food101_labels()
-    config = ViTConfig(  # defaults: hidden 768, 12 layers, 12 heads, MLP 3072, image 224, patch 16
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    torch.manual_seed(0)
-    ViTForImageClassification(config).save_pretrained(out_dir)
-    preprocessing = {  # nateraw/food's
-        "image_processor_type": "ViTImageProcessor",
-        "do_resize": True,
-        "size": {"height": 224, "width": 224},
-        "resample": 2,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-    }
-    (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessing, indent=2))
+    write_random_vit(out_dir)
 
 
 def build_store(work: Path) -> tuple[Path, Path, dict]:

@@ -30,28 +30,27 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _write_demo(out_dir: Path) -> None:
+def write_random_vit(out_dir: Path, image_size: int = 224, **shape: int) -> None:
+    """A randomly initialised ViT with the 101 Food-101 labels and a matching preprocessor config,
+    saved with `save_pretrained` exactly like a real checkpoint. Seeded: the same on every machine.
+    The default shape is ViT-B/16 (the real nateraw/food), which the benchmarks use."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
     labels = food101_labels()
     config = ViTConfig(
-        image_size=64,
-        patch_size=16,
-        hidden_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=96,
+        image_size=image_size,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        **shape,
     )
-    torch.manual_seed(0)  # the same demo weights on every machine
+    torch.manual_seed(0)
     ViTForImageClassification(config).save_pretrained(out_dir)
     preprocessing = {
         "image_processor_type": "ViTImageProcessor",
         "do_resize": True,
-        "size": {"height": 64, "width": 64},
+        "size": {"height": image_size, "width": image_size},
         "resample": 2,
         "do_rescale": True,
         "rescale_factor": 1 / 255,
@@ -60,6 +59,18 @@ def _write_demo(out_dir: Path) -> None:
         "image_std": [0.5, 0.5, 0.5],
     }
     (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessing, indent=2))
+
+
+def _write_demo(out_dir: Path) -> None:
+    write_random_vit(
+        out_dir,
+        image_size=64,
+        patch_size=16,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=96,
+    )
 
 
 def _write_pretrained(source: str, out_dir: Path) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 import grpc
 
-from foodcal.grpc_server import ServiceSpec, message_size_options, serve_until_signalled
-from foodcal.logs import setup_logging
-from foodcal.settings import Settings, load_settings
+from foodcal.entrypoint import run_service
+from foodcal.grpc_server import ServiceSpec, message_size_options
+from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
@@ -17,8 +14,6 @@ from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
 from gateway.service import GatewayServicer
 from model_store.client import TorchServeClient
-
-log = logging.getLogger("gateway")
 
 
 def internal_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -82,22 +77,15 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
 
 
 def main() -> None:
-    settings = load_settings()
-    setup_logging("gateway", settings.log_level)
-    db = Database(settings.database_url)
-    db.migrate()
-    flags = (
-        f"USE_CHATGPT={settings.use_chatgpt} USE_TRAINED_MODEL={settings.use_trained_model} "
-        f"USE_OWN_MODEL_INSTEAD_CHATGPT={settings.use_own_model_instead_chatgpt}"
+    run_service(
+        "gateway",
+        lambda settings, db: build(settings, db, settings.gateway_port),
+        lambda settings: settings.gateway_port,
+        lambda s: (
+            f"flags: USE_CHATGPT={s.use_chatgpt} USE_TRAINED_MODEL={s.use_trained_model} "
+            f"USE_OWN_MODEL_INSTEAD_CHATGPT={s.use_own_model_instead_chatgpt}"
+        ),
     )
-    log.info("flags: %s", flags)
-    asyncio.run(_serve(settings, db))
-
-
-async def _serve(settings: Settings, db: Database) -> None:
-    # Built inside the running loop: grpc.aio channels belong to the loop that creates them.
-    spec = build(settings, db, settings.gateway_port)
-    await serve_until_signalled(spec, settings.bind_host, settings.gateway_port)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-from foodcal.grpc_server import ServiceSpec, serve_until_signalled
-from foodcal.logs import setup_logging
-from foodcal.settings import Settings, load_settings
+from foodcal.entrypoint import run_service
+from foodcal.grpc_server import ServiceSpec
+from foodcal.settings import Settings
 from foodcal.store import Database
 from foodcal.v1 import labeler_pb2, labeler_pb2_grpc
 from labeler.chatgpt import ChatGPT
@@ -37,18 +34,15 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
 
 
 def main() -> None:
-    settings = load_settings()
-    setup_logging("labeler", settings.log_level)
-    db = Database(settings.database_url)
-    db.migrate()
-    mode = f"ChatGPT ({settings.openai_model})" if settings.chatgpt_enabled else "offline: reference table"
-    logging.getLogger("labeler").info("labeling with %s", mode)
-    asyncio.run(_serve(settings, db))
-
-
-async def _serve(settings: Settings, db: Database) -> None:
-    # Built inside the running loop, like every service (clients belong to the loop that makes them).
-    await serve_until_signalled(build(settings, db), settings.bind_host, settings.labeler_port)
+    run_service(
+        "labeler",
+        build,
+        lambda settings: settings.labeler_port,
+        lambda s: (
+            "labeling with "
+            + (f"ChatGPT ({s.openai_model})" if s.chatgpt_enabled else "offline: reference table")
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ import contextlib
 import logging
 import time
 
-from foodcal.grpc_server import ServiceSpec, serve_until_signalled
-from foodcal.logs import setup_logging
-from foodcal.settings import Settings, load_settings
+from foodcal.entrypoint import run_service
+from foodcal.grpc_server import ServiceSpec
+from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
 from model_store.client import ModelServerError, TorchServeClient
@@ -105,16 +105,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
 
 
 def main() -> None:
-    settings = load_settings()
-    setup_logging("trainer", settings.log_level)
-    db = Database(settings.database_url)
-    db.migrate()
-    asyncio.run(_serve(settings, db))
-
-
-async def _serve(settings: Settings, db: Database) -> None:
-    # Built inside the running loop: grpc.aio channels belong to the loop that creates them.
-    await serve_until_signalled(build(settings, db), settings.bind_host, settings.trainer_port)
+    run_service("trainer", build, lambda settings: settings.trainer_port)
 
 
 if __name__ == "__main__":

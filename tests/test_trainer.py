@@ -1,6 +1,7 @@
 """Training runs against a real TorchServe and a real store, through the gateway."""
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import grpc
@@ -39,13 +40,14 @@ def noise(rng):
 
 
 def add_samples(db, count, classifier, target, status=LabelStatus.LABELED, seed=0):
-    rng = np.random.default_rng(seed)
+    rng, id_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1000)
     with db.session() as session:
         for index in range(count):
             embedding = rng.normal(size=48).astype("<f4")
             logits = rng.normal(size=101) * 2
             probabilities = (np.exp(logits) / np.exp(logits).sum()).astype("<f4")
             sample = Sample(
+                id=uuid.UUID(bytes=id_rng.bytes(16)).hex,  # a fixed split: the same run every time
                 image_sha256=f"{seed:08x}{index:056x}",
                 image_path="unused",
                 classifier_version=classifier,
@@ -238,10 +240,10 @@ def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_p
     targets = np.array([learnable(e, p) for e, p in zip(embeddings, probabilities, strict=True)], dtype="f4")
     data = Dataset([f"s{i}" for i in range(80)], embeddings, probabilities, targets)
     reference = NutritionModel.from_table(torch.from_numpy(TABLE), embedding_dim=48)
-    train_data, val_data = data.split()
+    train_data, early_stopping, _ = data.split()
     params = TrainingParameters(epochs=3)
-    first, _, _ = train(reference, train_data, val_data, params, on_epoch=lambda e: None)
-    second, _, _ = train(reference, train_data, val_data, params, on_epoch=lambda e: None)
+    first, _, _ = train(reference, train_data, early_stopping, params, on_epoch=lambda e: None)
+    second, _, _ = train(reference, train_data, early_stopping, params, on_epoch=lambda e: None)
     x = (torch.from_numpy(embeddings), torch.from_numpy(probabilities))
     assert torch.equal(first(*x), second(*x))
     torch.save(first.checkpoint(), tmp_path / "best.pth")
@@ -249,13 +251,17 @@ def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_p
     assert torch.equal(reloaded(*x), first(*x))
 
 
-def test_validation_split_is_stable_and_about_a_fifth():
-    from trainer.data import is_validation
+def test_split_is_stable_a_fifth_held_out_and_early_stopping_never_touches_validation():
+    from trainer.data import Dataset, is_early_stopping, is_validation
 
     ids = [f"{i:032x}" for i in range(2000)]
-    share = sum(map(is_validation, ids)) / len(ids)
-    assert 0.17 < share < 0.23
-    assert [is_validation(i) for i in ids] == [is_validation(i) for i in ids]
+    assert 0.17 < sum(map(is_validation, ids)) / len(ids) < 0.23
+    assert 0.08 < sum(map(is_early_stopping, ids)) / len(ids) < 0.12
+    assert not any(is_validation(i) and is_early_stopping(i) for i in ids)
+    data = Dataset(ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"))
+    train_data, early_stopping, validation = data.split()
+    assert sorted(train_data.ids + early_stopping.ids + validation.ids) == sorted(ids)
+    assert data.split().validation.ids == validation.ids  # stable across runs
 
 
 async def test_trainer_start_makes_torchserve_serve_the_databases_version_and_drops_strays(

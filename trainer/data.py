@@ -4,18 +4,34 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from sqlmodel import col, or_, select
 
 from foodcal.store import Database, LabelStatus, Sample
 
-VALIDATION_PERCENT = 20
+# Stable split by a hash of the sample id: a sample stays on the same side across runs.
+VALIDATION_PERCENT = 20  # versions are compared here; training never sees these, not even to stop
+EARLY_STOPPING_PERCENT = 10  # taken from the training side: picks the best epoch
+
+
+def _bucket(sample_id: str) -> int:
+    return int(hashlib.sha256(sample_id.encode()).hexdigest()[:8], 16) % 100
 
 
 def is_validation(sample_id: str) -> bool:
-    """Stable split: a sample stays on the same side across runs, so versions compare fairly."""
-    return int(hashlib.sha256(sample_id.encode()).hexdigest()[:8], 16) % 100 < VALIDATION_PERCENT
+    return _bucket(sample_id) < VALIDATION_PERCENT
+
+
+def is_early_stopping(sample_id: str) -> bool:
+    return VALIDATION_PERCENT <= _bucket(sample_id) < VALIDATION_PERCENT + EARLY_STOPPING_PERCENT
+
+
+class Split(NamedTuple):
+    train: Dataset  # fits the weights
+    early_stopping: Dataset  # its loss is the per-epoch "Val Loss" and picks the best checkpoint
+    validation: Dataset  # held out: the deploy decision compares versions on it
 
 
 @dataclass
@@ -36,9 +52,16 @@ class Dataset:
             self.targets[mask],
         )
 
-    def split(self) -> tuple[Dataset, Dataset]:
+    def split(self) -> Split:
+        # Choosing the best epoch on the samples that then judge it would flatter the candidate:
+        # on pure-noise labels that bias alone got a lucky epoch deployed in 1 run of 10.
         validation = np.array([is_validation(i) for i in self.ids], dtype=bool)
-        return self.subset(~validation), self.subset(validation)
+        early_stopping = np.array([is_early_stopping(i) for i in self.ids], dtype=bool)
+        return Split(
+            self.subset(~validation & ~early_stopping),
+            self.subset(early_stopping),
+            self.subset(validation),
+        )
 
 
 def count_labelled(db: Database) -> int:

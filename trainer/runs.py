@@ -16,14 +16,12 @@ from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
 from trainer.data import count_labelled, load_dataset
-from trainer.training import EpochResult, TrainingParameters, evaluate, train
+from trainer.gate import RULE, compare
+from trainer.training import EpochResult, TrainingParameters, train
 from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)
 
-# A candidate must beat the served version's score by this fraction: noise never deploys.
-MIN_IMPROVEMENT = 0.02
-PRIMARY_SCORE = "mean over nutrients of MAE / mean label (lower is better)"
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
@@ -145,10 +143,10 @@ class RunManager:
         self._publish(run.id, run)
 
     async def _train_and_deploy(self, run, params, dataset, classifier, loop) -> None:
-        train_data, val_data = dataset.split()
+        train_data, early_stopping, val_data = dataset.split()
         if len(val_data) == 0 or len(train_data) == 0:
-            raise ValueError("the stable 80/20 split left one side empty; collect more samples")
-        run.train_samples, run.val_samples = len(train_data), len(val_data)
+            raise ValueError("the stable split left training or validation empty; collect more samples")
+        run.train_samples, run.val_samples = len(train_data) + len(early_stopping), len(val_data)
         served_row = await asyncio.to_thread(self.versions.served)
         reference = await asyncio.to_thread(self.versions.model, self.versions_row(0))
         run.served_version_before = served_row.version
@@ -159,23 +157,21 @@ class RunManager:
             loop.call_soon_threadsafe(self._publish, run.id, result)
 
         best, final, epochs = await asyncio.to_thread(
-            train, reference, train_data, val_data, params, on_epoch
+            train, reference, train_data, early_stopping, params, on_epoch
         )
         run_dir = self.models_dir / "runs" / run.id
         await asyncio.to_thread(self._write_artifacts, run, run_dir, best, final, epochs, classifier)
 
         served_model = await asyncio.to_thread(self.versions.model, served_row)
-        candidate, served = evaluate(best, val_data), evaluate(served_model, val_data)
-        run.metrics = {
-            "candidate": candidate.as_dict(),
-            "served": served.as_dict(),
-            "primary_score": PRIMARY_SCORE,
-        }
-        if candidate.score >= served.score * (1 - MIN_IMPROVEMENT):
+        comparison = compare(best, served_model, val_data)
+        candidate, served = comparison.candidate, comparison.served
+        run.metrics = comparison.as_dict()
+        if not comparison.better:
             run.status = RunStatus.NOT_DEPLOYED
             run.message = (
-                f"not deployed: candidate score {candidate.score:.4f} does not beat served "
-                f"v{served_row.version} score {served.score:.4f} by {MIN_IMPROVEMENT:.0%}"
+                f"not deployed: candidate score {candidate.score:.4f} is not clearly better than served "
+                f"v{served_row.version} score {served.score:.4f} ({comparison.summary()}; "
+                f"needs {RULE})"
             )
             return
         version = await asyncio.to_thread(self.versions.next_version)
@@ -189,7 +185,7 @@ class RunManager:
             checkpoint_path=str(run_dir / "nutrition_model_best.pth"),
             classifier_version=classifier,
             metrics=candidate.as_dict(),
-            description=f"trained by run {run.id} on {len(train_data)} samples",
+            description=f"trained by run {run.id} on {run.train_samples} samples",
         )
         await asyncio.to_thread(self._save_version, row)
         try:
@@ -199,7 +195,8 @@ class RunManager:
             return
         run.status, run.result_version = RunStatus.DEPLOYED, version
         run.message = (
-            f"deployed v{version}: score {candidate.score:.4f} beats v{served_row.version} {served.score:.4f}"
+            f"deployed v{version}: score {candidate.score:.4f} beats v{served_row.version} "
+            f"{served.score:.4f} ({comparison.summary()})"
         )
 
     def versions_row(self, version: int) -> ModelVersionRow:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_store.nutrition_model import NUTRIENTS, NutritionModel
+from model_store.nutrition_model import NutritionModel
 from trainer.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -60,36 +60,12 @@ class EpochResult:
     best_val_loss: float
 
 
-@dataclass
-class Evaluation:
-    mae: tuple[float, float, float, float]
-    score: float  # mean over nutrients of MAE / mean label: lower is better
-    samples: int
-
-    def as_dict(self) -> dict:
-        return {
-            "mae": dict(zip(NUTRIENTS, self.mae, strict=True)),
-            "score": self.score,
-            "samples": self.samples,
-        }
-
-
 def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return (
         torch.from_numpy(data.embeddings),
         torch.from_numpy(data.probabilities),
         torch.from_numpy(data.targets),
     )
-
-
-def evaluate(model: NutritionModel, data: Dataset) -> Evaluation:
-    """The primary score: the mean of per-nutrient MAE divided by that nutrient's mean label."""
-    embeddings, probabilities, targets = _tensors(data)
-    with torch.inference_mode():
-        predictions = model.eval()(embeddings, probabilities)
-    mae = (predictions - targets).abs().mean(dim=0)
-    scale = targets.abs().mean(dim=0).clamp_min(1e-6)
-    return Evaluation(tuple(mae.tolist()), float((mae / scale).mean()), len(data))  # type: ignore[arg-type]
 
 
 def _loss(model: NutritionModel, embeddings, probabilities, targets, loss_fn) -> torch.Tensor:
@@ -101,7 +77,7 @@ def _loss(model: NutritionModel, embeddings, probabilities, targets, loss_fn) ->
 def train(
     reference: NutritionModel,
     train_data: Dataset,
-    val_data: Dataset,
+    val_data: Dataset,  # the early-stopping set: never the held-out validation set
     params: TrainingParameters,
     on_epoch: Callable[[EpochResult], None],
     should_stop: Callable[[], bool] = lambda: False,
@@ -128,6 +104,8 @@ def _train(reference, train_data, val_data, params, on_epoch, should_stop):
         model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay, fused=True
     )
     loss_fn = nn.HuberLoss(delta=1.0)  # robust to the occasional wild label
+    if len(val_data) == 0:  # too few samples to spare any: the training loss picks the epoch
+        val_data = train_data
     train_t, val_t = _tensors(train_data), _tensors(val_data)
     best_loss, best_state, epochs, stale = math.inf, copy.deepcopy(model.state_dict()), [], 0
     for epoch in range(1, params.epochs + 1):

@@ -101,11 +101,10 @@ def save(name: str, payload: dict, report: str) -> tuple[Path, Path]:
 def start_torchserve(model_store: Path, run_dir: Path, models: dict[str, str] | None = None):
     """A real TorchServe on free loopback ports (as tests/conftest.py starts it), and its client."""
     from model_store.client import TorchServeClient
-    from model_store.server import TorchServeConfig, TorchServeProcess, default_models
+    from model_store.server import start_on_free_ports
 
-    config = TorchServeConfig.on_free_ports(model_store, run_dir)
-    process = TorchServeProcess(config)
-    process.start(models or default_models())
+    process = start_on_free_ports(model_store, run_dir, models)
+    config = process.config
     client = TorchServeClient([config.inference_address], [config.management_address], timeout_s=120.0)
     return process, client
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -138,6 +139,7 @@ class TorchServeProcess:
     def __init__(self, config: TorchServeConfig) -> None:
         self.config = config
         self.process: subprocess.Popen | None = None
+        self._output_start = 0
 
     @property
     def log_dir(self) -> Path:
@@ -168,12 +170,33 @@ class TorchServeProcess:
             "--models", *(f"{name}={mar}" for name, mar in models.items()),
         ]  # fmt: skip
         stdout = (self.log_dir / "torchserve.out").open("ab")
+        self._output_start = stdout.tell()  # a restart in the same run_dir appends
         self.process = subprocess.Popen(
             command, cwd=run_dir, env=env, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True
         )
         stdout.close()
         log.info("torchserve started (pid %d), grpc %d/%d", self.process.pid,
                  self.config.grpc_inference_port, self.config.grpc_management_port)  # fmt: skip
+
+    def wait_until_listening(self, timeout_s: float = 120.0) -> bool:
+        """True once every port is bound ("Model server started."), False if a bind failed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            output = self._output()
+            if "Model server started." in output:
+                return True
+            if not self.alive():
+                if "Failed to bind" in output:
+                    return False
+                raise RuntimeError(f"torchserve exited early; see {self.log_dir}")
+            time.sleep(0.2)
+        raise TimeoutError(f"torchserve did not open its ports in {timeout_s:.0f}s; see {self.log_dir}")
+
+    def _output(self) -> str:
+        with contextlib.suppress(OSError), (self.log_dir / "torchserve.out").open("rb") as out:
+            out.seek(self._output_start)
+            return out.read().decode(errors="replace")
+        return ""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -197,10 +220,53 @@ class TorchServeProcess:
         log.info("torchserve stopped")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that is free now, taken from below the kernel's ephemeral range.
+
+    A port is only free when asked: java binds it seconds later. Outgoing connections take their
+    local ports from the ephemeral range, and in CI one took a TorchServe port in that gap
+    ("Failed to bind ... Address already in use"). Below the range only our own listeners compete,
+    and this process never hands the same port out twice.
+    """
+    low = ephemeral_port_range()[0]
+    for _ in range(200):
+        port = random.randrange(10000, low) if low > 11000 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port found")
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def start_on_free_ports(
+    model_store: Path, run_dir: Path, models: dict[str, str] | None = None, attempts: int = 3
+) -> TorchServeProcess:
+    """Start TorchServe on free ports; if one was taken before java bound it, again on new ones."""
+    for attempt in range(1, attempts + 1):
+        process = TorchServeProcess(TorchServeConfig.on_free_ports(model_store, run_dir))
+        process.start(models or default_models())
+        if process.wait_until_listening():
+            return process
+        process.stop()
+        log.warning("torchserve could not bind its ports (attempt %d of %d); new ports", attempt, attempts)
+    raise RuntimeError(f"torchserve could not bind free ports in {attempts} attempts; see {run_dir}/logs")
 
 
 def _group_alive(pgid: int) -> bool:

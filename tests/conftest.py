@@ -21,8 +21,8 @@ from model_store.client import TorchServeClient
 from model_store.server import (
     TorchServeConfig,
     TorchServeProcess,
-    default_models,
     free_port,
+    start_on_free_ports,
     wait_until_ready,
 )
 from tests.openai_stub import OpenAIStub
@@ -159,9 +159,7 @@ def model_store(tmp_path_factory) -> Path:
 
 
 def start_torchserve(model_store: Path, run_dir: Path) -> TorchServeProcess:
-    process = TorchServeProcess(TorchServeConfig.on_free_ports(model_store, run_dir))
-    process.start(default_models())
-    return process
+    return start_on_free_ports(model_store, run_dir)
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,14 @@
 
 import asyncio
 import os
+import socket
 import time
 
 import numpy as np
 import psutil
 import pytest
 
+from model_store import server
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
 from model_store.client import ModelServerError, TorchServeClient
 from model_store.reference import food101_labels, lookup
@@ -55,6 +57,33 @@ async def test_unreachable_model_server_is_unavailable_quickly():
     await client.close()
     assert raised.value.unavailable
     assert time.monotonic() - started < 3.0
+
+
+def test_free_ports_sit_below_theephemeral_port_range_and_never_repeat():
+    low = server.ephemeral_port_range()[0]
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50 and max(ports) < low
+
+
+def test_torchserve_starts_again_on_new_ports_when_one_was_taken_before_java_bound_it(
+    model_store, tmp_path, monkeypatch
+):
+    with socket.socket() as squatter:  # what an outgoing connection did to a port in CI
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        fresh = server.free_port
+        handed = iter([taken])
+        monkeypatch.setattr(server, "free_port", lambda: next(handed, None) or fresh())
+        process = server.start_on_free_ports(model_store, tmp_path)
+        try:
+            config = process.config
+            assert taken not in (config.grpc_inference_port, config.http_port, config.metrics_port)
+            output = (process.log_dir / "torchserve.out").read_text()
+            assert "Failed to bind" in output and output.count("Model server started.") == 1
+            assert process.alive()
+        finally:
+            process.stop()
 
 
 async def test_registering_outside_the_model_store_is_refused(torchserve):

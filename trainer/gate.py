@@ -62,7 +62,7 @@ class Comparison:
         }
 
     def summary(self) -> str:
-        return f"{self.improvement:+.1%} better, in {self.confidence:.0%} of resamples"
+        return f"gain {self.improvement:+.1%}, lower in {self.confidence:.0%} of resamples"
 
 
 def _errors(model: NutritionModel, data: Dataset) -> np.ndarray:

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
 
     # Label queue (gateway background worker)
     labeler_timeout_s: float = Field(90.0, gt=0)
-    label_lease_s: float = Field(300.0, gt=0)
+    label_lease_s: float = Field(30.0, gt=0)  # renewed while a label is in flight
     label_max_attempts: int = Field(8, ge=1)
     label_retry_base_s: float = Field(2.0, gt=0)
     label_retry_max_s: float = Field(300.0, gt=0)

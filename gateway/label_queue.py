@@ -2,8 +2,10 @@
 
 A worker claims due samples with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a
 conditional UPDATE, atomic because SQLite has one writer), asks the labeler, and writes the
-outcome only while it still holds the claim. A process that dies leaves a lease that expires, so
-another worker, or the same gateway after a restart, picks the sample up again: nothing is lost.
+outcome only while it still holds the claim. The lease is short and renewed every third of it
+while the label is in flight, so a slow ChatGPT call keeps its claim, yet a process that dies
+leaves a lease that expires within `lease_s`: another worker, or the same gateway after a
+restart, picks the sample up again. Nothing is lost.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class LabelQueue:
         call_labeler: LabelCall,
         policy: RetryPolicy,
         worker: str,
-        lease_s: float = 300.0,
+        lease_s: float = 30.0,
         poll_s: float = 1.0,
         concurrency: int = 4,
     ) -> None:
@@ -62,6 +64,24 @@ class LabelQueue:
                 .values(label_claimed_by=None, label_claimed_until=None)
             )
             return result.rowcount
+
+    def renew(self, sample_ids: list[str]) -> int:
+        """Extend the claims this worker still holds (finished samples have none left)."""
+        with self.db.session() as session:
+            result = session.exec(
+                update(Sample)
+                .where(col(Sample.id).in_(sample_ids), Sample.label_claimed_by == self.worker)
+                .values(label_claimed_until=utcnow() + timedelta(seconds=self.lease_s))
+            )
+            return result.rowcount
+
+    async def _keep_leases(self, sample_ids: list[str]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await asyncio.to_thread(self.renew, sample_ids)
+            except DatabaseUnavailable as error:  # the next beat may get through before expiry
+                log.warning("could not renew label leases: %s", error)
 
     def claim(self, limit: int) -> list[str]:
         now = utcnow()
@@ -150,7 +170,13 @@ class LabelQueue:
 
     async def run_once(self) -> int:
         ids = await asyncio.to_thread(self.claim, self.concurrency)
-        await asyncio.gather(*(self.process(sample_id) for sample_id in ids))
+        if not ids:
+            return 0
+        heartbeat = asyncio.create_task(self._keep_leases(ids), name="label-leases")
+        try:
+            await asyncio.gather(*(self.process(sample_id) for sample_id in ids))
+        finally:
+            heartbeat.cancel()
         return len(ids)
 
     async def _loop(self) -> None:

@@ -5,6 +5,7 @@ from sqlmodel import select
 
 from foodcal.store import ImageStore, LabelStatus, Sample
 from foodcal.store.tables import utcnow
+from foodcal.v1 import common_pb2, labeler_pb2
 from gateway.label_queue import LabelQueue
 from gateway.labels import RetryPolicy
 from tests.conftest import photo
@@ -96,6 +97,51 @@ async def test_two_workers_never_claim_the_same_sample(db, tmp_path):
     with db.session() as session:
         owners = session.exec(select(Sample.label_claimed_by)).all()
     assert set(owners) == {"worker-0", "worker-1"}
+
+
+async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db, tmp_path):
+    images = ImageStore(tmp_path)
+    stored = images.put(photo())
+    with db.session() as session:
+        samples = [
+            Sample(image_sha256=stored.sha256, image_path=stored.path, label_status=LabelStatus.PENDING)
+            for _ in range(2)
+        ]
+        session.add_all(samples)
+        ids = [sample.id for sample in samples]
+    policy = RetryPolicy(3, 0.1, 1.0)
+    answered = asyncio.Event()
+
+    async def slow_labeler(request):  # a ChatGPT call three leases long
+        await asyncio.sleep(1.5)
+        answered.set()
+        return labeler_pb2.LabelMealResponse(
+            label=common_pb2.Label(
+                source=common_pb2.NUTRITION_SOURCE_CHATGPT,
+                dish="pizza",
+                nutrition=common_pb2.Nutrition(calories_kcal=500, proteins_g=20, fats_g=20, carbs_g=60),
+            )
+        )
+
+    slow = LabelQueue(db, images, slow_labeler, policy, "slow", lease_s=0.6, concurrency=1)
+    rival = LabelQueue(db, images, None, policy, "rival", lease_s=60.0)
+    working = asyncio.create_task(slow.run_once())
+    while not answered.is_set():  # renewed in time: the rival never gets the sample in flight
+        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(rival.claim, 1) == [ids[1]]  # only the other, idle sample
+        await asyncio.to_thread(rival.release_own_claims)
+    assert await working == 1
+    with db.session() as session:
+        statuses = sorted(s.label_status for s in session.exec(select(Sample)).all())
+    assert statuses == sorted([LabelStatus.LABELED, LabelStatus.PENDING])
+
+    dying = LabelQueue(db, images, slow_labeler, policy, "dying", lease_s=0.6, concurrency=1)
+    working = asyncio.create_task(dying.run_once())
+    await asyncio.sleep(0.3)
+    working.cancel()  # the process died mid-call: no more renewals
+    assert rival.claim(1) == []  # its lease still holds...
+    await asyncio.sleep(0.8)
+    assert rival.claim(1) == [ids[1]]  # ...and then expires
 
 
 def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):

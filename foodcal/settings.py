@@ -91,9 +91,10 @@ class Settings(BaseSettings):
     # Where TorchServe's gRPC listeners and REST inference bind (0.0.0.0 inside docker-compose).
     torchserve_bind_host: str = "127.0.0.1"
     torchserve_run_dir: Path = Path("run/torchserve")
-    # The classifier's workers (0 = one per CPU core) and its server-side batching.
+    # The classifier's workers (0 = one per CPU core) and its server-side batching
+    # (0 = 8 with one worker, 1 with several: see model_store/build.py).
     food101_workers: int = Field(0, ge=0, le=64)
-    food101_batch_size: int = Field(8, ge=1, le=256)
+    food101_batch_size: int = Field(0, ge=0, le=256)
     food101_max_batch_delay_ms: int = Field(10, ge=0, le=1000)
 
     # Trainer

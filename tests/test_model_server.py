@@ -175,3 +175,17 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def test_classifier_batches_with_one_worker_and_not_when_several_share_the_queue():
+    from foodcal.settings import load_settings
+    from model_store.build import food101_config
+
+    def config(**overrides) -> dict:
+        text = food101_config(load_settings(_env_file=None, **overrides))
+        return dict(line.split(": ") for line in text.splitlines())
+
+    assert config(food101_workers=1)["batchSize"] == "8"
+    assert config(food101_workers=2)["batchSize"] == "1"
+    assert config(food101_workers=2, food101_batch_size=4)["batchSize"] == "4"  # an explicit choice wins
+    assert config(food101_workers=3)["minWorkers"] == config(food101_workers=3)["maxWorkers"] == "3"

@@ -93,7 +93,17 @@ def compare(candidate: NutritionModel, served: NutritionModel, data: Dataset) ->
     difference = ((served_errors - candidate_errors) / scale).mean(axis=1)
     served_eval = _evaluation(served_errors, scale)
     candidate_eval = _evaluation(candidate_errors, scale)
-    resampled = np.random.default_rng(SEED).integers(0, len(data), size=(RESAMPLES, len(data)))
-    confidence = float((difference[resampled].mean(axis=1) > 0).mean())
+    confidence = _share_of_resamples_above_zero(difference)
     improvement = 1 - candidate_eval.score / served_eval.score if served_eval.score > 0 else 0.0
     return Comparison(candidate_eval, served_eval, improvement, confidence)
+
+
+def _share_of_resamples_above_zero(difference: np.ndarray) -> float:
+    """Paired bootstrap: the share of resampled means that are > 0 (in chunks: bounded memory)."""
+    rng, n = np.random.default_rng(SEED), len(difference)
+    per_chunk = max(1, 4_000_000 // n)
+    wins = 0
+    for start in range(0, RESAMPLES, per_chunk):
+        size = min(per_chunk, RESAMPLES - start)
+        wins += int((difference[rng.integers(0, n, size=(size, n))].mean(axis=1) > 0).sum())
+    return wins / RESAMPLES

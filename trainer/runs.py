@@ -163,7 +163,7 @@ class RunManager:
         await asyncio.to_thread(self._write_artifacts, run, run_dir, best, final, epochs, classifier)
 
         served_model = await asyncio.to_thread(self.versions.model, served_row)
-        comparison = compare(best, served_model, val_data)
+        comparison = await asyncio.to_thread(compare, best, served_model, val_data)
         candidate, served = comparison.candidate, comparison.served
         run.metrics = comparison.as_dict()
         if not comparison.better:

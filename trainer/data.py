@@ -20,12 +20,20 @@ def _bucket(sample_id: str) -> int:
     return int(hashlib.sha256(sample_id.encode()).hexdigest()[:8], 16) % 100
 
 
+def _is_validation_bucket(bucket):
+    return bucket < VALIDATION_PERCENT
+
+
+def _is_early_stopping_bucket(bucket):
+    return (bucket >= VALIDATION_PERCENT) & (bucket < VALIDATION_PERCENT + EARLY_STOPPING_PERCENT)
+
+
 def is_validation(sample_id: str) -> bool:
-    return _bucket(sample_id) < VALIDATION_PERCENT
+    return bool(_is_validation_bucket(_bucket(sample_id)))
 
 
 def is_early_stopping(sample_id: str) -> bool:
-    return VALIDATION_PERCENT <= _bucket(sample_id) < VALIDATION_PERCENT + EARLY_STOPPING_PERCENT
+    return bool(_is_early_stopping_bucket(_bucket(sample_id)))
 
 
 class Split(NamedTuple):
@@ -55,8 +63,8 @@ class Dataset:
     def split(self) -> Split:
         # Choosing the best epoch on the samples that then judge it would flatter the candidate:
         # on pure-noise labels that bias alone got a lucky epoch deployed in 1 run of 10.
-        validation = np.array([is_validation(i) for i in self.ids], dtype=bool)
-        early_stopping = np.array([is_early_stopping(i) for i in self.ids], dtype=bool)
+        buckets = np.array([_bucket(i) for i in self.ids], dtype=np.int64)  # one hash per sample
+        validation, early_stopping = _is_validation_bucket(buckets), _is_early_stopping_bucket(buckets)
         return Split(
             self.subset(~validation & ~early_stopping),
             self.subset(early_stopping),

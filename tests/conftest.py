@@ -136,11 +136,11 @@ class TorchServeHandle:
 
     @property
     def inference(self) -> str:
-        return f"127.0.0.1:{self.config.grpc_inference_port}"
+        return self.config.inference_address
 
     @property
     def management(self) -> str:
-        return f"127.0.0.1:{self.config.grpc_management_port}"
+        return self.config.management_address
 
     def settings(self) -> dict:
         return {
@@ -166,9 +166,7 @@ def start_torchserve(model_store: Path, run_dir: Path) -> TorchServeProcess:
 async def torchserve(model_store, tmp_path_factory) -> TorchServeHandle:
     process = start_torchserve(model_store, tmp_path_factory.mktemp("torchserve"))
     config = process.config
-    client = TorchServeClient(
-        [f"127.0.0.1:{config.grpc_inference_port}"], [f"127.0.0.1:{config.grpc_management_port}"]
-    )
+    client = TorchServeClient([config.inference_address], [config.management_address])
     try:
         await wait_until_ready(client, process, timeout_s=180)
         yield TorchServeHandle(process, config, client)

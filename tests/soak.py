@@ -79,8 +79,8 @@ async def soak(duration_s: float, clients: int = 8, workdir: Path | None = None)
     torchserve = start_torchserve(store, workdir / "torchserve")
     config = torchserve.config
     inference, management = (
-        f"127.0.0.1:{config.grpc_inference_port}",
-        f"127.0.0.1:{config.grpc_management_port}",
+        config.inference_address,
+        config.management_address,
     )
     ts_client = TorchServeClient([inference], [management])
     stub = OpenAIStub(OPENAI_KEY).start()

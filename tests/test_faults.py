@@ -54,8 +54,8 @@ async def test_torchserve_killed_in_flight_is_unavailable_fast_and_recovers_with
     process = start_torchserve(model_store, tmp_path / "ts")
     config = process.config
     endpoint, management = (
-        f"127.0.0.1:{config.grpc_inference_port}",
-        f"127.0.0.1:{config.grpc_management_port}",
+        config.inference_address,
+        config.management_address,
     )
     app = await system(
         use_chatgpt=False,

@@ -59,7 +59,7 @@ async def test_unreachable_model_server_is_unavailable_quickly():
     assert time.monotonic() - started < 3.0
 
 
-def test_free_ports_sit_below_theephemeral_port_range_and_never_repeat():
+def test_free_ports_sit_below_the_ephemeral_port_range_and_never_repeat():
     low = server.ephemeral_port_range()[0]
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50 and max(ports) < low
@@ -156,9 +156,7 @@ async def test_corrupt_archive_is_refused_and_the_old_version_keeps_serving(torc
 async def test_lifecycle_waits_for_real_predictions_and_stops_java_too(model_store, tmp_path):
     process = start_torchserve(model_store, tmp_path / "ts")
     config = process.config
-    client = TorchServeClient(
-        [f"127.0.0.1:{config.grpc_inference_port}"], [f"127.0.0.1:{config.grpc_management_port}"]
-    )
+    client = TorchServeClient([config.inference_address], [config.management_address])
     try:
         await wait_until_ready(client, process, timeout_s=180)
         assert (await client.classify(photo())).dishes

@@ -23,8 +23,8 @@ async def second_replica(model_store, tmp_path, torchserve):
     process = start_torchserve(model_store, tmp_path / "replica2")
     config = process.config
     client = TorchServeClient(
-        [torchserve.inference, f"127.0.0.1:{config.grpc_inference_port}"],
-        [torchserve.management, f"127.0.0.1:{config.grpc_management_port}"],
+        [torchserve.inference, config.inference_address],
+        [torchserve.management, config.management_address],
         timeout_s=5.0,
     )
     await wait_until_ready(client, process, timeout_s=180)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import io
 import logging
+import re
 from dataclasses import dataclass
 
 import openai
@@ -22,6 +23,24 @@ from labeler.answer import RESPONSE_FORMAT, SYSTEM_PROMPT, Answer, InvalidAnswer
 log = logging.getLogger(__name__)
 
 MAX_SIDE_PX = 768  # enough for a plate; keeps image tokens and upload size small
+ANSWER_TOKENS = 300  # the JSON answer itself is ~100 tokens
+REASONING_TOKENS = 4000  # reasoning models spend hidden tokens first, counted in the same limit
+
+# Reasoning models (o1, o3, o4-mini, gpt-5, gpt-5-mini, ...) refuse `max_tokens` and any
+# `temperature` but the default; gpt-5-chat-* is a chat model and takes both.
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5(?!-chat))")
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(_REASONING_MODEL.match(model.lower().rsplit("/", 1)[-1]))
+
+
+def completion_parameters(model: str) -> dict:
+    """Sampling parameters this model accepts. `max_completion_tokens` replaced the deprecated
+    `max_tokens` for every OpenAI model; reasoning models accept only the new one."""
+    if is_reasoning_model(model):
+        return {"max_completion_tokens": REASONING_TOKENS}
+    return {"max_completion_tokens": ANSWER_TOKENS, "temperature": 0}
 
 
 @dataclass
@@ -68,6 +87,13 @@ def prepare_image(data: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _said(error: openai.APIStatusError) -> str:
+    """The API's own message for a refused request (names the parameter); never holds the key."""
+    body = error.body if isinstance(error.body, dict) else {}
+    message = body.get("message")
+    return f": {str(message)[:300]}" if message else ""
+
+
 class ChatGPT:
     def __init__(self, settings: Settings) -> None:
         self.model = settings.openai_model
@@ -99,8 +125,7 @@ class ChatGPT:
                     model=self.model,
                     messages=messages,
                     response_format=RESPONSE_FORMAT,
-                    temperature=0,
-                    max_tokens=300,
+                    **completion_parameters(self.model),
                 )
             except openai.AuthenticationError:
                 raise LabelFailure("auth_failed", "the OpenAI API key was rejected (401)") from None
@@ -118,7 +143,7 @@ class ChatGPT:
                 ) from None
             except openai.APIStatusError as error:
                 raise LabelFailure(
-                    "invalid_request", f"OpenAI refused the request ({error.status_code})"
+                    "invalid_request", f"OpenAI refused the request ({error.status_code}){_said(error)}"
                 ) from None
         usage = Usage()
         if completion.usage is not None:
@@ -131,6 +156,9 @@ class ChatGPT:
         refusal = getattr(choice.message, "refusal", None)
         if refusal or choice.finish_reason == "content_filter":
             return ChatGPTAnswer(None, refusal or "content filtered", usage, completion.model or self.model)
+        if choice.finish_reason == "length":
+            limit = f"the answer was cut off at the token limit ({usage.completion_tokens} tokens)"
+            raise LabelFailure("invalid_answer", limit, usage)
         try:
             answer = parse_answer(choice.message.content)
         except InvalidAnswer as error:

@@ -1,7 +1,9 @@
 """A local OpenAI-compatible chat-completions server: real HTTP on loopback, scriptable per test.
 
-It checks each request the way OpenAI would (key, model, an image part, a JSON schema asked for),
-so a broken request fails the test. Run it alone for demos:
+It checks each request the way OpenAI would (key, model, parameters, an image part, a JSON schema
+asked for) and refuses a bad one with a 400 in the API's error shape, so a broken request fails
+the test. Like the real API it refuses parameters it does not know, and reasoning models (o-series,
+gpt-5) refuse `max_tokens` and any `temperature` but the default. Run it alone for demos:
     python -m tests.openai_stub --port 8099 --api-key sk-test
 """
 
@@ -18,7 +20,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
 
-KNOWN_MODELS = {"gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"}
+KNOWN_MODELS = {"gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "o4-mini"}
+REASONING_MODELS = {"gpt-5-mini", "o4-mini"}
+# Chat-completions parameters the real API knows (the subset a labeler could plausibly send).
+KNOWN_PARAMETERS = {
+    "model", "messages", "response_format", "temperature", "top_p", "max_tokens",
+    "max_completion_tokens", "n", "seed", "stop", "stream", "stream_options", "user", "store",
+    "metadata", "reasoning_effort", "verbosity", "frequency_penalty", "presence_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
+    "service_tier", "modalities", "prediction", "audio", "safety_identifier", "prompt_cache_key",
+}  # fmt: skip
 GOOD_ANSWER = {
     "is_food": True,
     "dish": "margherita pizza",
@@ -61,24 +72,74 @@ def answer(**overrides) -> Reply:
     return Reply(body=completion(json.dumps({**GOOD_ANSWER, **overrides})))
 
 
-def error(status: int, message: str = "error", headers: dict | None = None) -> Reply:
+_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error"}
+
+
+def error(
+    status: int,
+    message: str = "error",
+    headers: dict | None = None,
+    param: str | None = None,
+    code: str | None = None,
+) -> Reply:
+    """An error in the API's shape: {"error": {"message", "type", "param", "code"}}."""
+    kind = _ERROR_TYPES.get(status, "rate_limit_error" if status == 429 else "server_error")
     return Reply(
         status=status,
-        body={"error": {"message": message, "type": "stub", "code": None}},
+        body={"error": {"message": message, "type": kind, "param": param, "code": code}},
         headers=headers or {},
     )
 
 
-def check_request(body: dict) -> str | None:
+@dataclass
+class Problem:
+    """What OpenAI would refuse with a 400: its message, and the `param` and `code` it names."""
+
+    message: str
+    param: str | None = None
+    code: str | None = None
+
+
+def check_parameters(body: dict) -> Problem | None:
+    unknown = sorted(set(body) - KNOWN_PARAMETERS)
+    if unknown:
+        return Problem(f"Unrecognized request argument supplied: {unknown[0]}")
+    if body.get("model") not in REASONING_MODELS:
+        return None
+    if "max_tokens" in body:
+        return Problem(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
+    if "temperature" in body and body["temperature"] != 1:
+        return Problem(
+            f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+            "model. Only the default (1) value is supported.",
+            "temperature",
+            "unsupported_value",
+        )
+    return None
+
+
+def check_request(body: dict) -> Problem | None:
     """What OpenAI would refuse with a 400, or None."""
     if body.get("model") not in KNOWN_MODELS:
-        return f"unknown model {body.get('model')!r}"
+        return Problem(f"The model `{body.get('model')}` does not exist", "model", "model_not_found")
+    problem = check_parameters(body)
+    if problem:
+        return problem
+    return _check_content(body)
+
+
+def _check_content(body: dict) -> Problem | None:
     fmt = body.get("response_format") or {}
     schema = (fmt.get("json_schema") or {}).get("schema") or {}
     if fmt.get("type") != "json_schema" or not {"calories_kcal", "proteins_g", "fats_g", "carbs_g"} <= set(
         schema.get("required", [])
     ):
-        return "a json_schema response_format with the four nutrients is required"
+        return Problem("a json_schema response_format with the four nutrients is required")
     images = [
         part
         for message in body.get("messages", [])
@@ -87,15 +148,15 @@ def check_request(body: dict) -> str | None:
         if part.get("type") == "image_url"
     ]
     if len(images) != 1:
-        return "exactly one image part expected"
+        return Problem("exactly one image part expected")
     url = images[0]["image_url"]["url"]
     if not url.startswith("data:image/jpeg;base64,"):
-        return "the image must be a base64 JPEG data URL"
+        return Problem("the image must be a base64 JPEG data URL")
     image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     if image.format != "JPEG" or max(image.size) > 2048:
-        return "the image must be a JPEG of at most 2048 px"
+        return Problem("the image must be a JPEG of at most 2048 px")
     if image.getexif():
-        return "EXIF must be stripped"
+        return Problem("EXIF must be stripped")
     return None
 
 
@@ -143,11 +204,11 @@ class OpenAIStub:
                 return error(401, "Incorrect API key provided")
             problem = check_request(body)
             if problem:
-                self.problems.append(problem)
-                return error(400, problem)
+                self.problems.append(problem.message)
+                return error(400, problem.message, param=problem.param, code=problem.code)
             if self.script:
                 return self.script.pop(0)
-            return self.default or answer()
+            return self.default or Reply(body=completion(json.dumps(GOOD_ANSWER), model=body["model"]))
 
     def _handler(self):
         stub = self

@@ -210,3 +210,50 @@ async def test_sent_photo_is_downscaled_jpeg_without_exif(labeler, stub):
     client = await labeler()
     await call(client, request(image=photo(size=(3000, 2000), exif=exif)))
     assert not stub.problems  # the stub refuses EXIF, non-JPEG and oversize images
+
+
+@pytest.mark.parametrize("model", ["gpt-5-mini", "o4-mini"])
+async def test_reasoning_model_label_succeeds(labeler, stub, model):
+    client = await labeler(openai_model=model)
+    response = await call(client, request())
+    assert response.label.nutrition.calories_kcal == 650.0 and response.label.model == model
+    assert not stub.problems
+    (sent,) = stub.requests
+    assert "max_tokens" not in sent and "temperature" not in sent
+    assert sent["max_completion_tokens"] >= 2000  # room for the reasoning tokens before the answer
+
+
+async def test_chat_model_gets_temperature_zero_and_max_completion_tokens(labeler, stub):
+    client = await labeler(openai_model="gpt-4o-mini")
+    await call(client, request())
+    (sent,) = stub.requests
+    assert sent["temperature"] == 0 and "max_tokens" not in sent and sent["max_completion_tokens"] > 0
+
+
+async def test_an_answer_cut_off_at_the_token_limit_is_named_as_such(labeler, stub):
+    cut = completion(None, model="gpt-5-mini")
+    cut["choices"][0]["finish_reason"] = "length"
+    stub.reset(Reply(body=cut))
+    client = await labeler(openai_model="gpt-5-mini")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(client, request())
+    assert raised.value.details().startswith("invalid_answer:") and "token limit" in raised.value.details()
+
+
+async def test_the_stub_refuses_what_the_real_api_refuses(stub):
+    """The stub is only worth testing against if it is as strict as OpenAI; the shape is OpenAI's."""
+    import openai
+
+    async with openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=stub.base_url, max_retries=0) as client:
+        refused = {
+            "max_tokens": {"model": "gpt-5-mini", "max_tokens": 300},
+            "temperature": {"model": "o4-mini", "temperature": 0},
+            None: {"model": "gpt-4o-mini", "extra_body": {"frobnicate": True}},
+        }
+        for param, kwargs in refused.items():
+            with pytest.raises(openai.BadRequestError) as raised:
+                await client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **kwargs)
+            body = raised.value.body
+            assert raised.value.status_code == 400 and body["type"] == "invalid_request_error"
+            assert body["param"] == param and body["message"], body
+    assert len(stub.problems) == 3

@@ -6,8 +6,10 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlmodel import select
 
 import labeler.__main__ as labeler_main
+from foodcal.store import RunStatus
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from model_store.server import TorchServeProcess, wait_until_ready
 from tests.conftest import (
@@ -261,3 +263,45 @@ async def test_unwritable_upload_directory_is_a_clear_error_with_no_sample(syste
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "could not store the image" in raised.value.details()
     assert app.sample_count() == 0
+
+
+@pytest.mark.usefixtures("clean_nutrition")
+async def test_trainer_sigterm_mid_run_exits_in_seconds_and_the_run_ends_failed_undeployed(
+    torchserve, tmp_path
+):
+    from foodcal.store import Database, ModelVersionRow, TrainingRunRow
+
+    port = free_port()
+    env = env_for(base_settings(tmp_path, torchserve, trainer_port=port))
+    db = Database(f"sqlite:///{tmp_path}/foodcal.db")
+    db.migrate()
+    add_samples(db, 160, await current_classifier(torchserve.client), learnable)
+    trainer = ServiceProcess("trainer", port, env, tmp_path / "trainer.log").start()
+    metadata = auth(INTERNAL_TOKEN)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            started = await stub.StartTrainingRun(
+                trainer_pb2.StartTrainingRunRequest(epochs=1000), metadata=metadata
+            )
+            async for response in stub.WatchTrainingRun(
+                trainer_pb2.WatchTrainingRunRequest(run_id=started.run_id), metadata=metadata
+            ):
+                if response.event.epoch.epoch >= 2:
+                    break  # mid-run: hundreds of epochs still to go
+        began = time.monotonic()
+        code = await asyncio.to_thread(trainer.stop)
+        seconds = time.monotonic() - began
+    finally:
+        trainer.kill()
+    assert code == 0
+    assert seconds < 10, f"SIGTERM took {seconds:.1f} s"
+    with db.session() as session:
+        run = session.get(TrainingRunRow, started.run_id)
+        versions = [row.version for row in session.exec(select(ModelVersionRow)).all()]
+    db.dispose()
+    assert (run.status, run.message) == (RunStatus.FAILED, "stopped")
+    assert len(run.epochs) < 1000 and run.finished_at is not None
+    assert versions == [0]  # nothing exported as a version, nothing marked served
+    assert await torchserve.client.served_version() == "0"
+    assert await torchserve.client.registered_versions() == ["0"]

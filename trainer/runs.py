@@ -30,7 +30,11 @@ class Refused(Exception):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # "precondition" or "exists"
+        self.kind = kind  # "precondition", "exists" or "unavailable"
+
+
+class Stopped(Exception):
+    """The trainer is shutting down: the run ends FAILED ("stopped") before anything is deployed."""
 
 
 class RunManager:
@@ -55,10 +59,16 @@ class RunManager:
         self._stopping = threading.Event()  # read by the training thread between epochs
 
     async def stop(self) -> None:
-        """On shutdown: the running run stops after its current epoch and ends FAILED, undeployed."""
+        """On shutdown: the running run stops after its current epoch and ends FAILED, undeployed.
+
+        A swap already under way is finished (or undone) first: a swap is never cut in half."""
         self._stopping.set()
         if self._task is not None:
             await self._task
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise Stopped
 
     # -- crash recovery ----------------------------------------------------------------------
 
@@ -75,6 +85,8 @@ class RunManager:
 
     async def start(self, params: TrainingParameters) -> TrainingRunRow:
         async with self._lock:
+            if self._stopping.is_set():
+                raise Refused("unavailable", "the trainer is shutting down; start the run again later")
             running = await asyncio.to_thread(self._active_run)
             if running is not None:
                 raise Refused("exists", f"training run {running.id} is already {running.status}")
@@ -134,6 +146,8 @@ class RunManager:
         loop = asyncio.get_running_loop()
         try:
             await self._train_and_deploy(run, params, dataset, classifier, loop)
+        except Stopped:
+            run.status, run.message = RunStatus.FAILED, "stopped"
         except Exception as error:
             log.exception("run %s failed", run.id)
             run.status, run.message = RunStatus.FAILED, f"{type(error).__name__}: {error}"
@@ -157,13 +171,15 @@ class RunManager:
             loop.call_soon_threadsafe(self._publish, run.id, result)
 
         best, final, epochs = await asyncio.to_thread(
-            train, reference, train_data, early_stopping, params, on_epoch
+            train, reference, train_data, early_stopping, params, on_epoch, should_stop=self._stopping.is_set
         )
+        self._check_stopping()
         run_dir = self.models_dir / "runs" / run.id
         await asyncio.to_thread(self._write_artifacts, run, run_dir, best, final, epochs, classifier)
 
         served_model = await asyncio.to_thread(self.versions.model, served_row)
         comparison = await asyncio.to_thread(compare, best, served_model, val_data)
+        self._check_stopping()
         candidate, served = comparison.candidate, comparison.served
         run.metrics = comparison.as_dict()
         if not comparison.better:
@@ -187,6 +203,9 @@ class RunManager:
             metrics=candidate.as_dict(),
             description=f"trained by run {run.id} on {run.train_samples} samples",
         )
+        if self._stopping.is_set():  # last point before anything is recorded, registered or served
+            mar.unlink(missing_ok=True)
+            raise Stopped
         await asyncio.to_thread(self._save_version, row)
         try:
             await self.versions.deploy(row, best.embedding_dim)

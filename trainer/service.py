@@ -90,11 +90,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         try:
             run = await self.runs.start(params)
         except Refused as refused:
-            code = (
-                grpc.StatusCode.ALREADY_EXISTS
-                if refused.kind == "exists"
-                else grpc.StatusCode.FAILED_PRECONDITION
-            )
+            code = {
+                "exists": grpc.StatusCode.ALREADY_EXISTS,
+                "unavailable": grpc.StatusCode.UNAVAILABLE,
+            }.get(refused.kind, grpc.StatusCode.FAILED_PRECONDITION)
             await context.abort(code, str(refused))
         except ModelServerError as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"the model server failed: {error}")

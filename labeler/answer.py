@@ -28,6 +28,10 @@ SCHEMA = {
     "additionalProperties": False,
 }
 
+# Cached answers are keyed by this: bump it whenever SYSTEM_PROMPT, user_prompt or SCHEMA change,
+# so a new prompt is never answered from the old one's cache (tests pin a fingerprint of all three).
+PROMPT_VERSION = 1
+
 RESPONSE_FORMAT = {
     "type": "json_schema",
     "json_schema": {"name": "meal_nutrition", "strict": True, "schema": SCHEMA},

@@ -1,4 +1,5 @@
-"""The labeler's logic: cache by sha256, ask ChatGPT, or answer from the reference table offline."""
+"""The labeler's logic: cache by photo, model and prompt; ask ChatGPT; or answer offline from
+the reference table."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from foodcal.settings import Settings
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from foodcal.store.images import sha256_of
+from labeler.answer import PROMPT_VERSION
 from labeler.chatgpt import ChatGPT, LabelFailure, Usage
 from model_store.reference import lookup
 
@@ -65,10 +67,11 @@ class Labeler:
         if self.chatgpt is None:
             return sha256, self._from_reference(hints)
         lock = self._locks.setdefault(sha256, asyncio.Lock())
+        key = (sha256, self.chatgpt.model, PROMPT_VERSION)  # read here, so a test can bump it
         async with lock:
-            cached = await asyncio.to_thread(self._cached, sha256)
+            cached = await asyncio.to_thread(self._cached, key)
             if cached is not None:
-                log.info("label %s… answered from cache", sha256[:12])
+                log.info("label %s… answered from cache (%s)", sha256[:12], key[1])
                 return sha256, cached
             try:
                 reply = await self.chatgpt.ask(image, hints)
@@ -80,7 +83,7 @@ class Labeler:
                 log.warning("label %s… failed: %s", sha256[:12], failure)
                 raise
             result = self._result(reply)
-            await asyncio.to_thread(self._store, sha256, result)
+            await asyncio.to_thread(self._store, key, result)
             outcome = "rejected" if result.rejected else "labeled"
             usage = result.usage
             log.info("label %s… %s: %s, %d tokens, $%.5f", sha256[:12], outcome, result.dish,
@@ -133,20 +136,27 @@ class Labeler:
             provider="foodcal",
         )
 
-    def _cached(self, sha256: str) -> LabelResult | None:
+    def _cached(self, key: tuple[str, str, int]) -> LabelResult | None:
         with self.db.session() as session:
-            row = session.get(LabelCache, sha256)
+            row = session.get(LabelCache, key)
             if row is None:
                 return None
             row.hits += 1
             session.add(row)
             return LabelResult.from_json(row.label, cached=True)
 
-    def _store(self, sha256: str, result: LabelResult) -> None:
+    def _store(self, key: tuple[str, str, int], result: LabelResult) -> None:
+        sha256, model, prompt_version = key
         outcome = "rejected" if result.rejected else "labeled"
         with self.db.session() as session:
             session.merge(
-                LabelCache(image_sha256=sha256, outcome=outcome, label=result.to_json(), model=result.model)
+                LabelCache(
+                    image_sha256=sha256,
+                    model=model,
+                    prompt_version=prompt_version,
+                    outcome=outcome,
+                    label=result.to_json(),
+                )
             )
             session.add(self._call_row(sha256, result.model, outcome, result.usage))
 

@@ -15,7 +15,7 @@ import io
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
@@ -42,7 +42,8 @@ GOOD_ANSWER = {
 }
 
 
-def completion(content: str | None, refusal: str | None = None, model: str = "gpt-4o-mini") -> dict:
+def completion(content: str | None, refusal: str | None = None, model: str | None = None) -> dict:
+    """A chat completion; `model` None: the model the request asked for."""
     return {
         "id": "chatcmpl-stub",
         "object": "chat.completion",
@@ -206,9 +207,12 @@ class OpenAIStub:
             if problem:
                 self.problems.append(problem.message)
                 return error(400, problem.message, param=problem.param, code=problem.code)
-            if self.script:
-                return self.script.pop(0)
-            return self.default or Reply(body=completion(json.dumps(GOOD_ANSWER), model=body["model"]))
+            reply = self.script.pop(0) if self.script else self.default or answer()
+            if reply.raw is None and reply.body is None:
+                reply = replace(reply, body=answer().body)
+            if reply.body is not None and "choices" in reply.body and reply.body["model"] is None:
+                reply = replace(reply, body={**reply.body, "model": body["model"]})  # like OpenAI
+            return reply
 
     def _handler(self):
         stub = self
@@ -229,9 +233,7 @@ class OpenAIStub:
                     reply = stub._next(body, self.headers.get("authorization", ""))
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
-                payload = (
-                    reply.raw if reply.raw is not None else json.dumps(reply.body or answer().body).encode()
-                )
+                payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")

@@ -257,3 +257,39 @@ async def test_the_stub_refuses_what_the_real_api_refuses(stub):
             assert raised.value.status_code == 400 and body["type"] == "invalid_request_error"
             assert body["param"] == param and body["message"], body
     assert len(stub.problems) == 3
+
+
+async def test_another_model_is_a_cache_miss_and_each_model_keeps_its_own_answer(labeler, stub):
+    mini = await labeler(openai_model="gpt-4o-mini")
+    first = await call(mini, request())
+    stub.reset(answer(calories_kcal=700.0))
+    gpt5 = await labeler(openai_model="gpt-5-mini")  # same database, OPENAI_MODEL changed
+    other = await call(gpt5, request())
+    assert not other.cached and stub.calls == 1  # asked again, not served gpt-4o-mini's answer
+    assert other.label.model == "gpt-5-mini" and other.label.nutrition.calories_kcal == 700.0
+    assert (await call(gpt5, request())).cached
+    again = await call(mini, request())  # the first model's answer is still its own
+    assert again.cached and again.label.model == "gpt-4o-mini"
+    assert again.label.nutrition == first.label.nutrition and stub.calls == 1
+
+
+async def test_a_new_prompt_version_is_a_cache_miss(labeler, stub, monkeypatch):
+    from labeler import labeling
+
+    client = await labeler()
+    await call(client, request())
+    monkeypatch.setattr(labeling, "PROMPT_VERSION", labeling.PROMPT_VERSION + 1)
+    again = await call(client, request())
+    assert not again.cached and stub.calls == 2
+
+
+def test_prompt_version_is_bumped_whenever_the_prompt_changes():
+    """Cached answers are keyed by PROMPT_VERSION: a new prompt must not be answered by the old one."""
+    import hashlib
+    import json
+
+    from labeler.answer import PROMPT_VERSION, SCHEMA, SYSTEM_PROMPT, user_prompt
+
+    prompt = json.dumps([SYSTEM_PROMPT, user_prompt([("pizza", 0.5)]), user_prompt([]), SCHEMA])
+    fingerprint = hashlib.sha256(prompt.encode()).hexdigest()[:12]
+    assert (PROMPT_VERSION, fingerprint) == (1, "e744f875fc37"), "bump PROMPT_VERSION, then update this"

@@ -1,14 +1,19 @@
 import asyncio
+import json
 
 import sqlalchemy
+from alembic.script import ScriptDirectory
 from sqlmodel import select
 
 from foodcal.store import ImageStore, LabelStatus, Sample
+from foodcal.store.db import MIGRATIONS_DIR
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, labeler_pb2
 from gateway.label_queue import LabelQueue
 from gateway.labels import RetryPolicy
 from tests.conftest import photo
+
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 def test_migrations_create_every_table_on_an_empty_database(db):
@@ -23,9 +28,44 @@ def test_migrations_create_every_table_on_an_empty_database(db):
     } <= tables
     db.migrate()  # applying again is a no-op
     with db.engine.connect() as connection:
-        assert (
-            connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
+
+
+def test_tables_and_migrations_describe_the_same_schema(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == []
+
+
+def test_label_cache_rows_from_before_the_model_key_survive_keyed_by_their_model(database_url):
+    """0002 keys the cache by (image, model, prompt version); a 0001 row keeps its answer."""
+    from foodcal.store import Database, LabelCache
+
+    db = Database(database_url)
+    db.migrate("0001")
+    label = {"source": "chatgpt", "dish": "pizza", "model": "gpt-4o-mini", "nutrients": [650, 27, 24, 80]}
+    with db.engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO label_cache (image_sha256, created_at, outcome, label, model, hits) "
+                "VALUES (:sha, :created, 'labeled', :label, 'gpt-4o-mini', 3)"
+            ),
+            {"sha": "ab" * 32, "created": utcnow(), "label": json.dumps(label)},
         )
+    db.migrate()
+    with db.session() as session:
+        (row,) = session.exec(select(LabelCache)).all()
+        assert (row.image_sha256, row.model, row.prompt_version) == ("ab" * 32, "gpt-4o-mini", 1)
+        assert (row.outcome, row.label, row.hits) == ("labeled", label, 3)
+        assert session.get(LabelCache, ("ab" * 32, "gpt-4o-mini", 1)) is not None
+        session.add(LabelCache(image_sha256="ab" * 32, model="gpt-5-mini", prompt_version=1, outcome="x"))
+    with db.session() as session:  # the same photo under another model is another row
+        assert len(session.exec(select(LabelCache)).all()) == 2
+    db.dispose()
 
 
 def test_sample_round_trip_keeps_every_field(db):

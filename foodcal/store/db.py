@@ -61,15 +61,15 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
-    def migrate(self) -> None:
-        """Apply every alembic migration (idempotent; run at start-up by each service)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Apply alembic migrations up to `revision` (idempotent; run at start-up by each service)."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with _migrate_lock, self.engine.begin() as connection:
             if self.is_postgres:  # several services start at once: one migrates, the others wait
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7243501)")
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:

@@ -107,15 +107,17 @@ class Sample(SQLModel, table=True):
 
 
 class LabelCache(SQLModel, table=True):
-    """One paid ChatGPT answer per image sha256: a photo is never paid for twice."""
+    """One paid answer per photo, model and prompt: a photo is never paid for twice, and another
+    model (OPENAI_MODEL changed) or another prompt is never answered with this one's numbers."""
 
     __tablename__ = "label_cache"
 
     image_sha256: str = Field(primary_key=True, max_length=64)
+    model: str = Field(primary_key=True)  # the model asked (OPENAI_MODEL); `label` names who answered
+    prompt_version: int = Field(primary_key=True)  # labeler.answer.PROMPT_VERSION
     created_at: datetime = Field(default_factory=utcnow)
     outcome: str = Field(max_length=20)  # "labeled" or "rejected"
     label: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    model: str = ""
     hits: int = 0
 
 

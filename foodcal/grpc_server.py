@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,27 @@ def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(deny_stream, **kwargs)
     return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
+
+
+class ReflectionServicer(reflection.aio.ReflectionServicer):
+    """Reflection that also resolves `package.Service.Method` to the service's file.
+
+    Python's descriptor pool does not find method symbols (grpc/grpc#34743), so
+    `grpcurl describe foodcal.v1.GatewayService.AnalyzeMeal` would answer "Symbol not found".
+    """
+
+    def _file_containing_symbol(self, request, fully_qualified_name):
+        response = super()._file_containing_symbol(request, fully_qualified_name)
+        if not response.HasField("error_response"):
+            return response
+        service_name, _, method = fully_qualified_name.rpartition(".")
+        try:
+            service = self._pool.FindServiceByName(service_name)
+        except KeyError:
+            return response
+        if method not in service.methods_by_name:
+            return response
+        return super()._file_containing_symbol(request, service_name)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -114,8 +135,8 @@ async def start_server(spec: ServiceSpec, host: str, port: int) -> RunningServer
     )
     spec.register(server)
     health_pb2_grpc.add_HealthServicer_to_server(spec.health, server)
-    reflection.enable_server_reflection(
-        [*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        ReflectionServicer([*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]), server
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

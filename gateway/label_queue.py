@@ -2,10 +2,11 @@
 
 A worker claims due samples with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a
 conditional UPDATE, atomic because SQLite has one writer), asks the labeler, and writes the
-outcome only while it still holds the claim. The lease is short and renewed every third of it
-while the label is in flight, so a slow ChatGPT call keeps its claim, yet a process that dies
-leaves a lease that expires within `lease_s`: another worker, or the same gateway after a
-restart, picks the sample up again. Nothing is lost.
+outcome only while it still holds the claim. Each label is its own task with its own lease, up
+to `concurrency` at once, so a slow call holds one slot and nothing else. The lease is short and
+renewed every third of it while the label is in flight, so a slow ChatGPT call keeps its claim,
+yet a process that dies leaves a lease that expires within `lease_s`: another worker, or the same
+gateway after a restart, picks the sample up again. Nothing is lost.
 """
 
 from __future__ import annotations
@@ -168,30 +169,61 @@ class LabelQueue:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run_once(self) -> int:
-        ids = await asyncio.to_thread(self.claim, self.concurrency)
-        if not ids:
-            return 0
-        heartbeat = asyncio.create_task(self._keep_leases(ids), name="label-leases")
+    async def _label(self, sample_id: str) -> None:
+        """One claimed sample, with its own lease renewed until its outcome is written."""
+        heartbeat = asyncio.create_task(self._keep_leases([sample_id]), name=f"lease-{sample_id}")
         try:
-            await asyncio.gather(*(self.process(sample_id) for sample_id in ids))
+            await self.process(sample_id)
+        except DatabaseUnavailable as error:  # the lease expires and the sample is claimed again
+            log.warning("sample %s: label not written: %s", sample_id, error)
+        except Exception as error:  # a bug in one call: counted as a failed attempt, retried
+            log.exception("sample %s: labelling failed unexpectedly", sample_id)
+            failure = (grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
+            try:
+                await asyncio.to_thread(self._finish, sample_id, None, failure)
+            except Exception:
+                log.exception("sample %s: could not record the failure; the lease will expire", sample_id)
         finally:
             heartbeat.cancel()
+
+    async def run_once(self) -> int:
+        """Claim up to `concurrency` due samples and label each in its own task; wait for all."""
+        ids = await asyncio.to_thread(self.claim, self.concurrency)
+        await asyncio.gather(*(self._label(sample_id) for sample_id in ids))
         return len(ids)
 
     async def _loop(self) -> None:
+        """Keep up to `concurrency` labels in flight; a free slot is refilled as soon as it frees."""
         await asyncio.to_thread(self.release_own_claims)
-        while True:
-            try:
-                if await self.run_once():
-                    continue
-            except DatabaseUnavailable as error:
-                log.warning("label queue paused: %s", error)
-            except Exception:
-                log.exception("label queue iteration failed; retrying")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+        running: set[asyncio.Task] = set()
+        try:
+            while True:
+                self._wake.clear()  # before claiming: a wake during the claim is not lost
+                free = self.concurrency - len(running)
+                if free > 0:
+                    try:
+                        claimed = await asyncio.to_thread(self.claim, free)
+                    except DatabaseUnavailable as error:
+                        log.warning("label queue paused: %s", error)
+                        claimed = []
+                    except Exception:
+                        log.exception("claiming labels failed; retrying")
+                        claimed = []
+                    for sample_id in claimed:
+                        task = asyncio.create_task(self._label(sample_id), name=f"label-{sample_id}")
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                woken = asyncio.create_task(self._wake.wait())
+                try:
+                    await asyncio.wait(
+                        {woken, *running}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    woken.cancel()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="label-queue")

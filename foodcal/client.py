@@ -1,5 +1,7 @@
 """A command-line client for people: `python -m foodcal.client analyze photo.jpg`.
 
+Prints a short summary of each answer; `--json` prints the full message, defaults included.
+
 The token comes from FOODCAL_TOKEN (or the first of API_TOKENS); the address from
 FOODCAL_ADDRESS (default 127.0.0.1:50051).
 """
@@ -16,6 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from foodcal.grpc_server import message_size_options
+from foodcal.summaries import summary
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
 
 
@@ -26,8 +29,17 @@ def _token() -> str:
     return token
 
 
-def _print(message) -> None:
-    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+def _printer(as_json: bool):
+    def show(message) -> None:
+        if as_json:
+            fields = MessageToDict(
+                message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            print(json.dumps(fields, indent=2))
+        else:
+            print(summary(message))
+
+    return show
 
 
 def _progress(epoch: common_pb2.EpochMetrics, width: int = 30) -> str:
@@ -58,12 +70,15 @@ def watch(stub, run_id: str, metadata) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m foodcal.client", description=__doc__)
     parser.add_argument("--address", default=os.environ.get("FOODCAL_ADDRESS", "127.0.0.1:50051"))
+    json_help = "print the full message as JSON, defaults included"
+    parser.add_argument("--json", action="store_true", help=json_help)
     commands = parser.add_subparsers(dest="command", required=True)
     analyze = commands.add_parser("analyze", help="send a photo, print dish and nutrition")
     analyze.add_argument("photo", type=Path)
     commands.add_parser("stats", help="totals, training_data_samples, costs, served versions")
     samples = commands.add_parser("samples", help="the newest samples")
     samples.add_argument("--page-size", type=int, default=10)
+    samples.add_argument("--page-token", default="")
     sample = commands.add_parser("sample", help="one sample")
     sample.add_argument("sample_id")
     correct = commands.add_parser("correct", help="store a person's true values for a sample")
@@ -80,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("versions", help="nutrition model versions and which is served")
     rollback = commands.add_parser("rollback", help="serve an earlier nutrition version again")
     rollback.add_argument("version", type=int)
+    for command in commands.choices.values():  # `--json` after the command works too
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=json_help)
     args = parser.parse_args(argv)
 
     metadata = (("authorization", f"Bearer {_token()}"),)
@@ -93,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, stub, metadata) -> int:
+    _print = _printer(args.json)
     if args.command == "analyze":
         request = gateway_pb2.AnalyzeMealRequest(image=args.photo.read_bytes(), filename=args.photo.name)
         _print(stub.AnalyzeMeal(request, metadata=metadata, timeout=120))
     elif args.command == "stats":
         _print(stub.GetStats(gateway_pb2.GetStatsRequest(), metadata=metadata, timeout=30))
     elif args.command == "samples":
-        _print(stub.ListSamples(gateway_pb2.ListSamplesRequest(page_size=args.page_size), metadata=metadata))
+        request = gateway_pb2.ListSamplesRequest(page_size=args.page_size, page_token=args.page_token)
+        _print(stub.ListSamples(request, metadata=metadata))
     elif args.command == "sample":
         _print(stub.GetSample(gateway_pb2.GetSampleRequest(sample_id=args.sample_id), metadata=metadata))
     elif args.command == "correct":

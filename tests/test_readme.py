@@ -88,7 +88,11 @@ async def test_readme_examples_work_as_written(system, torchserve, tmp_path):
             assert label["label"]["nutrition"]["calories_kcal"] > 0
             assert label.get("cached") or label["usage"]["total_tokens"]  # this photo was labelled above
             assert label["label"]["portion_g"] > 0 and label["label"]["confidence"] > 0
-        if "GetStats" in command or "client stats" in command:
+        if "GetStats" in command:
             stats = json.loads(result.stdout)
             assert int(stats.get("trainingDataSamples", stats.get("training_data_samples", 0))) >= 80
+        if "client stats" in command:  # the CLI's summary
+            assert int(re.search(r"^training data samples\s+(\d+)$", result.stdout, re.M).group(1)) >= 80
+        if "client versions" in command:
+            assert re.search(r"^0\s", result.stdout, re.M), result.stdout  # version 0 is listed
     assert found["RUN_ID"] and found["SAMPLE_ID"]

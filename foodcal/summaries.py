@@ -1,0 +1,167 @@
+"""Short human summaries of the gateway's answers, for the CLI (`--json` prints the full message).
+
+Numbers are rounded the way a person reads them: whole kcal, grams to one decimal, so the float32
+noise of a stored value (`19.399999618530273`) never shows.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
+
+NS = common_pb2
+SOURCES = {
+    NS.NUTRITION_SOURCE_OWN_MODEL: "own model",
+    NS.NUTRITION_SOURCE_CHATGPT: "ChatGPT",
+    NS.NUTRITION_SOURCE_REFERENCE: "reference table",
+    NS.NUTRITION_SOURCE_CORRECTION: "correction",
+}
+
+
+def nutrients(n: common_pb2.Nutrition, sign: str = "") -> str:
+    """`sign="+"` for a difference."""
+    grams = (
+        f"proteins {n.proteins_g:{sign}.1f} g · fats {n.fats_g:{sign}.1f} g · carbs {n.carbs_g:{sign}.1f} g"
+    )
+    return f"{n.calories_kcal:{sign}.0f} kcal · {grams}"
+
+
+def label_status(status: int) -> str:
+    return NS.LabelStatus.Name(status).removeprefix("LABEL_STATUS_").lower().replace("_", " ")
+
+
+def source(value: int) -> str:
+    return SOURCES.get(value, "unknown")
+
+
+def classifier(versions: common_pb2.ModelVersions) -> str:
+    return versions.classifier + (" (untrained demo)" if versions.classifier_is_demo else "")
+
+
+def dish(candidates) -> str:
+    if not candidates:
+        return "unknown"
+    top, *others = candidates
+    rest = ", ".join(f"{d.label} {d.probability:.0%}" for d in others[:2])
+    return f"{top.label} {top.probability:.0%}" + (f" (then {rest})" if rest else "")
+
+
+def chatgpt(label: common_pb2.Label) -> str:
+    text = f"{label.dish}, confidence {label.confidence:.0%}"
+    return text + (f", flagged {', '.join(label.flags)}" if label.flags else "")
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in rows) + 2
+    return "\n".join(f"{name:<{width}}{value}" for name, value in rows)
+
+
+def analyzed(r: gateway_pb2.AnalyzeMealResponse) -> str:
+    shown = source(r.source)
+    if r.source == NS.NUTRITION_SOURCE_CHATGPT and r.chatgpt_label.model:
+        shown += f" ({r.chatgpt_label.model})"
+    rows = [
+        ("sample", r.sample_id + ("  (this photo was sent before)" if r.duplicate_image else "")),
+        ("dish", dish(r.dishes)),
+        ("nutrition", nutrients(r.nutrition)),
+        ("source", f"{shown} · nutrition version {r.model_versions.nutrition}"),
+        ("classifier", classifier(r.model_versions)),
+        ("label", label_status(r.label_status)),
+    ]
+    if r.HasField("chatgpt_label") and r.chatgpt_label.source == NS.NUTRITION_SOURCE_CHATGPT:
+        rows.insert(2, ("ChatGPT says", chatgpt(r.chatgpt_label)))
+    return _rows(rows)
+
+
+def sample(s: gateway_pb2.Sample) -> str:
+    status = label_status(s.label_status) + (f": {s.label_error}" if s.label_error else "")
+    rows = [
+        ("sample", s.sample_id),
+        ("created", s.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("dish", dish(s.dishes)),
+        ("ours", f"{nutrients(s.own_prediction)}  (nutrition version {s.own_prediction_version})"),
+    ]
+    if s.chatgpt_label.HasField("nutrition"):
+        rows += [
+            (source(s.chatgpt_label.source), nutrients(s.chatgpt_label.nutrition)),
+            ("", chatgpt(s.chatgpt_label)),
+            ("ours - label", nutrients(s.difference, sign="+")),
+        ]
+    if s.corrected:
+        rows.append(("correction", nutrients(s.correction)))
+    if s.shown_source:
+        rows.append(("shown", source(s.shown_source)))
+    attempts = f" (attempts: {s.label_attempts})" if s.label_attempts else ""
+    rows.append(("label", status + attempts))
+    return _rows(rows)
+
+
+def samples(r: gateway_pb2.ListSamplesResponse) -> str:
+    lines = [f"{'sample':<33}{'created (UTC)':<18}{'dish':<26}{'ours':>9}{'label':>9}  label status"]
+    for s in r.samples:
+        top = f"{s.dishes[0].label} {s.dishes[0].probability:.0%}" if s.dishes else ""
+        theirs = (
+            f"{s.chatgpt_label.nutrition.calories_kcal:.0f}" if s.chatgpt_label.HasField("nutrition") else "-"
+        )
+        lines.append(
+            f"{s.sample_id:<33}{s.created_at.ToDatetime():%Y-%m-%d %H:%M}  {top[:24]:<26}"
+            f"{s.own_prediction.calories_kcal:>9.0f}{theirs:>9}  {label_status(s.label_status)}"
+        )
+    lines.append("(kcal)" + (f"  next page: --page-token {r.next_page_token}" if r.next_page_token else ""))
+    return "\n".join(lines)
+
+
+def stats(r: gateway_pb2.GetStatsResponse) -> str:
+    rows = [
+        ("samples", str(r.total_samples)),
+        ("training data samples", str(r.training_data_samples)),
+        ("pending labels", str(r.pending_labels)),
+        ("failed labels", str(r.failed_labels)),
+        ("rejected labels", str(r.rejected_labels)),
+        ("corrected samples", str(r.corrected_samples)),
+        ("mean |ours - label|", nutrients(r.mean_absolute_difference)),
+    ]
+    rows += [
+        (
+            f"  version {v.nutrition_version}",
+            f"{nutrients(v.mean_absolute_difference)}  ({v.samples} samples)",
+        )
+        for v in r.by_version
+    ]
+    rows += [
+        ("ChatGPT calls", f"{r.chatgpt_calls} (+{r.chatgpt_cache_hits} from cache)"),
+        ("tokens", f"{r.usage.total_tokens:,}, about ${r.usage.estimated_cost_usd:.4f}"),
+        ("served", f"nutrition version {r.served.nutrition} · classifier {classifier(r.served)}"),
+    ]
+    return _rows(rows)
+
+
+def versions(r: trainer_pb2.ListModelVersionsResponse) -> str:
+    lines = [f"{'version':<9}{'served':<8}{'score':>8}{'samples':>9}  {'created (UTC)':<18}description"]
+    for v in r.versions:
+        score = f"{v.metrics.score:.4f}" if v.metrics.samples else "-"
+        samples_ = str(v.metrics.samples) if v.metrics.samples else "-"
+        created = f"{v.created_at.ToDatetime():%Y-%m-%d %H:%M}" if v.HasField("created_at") else ""
+        description = v.description or (f"run {v.run_id}" if v.run_id else "")
+        served = "served" if v.served else ""
+        lines.append(f"{v.version:<9}{served:<8}{score:>8}{samples_:>9}  {created:<18}{description}")
+    return "\n".join(lines)
+
+
+def summary(message: Message) -> str:
+    """The summary of any answer the CLI prints."""
+    match message:
+        case gateway_pb2.AnalyzeMealResponse():
+            return analyzed(message)
+        case gateway_pb2.GetSampleResponse() | gateway_pb2.CorrectSampleResponse():
+            return sample(message.sample)
+        case gateway_pb2.ListSamplesResponse():
+            return samples(message)
+        case gateway_pb2.GetStatsResponse():
+            return stats(message)
+        case trainer_pb2.ListModelVersionsResponse():
+            return versions(message)
+        case trainer_pb2.RollbackModelResponse():
+            return f"serving nutrition version {message.served_version} (was {message.previous_version})"
+    raise TypeError(f"no summary for {type(message).__name__}")

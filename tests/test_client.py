@@ -1,0 +1,120 @@
+"""`python -m foodcal.client` against a real gRPC server that answers like the gateway."""
+
+import asyncio
+import json
+import re
+
+import grpc
+import pytest
+
+from foodcal import client
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
+
+NS = common_pb2
+SAMPLE_ID = "5" * 32
+F32 = 19.399999618530273  # what a float32 19.4 becomes in a double field
+
+
+def nutrition(kcal=650.0000238418579, proteins=F32, fats=2.1e-11, carbs=80.0):
+    return NS.Nutrition(calories_kcal=kcal, proteins_g=proteins, fats_g=fats, carbs_g=carbs)
+
+
+ANALYZED = gateway_pb2.AnalyzeMealResponse(
+    sample_id=SAMPLE_ID,
+    dishes=[
+        NS.DishCandidate(label="pizza", probability=0.6234),
+        NS.DishCandidate(label="lasagna", probability=0.1),
+    ],
+    nutrition=nutrition(),
+    source=NS.NUTRITION_SOURCE_CHATGPT,
+    own_prediction=nutrition(kcal=612.4),
+    chatgpt_label=NS.Label(
+        source=NS.NUTRITION_SOURCE_CHATGPT, dish="margherita pizza", confidence=0.8, model="gpt-5-mini"
+    ),
+    model_versions=NS.ModelVersions(
+        classifier="demo@1a2b", classifier_is_demo=True, nutrition=0, labeler_model="gpt-5-mini"
+    ),
+    label_status=NS.LABEL_STATUS_LABELED,
+)
+VERSIONS = trainer_pb2.ListModelVersionsResponse(
+    versions=[
+        NS.ModelVersion(version=0, served=True, description="reference table"),
+        NS.ModelVersion(
+            version=1, run_id="r" * 32, metrics=NS.EvaluationMetrics(score=0.123456789, samples=20)
+        ),
+    ],
+    served_version=0,
+)
+STATS = gateway_pb2.GetStatsResponse(
+    total_samples=3,
+    training_data_samples=0,
+    pending_labels=1,
+    mean_absolute_difference=nutrition(kcal=37.5),
+    served=NS.ModelVersions(classifier="demo@1a2b", classifier_is_demo=True, nutrition=0),
+)
+
+
+class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
+    async def AnalyzeMeal(self, request, context):
+        return ANALYZED
+
+    async def ListModelVersions(self, request, context):
+        return VERSIONS
+
+    async def GetStats(self, request, context):
+        return STATS
+
+
+@pytest.fixture
+async def gateway():
+    server = grpc.aio.server()
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(Gateway(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+async def run(gateway, capsys, monkeypatch, *argv):
+    monkeypatch.setenv("FOODCAL_TOKEN", "t")
+    code = await asyncio.to_thread(client.main, ["--address", gateway, *argv])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return out
+
+
+async def test_analyze_prints_a_short_summary_without_float_noise(gateway, capsys, monkeypatch, tmp_path):
+    (tmp_path / "meal.jpg").write_bytes(b"x")
+    out = await run(gateway, capsys, monkeypatch, "analyze", str(tmp_path / "meal.jpg"))
+    assert "pizza" in out and "62%" in out and "margherita pizza" in out and "80%" in out
+    assert "650 kcal" in out and "19.4 g" in out and "0.0 g" in out and "80.0 g" in out
+    assert "19.399" not in out and "e-11" not in out and "650.00" not in out
+    assert "ChatGPT (gpt-5-mini)" in out and "nutrition version 0" in out and "demo" in out
+    assert "labeled" in out and SAMPLE_ID in out
+    assert len(out.splitlines()) <= 8 and "{" not in out
+
+
+async def test_versions_lists_version_zero_and_marks_the_served_one(gateway, capsys, monkeypatch):
+    out = await run(gateway, capsys, monkeypatch, "versions")
+    rows = [line.split() for line in out.splitlines()]
+    zero = next(row for row in rows if row[:1] == ["0"])
+    one = next(row for row in rows if row[:1] == ["1"])
+    assert "served" in zero and "served" not in one
+    assert "0.1235" in one and "reference" in zero
+
+
+async def test_stats_summary_shows_zero_counts(gateway, capsys, monkeypatch):
+    out = await run(gateway, capsys, monkeypatch, "stats")
+    assert re.search(r"^training data samples\s+0$", out, flags=re.M), out
+    assert re.search(r"^pending labels\s+1$", out, flags=re.M), out
+    assert "38 kcal" in out and "19.4 g" in out and "19.399" not in out
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+async def test_json_prints_the_full_message_with_defaults(gateway, capsys, monkeypatch, where):
+    argv = ["--json", "versions"] if where == "before" else ["versions", "--json"]
+    printed = json.loads(await run(gateway, capsys, monkeypatch, *argv))
+    assert printed["served_version"] == 0 and printed["versions"][0]["version"] == 0
+    assert printed["versions"][0]["run_id"] == ""  # defaults included
+    analyzed = json.loads(await run(gateway, capsys, monkeypatch, "analyze", __file__, "--json"))
+    assert analyzed["model_versions"]["nutrition"] == 0 and analyzed["duplicate_image"] is False

@@ -1,10 +1,12 @@
 """The nutrition head. Shipped into the nutrition .mar as an extra file, so it imports only torch.
 
-prediction = probabilities @ table + residual(embedding, probabilities) * target_scale
+prediction = probabilities @ table + (linear(linear_features) + mlp(features)) * target_scale,
+features = [embedding, probabilities], linear_features = features + [top-1 one-hot, table prediction]
 
 `table` holds each dish's reference serving (calories, proteins, fats, carbs). Version 0 has no
-residual: it *is* the reference table. A trained version learns a residual on top of it, starting
-from zero, so training starts at the baseline it must beat.
+residual: it *is* the reference table. A trained version learns a residual on top of it: the
+linear part is solved in closed form (ridge) before any optimiser step, and the MLP starts from
+zero output, so training starts at least as good as the closed form on the features.
 """
 
 from __future__ import annotations
@@ -16,11 +18,23 @@ NUTRIENTS = ("calories_kcal", "proteins_g", "fats_g", "carbs_g")
 
 
 class NutritionModel(nn.Module):
-    def __init__(self, embedding_dim: int, num_classes: int, hidden_size: int = 0, dropout: float = 0.1):
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        hidden_size: int = 0,
+        dropout: float = 0.1,
+        linear: bool = False,  # False in checkpoints made before the linear part existed
+    ):
         super().__init__()
         self.embedding_dim, self.num_classes, self.hidden_size = embedding_dim, num_classes, hidden_size
         self.register_buffer("table", torch.zeros(num_classes, len(NUTRIENTS)))
         self.register_buffer("target_scale", torch.ones(len(NUTRIENTS)))
+        self.linear: nn.Linear | None = None
+        if linear:
+            self.linear = nn.Linear(embedding_dim + 2 * num_classes + len(NUTRIENTS), len(NUTRIENTS))
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
         self.residual: nn.Module | None = None
         if hidden_size > 0:
             out = nn.Linear(hidden_size, len(NUTRIENTS))
@@ -36,10 +50,23 @@ class NutritionModel(nn.Module):
 
     def forward_unclamped(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
         prediction = probabilities @ self.table
+        if self.linear is None and self.residual is None:
+            return prediction
+        features = torch.cat([embedding, probabilities], dim=-1)
+        correction = torch.zeros_like(prediction)
+        if self.linear is not None:
+            correction = correction + self.linear(self.linear_features(embedding, probabilities))
         if self.residual is not None:
-            features = torch.cat([embedding, probabilities], dim=-1)
-            prediction = prediction + self.residual(features) * self.target_scale
-        return prediction
+            correction = correction + self.residual(features)
+        return prediction + correction * self.target_scale
+
+    def linear_features(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        """The linear part's inputs. The top-1 one-hot says "this dish" even when the probabilities
+        are spread; the table's own prediction lets one weight scale every dish at once (labels
+        that are 20% above the table for every dish)."""
+        top1 = nn.functional.one_hot(probabilities.argmax(dim=-1), self.num_classes).to(probabilities.dtype)
+        table_prediction = (probabilities @ self.table) / self.target_scale
+        return torch.cat([embedding, probabilities, top1, table_prediction], dim=-1)
 
     def forward(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
         # Nutrients are never negative; nan_to_num keeps every served number finite.
@@ -51,6 +78,7 @@ class NutritionModel(nn.Module):
             "embedding_dim": self.embedding_dim,
             "num_classes": self.num_classes,
             "hidden_size": self.hidden_size,
+            "linear": self.linear is not None,
         }
 
     def checkpoint(self, **extra: object) -> dict:

@@ -23,6 +23,7 @@ def dataset(classes, targets) -> Dataset:
         np.zeros((len(classes), 4), "f4"),
         probabilities,
         np.asarray(targets, "f4"),
+        [f"photo{i}" for i in range(len(classes))],
     )
 
 

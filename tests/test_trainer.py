@@ -105,7 +105,7 @@ async def test_learnable_labels_deploy_a_better_version_that_torchserve_then_ser
     assert started.parameters.learning_rate == pytest.approx(0.001)
     events = await watch(app, started.run_id)
     epochs = [e.epoch for e in events if e.HasField("epoch")]
-    assert [e.epoch for e in epochs] == list(range(1, 21))  # every epoch, in order
+    assert [e.epoch for e in epochs] == list(range(0, 21))  # the closed-form start, then every epoch
     assert all(e.total_epochs == 20 and e.best_val_loss <= e.val_loss + 1e-9 for e in epochs)
     outcome = events[-1].outcome
     assert outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, outcome.message
@@ -136,7 +136,12 @@ async def test_learnable_labels_deploy_a_better_version_that_torchserve_then_ser
     for name in ("nutrition_model_best.pth", "nutrition_model_final.pth", "loss_curve.png"):
         assert (run_dir / name).stat().st_size > 0
     final = torch.load(models / "nutrition_model_final.pth", weights_only=True)
-    assert final["model_args"] == {"embedding_dim": 48, "num_classes": 101, "hidden_size": 256}
+    assert final["model_args"] == {
+        "embedding_dim": 48,
+        "num_classes": 101,
+        "hidden_size": 256,
+        "linear": True,
+    }
     assert final["classifier_version"] == classifier
 
     versions = await app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
@@ -238,7 +243,9 @@ def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_p
     logits = rng.normal(size=(80, 101))
     probabilities = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("f4")
     targets = np.array([learnable(e, p) for e, p in zip(embeddings, probabilities, strict=True)], dtype="f4")
-    data = Dataset([f"s{i}" for i in range(80)], embeddings, probabilities, targets)
+    data = Dataset(
+        [f"s{i}" for i in range(80)], embeddings, probabilities, targets, [f"p{i}" for i in range(80)]
+    )
     reference = NutritionModel.from_table(torch.from_numpy(TABLE), embedding_dim=48)
     train_data, early_stopping, _ = data.split()
     params = TrainingParameters(epochs=3)
@@ -258,7 +265,9 @@ def test_split_is_stable_a_fifth_held_out_and_early_stopping_never_touches_valid
     assert 0.17 < sum(map(is_validation, ids)) / len(ids) < 0.23
     assert 0.08 < sum(map(is_early_stopping, ids)) / len(ids) < 0.12
     assert not any(is_validation(i) and is_early_stopping(i) for i in ids)
-    data = Dataset(ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"))
+    data = Dataset(
+        ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"), ids
+    )
     train_data, early_stopping, validation = data.split()
     assert sorted(train_data.ids + early_stopping.ids + validation.ids) == sorted(ids)
     assert data.split().validation.ids == validation.ids  # stable across runs

@@ -11,13 +11,14 @@ from sqlmodel import col, or_, select
 
 from foodcal.store import Database, LabelStatus, Sample
 
-# Stable split by a hash of the sample id: a sample stays on the same side across runs.
+# Stable split by a hash of the photo (its sha256), not of the sample: two uploads of one photo
+# have the same features and the same cached label, and on both sides they would flatter a candidate.
 VALIDATION_PERCENT = 20  # versions are compared here; training never sees these, not even to stop
 EARLY_STOPPING_PERCENT = 10  # taken from the training side: picks the best epoch
 
 
-def _bucket(sample_id: str) -> int:
-    return int(hashlib.sha256(sample_id.encode()).hexdigest()[:8], 16) % 100
+def _bucket(image_sha256: str) -> int:
+    return int(hashlib.sha256(image_sha256.encode()).hexdigest()[:8], 16) % 100
 
 
 def _is_validation_bucket(bucket):
@@ -28,12 +29,12 @@ def _is_early_stopping_bucket(bucket):
     return (bucket >= VALIDATION_PERCENT) & (bucket < VALIDATION_PERCENT + EARLY_STOPPING_PERCENT)
 
 
-def is_validation(sample_id: str) -> bool:
-    return bool(_is_validation_bucket(_bucket(sample_id)))
+def is_validation(image_sha256: str) -> bool:
+    return bool(_is_validation_bucket(_bucket(image_sha256)))
 
 
-def is_early_stopping(sample_id: str) -> bool:
-    return bool(_is_early_stopping_bucket(_bucket(sample_id)))
+def is_early_stopping(image_sha256: str) -> bool:
+    return bool(_is_early_stopping_bucket(_bucket(image_sha256)))
 
 
 class Split(NamedTuple):
@@ -48,6 +49,7 @@ class Dataset:
     embeddings: np.ndarray  # [n, embedding_dim] float32
     probabilities: np.ndarray  # [n, 101] float32
     targets: np.ndarray  # [n, 4] float32: a person's correction, else ChatGPT's label
+    image_sha256: list[str]  # decides the split: one photo is always on one side
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,12 +60,13 @@ class Dataset:
             self.embeddings[mask],
             self.probabilities[mask],
             self.targets[mask],
+            [h for h, keep in zip(self.image_sha256, mask, strict=True) if keep],
         )
 
     def split(self) -> Split:
         # Choosing the best epoch on the samples that then judge it would flatter the candidate:
         # on pure-noise labels that bias alone got a lucky epoch deployed in 1 run of 10.
-        buckets = np.array([_bucket(i) for i in self.ids], dtype=np.int64)  # one hash per sample
+        buckets = np.array([_bucket(h) for h in self.image_sha256], dtype=np.int64)  # one hash each
         validation, early_stopping = _is_validation_bucket(buckets), _is_early_stopping_bucket(buckets)
         return Split(
             self.subset(~validation & ~early_stopping),
@@ -93,10 +96,11 @@ def load_dataset(db: Database, classifier_version: str) -> Dataset:
         ).all()
     rows = [row for row in rows if row.training_target is not None]
     if not rows:
-        return Dataset([], np.zeros((0, 0), "f4"), np.zeros((0, 101), "f4"), np.zeros((0, 4), "f4"))
+        return Dataset([], np.zeros((0, 0), "f4"), np.zeros((0, 101), "f4"), np.zeros((0, 4), "f4"), [])
     return Dataset(
         ids=[row.id for row in rows],
         embeddings=np.stack([np.frombuffer(row.embedding, "<f4") for row in rows]),
         probabilities=np.stack([np.frombuffer(row.class_probabilities, "<f4") for row in rows]),
         targets=np.asarray([row.training_target for row in rows], dtype=np.float32),
+        image_sha256=[row.image_sha256 for row in rows],
     )

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from model_store.nutrition_model import NutritionModel
+from trainer.closed_form import Scaling, fit_ridge
 from trainer.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -93,22 +94,68 @@ def train(
         torch.set_num_threads(threads)
 
 
+def target_scale(targets: np.ndarray) -> np.ndarray:
+    """Per-nutrient scale that makes every nutrient weigh the same in the loss. Constant labels
+    (standard deviation 0) fall back to a tenth of their magnitude, never to ~0."""
+    spread, magnitude = targets.std(axis=0), np.abs(targets).mean(axis=0)
+    return np.maximum(np.maximum(spread, 0.1 * magnitude), 1e-3).astype(np.float32)
+
+
+def closed_form_start(model: NutritionModel, data: Dataset) -> None:
+    """Set the model's linear part to the ridge solution of the residual the table leaves."""
+    embeddings, probabilities, targets = _tensors(data)
+    with torch.inference_mode():
+        residual = (targets - model.forward_unclamped(embeddings, probabilities)) / model.target_scale
+        features = model.linear_features(embeddings, probabilities).numpy()
+    widths = np.cumsum([model.embedding_dim, model.num_classes, model.num_classes])
+    embedding, probabilities_, top1, table_prediction = np.split(features, widths, axis=1)
+    blocks = [
+        (embedding, Scaling.DENSE_WIDE),
+        (probabilities_, Scaling.INDICATOR),
+        (top1, Scaling.INDICATOR),
+        (table_prediction, Scaling.DENSE),
+    ]
+    fit = fit_ridge(blocks, residual.numpy())
+    assert model.linear is not None
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(fit.weight))
+        model.linear.bias.copy_(torch.from_numpy(fit.bias))
+    log.info(
+        "closed-form start: ridge penalties %s, embedding weight %g, leave-one-out MSE %.4f",
+        ", ".join(f"{a:g}" for a in fit.alphas),
+        fit.wide_weight,
+        fit.loo_mse,
+    )
+
+
 def _train(reference, train_data, val_data, params, on_epoch, should_stop):
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
-    model = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size)
+    model = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size, linear=True)
     model.table.copy_(reference.table)
-    model.target_scale.copy_(torch.from_numpy(np.maximum(train_data.targets.std(axis=0), 1e-3)))
+    model.target_scale.copy_(torch.from_numpy(target_scale(train_data.targets)))
+    closed_form_start(model, train_data)
+    model.linear.requires_grad_(False)  # already optimal for its penalty on these samples
     # fused: one kernel per step instead of a loop over parameters (the steps are tiny: overhead rules)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay, fused=True
+        [p for p in model.parameters() if p.requires_grad],
+        lr=params.learning_rate,
+        weight_decay=params.weight_decay,
+        fused=True,
     )
     loss_fn = nn.HuberLoss(delta=1.0)  # robust to the occasional wild label
     if len(val_data) == 0:  # too few samples to spare any: the training loss picks the epoch
         val_data = train_data
     train_t, val_t = _tensors(train_data), _tensors(val_data)
-    best_loss, best_state, epochs, stale = math.inf, copy.deepcopy(model.state_dict()), [], 0
+    model.eval()
+    with torch.inference_mode():  # epoch 0: the closed-form start, before any optimiser step
+        start_train, best_loss = _loss(model, *train_t, loss_fn).item(), _loss(model, *val_t, loss_fn).item()
+    best_state, stale = copy.deepcopy(model.state_dict()), 0
+    epochs = [EpochResult(0, params.epochs, start_train, best_loss, best_loss)]
+    on_epoch(epochs[0])
     for epoch in range(1, params.epochs + 1):
+        if should_stop():
+            break
         model.train()
         order = torch.randperm(len(train_data), generator=generator)
         shuffled = [t[order] for t in train_t]  # one gather per epoch; batches are then views
@@ -139,6 +186,6 @@ def _train(reference, train_data, val_data, params, on_epoch, should_stop):
         if (params.patience and stale >= params.patience) or should_stop():
             break
     final = model.eval()
-    best = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size)
+    best = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size, linear=True)
     best.load_state_dict(best_state)
     return best.eval(), final, epochs

@@ -115,7 +115,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         queue = self.runs.subscribe(request.run_id)  # before reading, so no epoch falls in between
         try:
             run = await self._run(context, request.run_id)
-            sent = 0
+            sent = -1  # epoch 0 is the closed-form start
             for epoch in run.epochs:
                 sent = epoch["epoch"]
                 yield trainer_pb2.WatchTrainingRunResponse(

@@ -323,3 +323,38 @@ async def test_auto_retrain_starts_a_run_after_enough_new_labels(system, torchse
     assert runs, "no run was started"
     assert runs[0].status == RunStatus.DEPLOYED, runs[0].message
     assert len(runs) == 1  # one run per 20 new labels, not one per poll
+
+
+def above_the_table(factor):
+    """ChatGPT sees bigger plates than the table for every dish: a systematic offset."""
+    return lambda embedding, probabilities: tuple(float(v) for v in (probabilities @ TABLE) * factor)
+
+
+def constant(values):
+    return lambda embedding, probabilities: values
+
+
+@pytest.mark.parametrize(
+    "target",
+    [above_the_table(1.6), constant((612.0, 25.0, 22.0, 70.0))],
+    ids=["labels_60_percent_above_the_table", "constant_labels"],
+)
+async def test_the_first_run_learns_a_systematic_offset_with_the_original_defaults(
+    system, torchserve, target
+):
+    app = await system(use_chatgpt=False)
+    classifier = await current_classifier(torchserve.client)
+    add_samples(app.db, 60, classifier, target)
+    started = await start_run(app)  # the original defaults: 20 epochs, batch 8, lr 0.001
+    outcome = (await watch(app, started.run_id))[-1].outcome
+    assert outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, outcome.message
+    assert await torchserve.client.served_version() == "1"
+    # Photos the run never saw, answered by TorchServe: calories within 10% of the labels.
+    rng = np.random.default_rng(99)
+    for _ in range(10):
+        embedding = rng.normal(size=48).astype("<f4")
+        logits = rng.normal(size=101) * 2
+        probabilities = (np.exp(logits) / np.exp(logits).sum()).astype("<f4")
+        served = await torchserve.client.predict_nutrition(embedding, probabilities)
+        expected = target(embedding, probabilities)
+        assert served.values[0] == pytest.approx(expected[0], rel=0.10)

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from PIL import Image
 
+from foodcal.convert import nutrition_values
 from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import auth, photo
 from tests.openai_stub import answer, error
@@ -41,6 +42,15 @@ async def wait_for_status(system, sample_id, status, timeout_s=20.0):
                 f"label stayed {NS.LabelStatus.Name(sample.label_status)}: {sample.label_error}"
             )
         await asyncio.sleep(0.2)
+
+
+async def wait_for_attempts(system, sample_id, attempts, timeout_s=20.0):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (sample := await get_sample(system, sample_id)).label_attempts < attempts:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{sample.label_attempts} label attempts, waited for {attempts}")
+        await asyncio.sleep(0.1)
+    return sample
 
 
 async def test_chatgpt_now_shows_its_numbers_and_stores_ours_beside(system, openai_stub):
@@ -103,10 +113,11 @@ async def test_labeler_failure_still_answers_and_label_arrives_after_recovery(sy
     response = await analyze(app)
     assert response.label_status == NS.LABEL_STATUS_PENDING
     assert response.source == NS.NUTRITION_SOURCE_REFERENCE and response.nutrition.calories_kcal > 0
-    await asyncio.sleep(1.0)  # the worker retries and fails meanwhile
+    failed = await wait_for_attempts(app, response.sample_id, 2)  # the worker retried, and failed again
+    assert failed.label_status == NS.LABEL_STATUS_PENDING and "500" in failed.label_error
     openai_stub.reset()  # OpenAI is back
     sample = await wait_for_status(app, response.sample_id, NS.LABEL_STATUS_LABELED)
-    assert sample.label_attempts >= 1 and sample.chatgpt_label.nutrition.calories_kcal == 650.0
+    assert sample.label_attempts >= 2 and sample.chatgpt_label.nutrition.calories_kcal == 650.0
     assert openai_stub.calls == 1  # exactly one successful label, none duplicated
     assert (await stats(app)).training_data_samples == 1
 
@@ -171,6 +182,9 @@ async def test_served_trained_version_is_used_only_when_flag_says_so(system, tor
     )
 
 
+@pytest.mark.xfail(
+    strict=True, reason="issue 16 item 10: the photo is stored while the classifier runs, and kept"
+)
 async def test_model_server_down_is_unavailable_and_nothing_is_stored(system):
     from tests.conftest import free_port
 
@@ -181,6 +195,7 @@ async def test_model_server_down_is_unavailable_and_nothing_is_stored(system):
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "model server" in raised.value.details()
     assert app.sample_count() == 0
+    assert app.upload_files == []  # nor the photo: an image without a sample is an orphan
 
 
 def _image(mode, size=(200, 150), fmt="PNG", **save):
@@ -191,6 +206,7 @@ def _image(mode, size=(200, 150), fmt="PNG", **save):
 
 def _exif_rotated():
     image = Image.new("RGB", (300, 100), (255, 0, 0))
+    image.paste((0, 0, 255), (150, 0, 300, 100))  # red | blue: a rotation changes what the model sees
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° on display
     buffer = io.BytesIO()
@@ -214,22 +230,41 @@ def _exif_rotated():
 async def test_unusual_but_valid_images_are_accepted(system, image):
     app = await system(use_chatgpt=False)
     response = await analyze(app, image, filename="no-extension")
-    assert response.sample_id
-    assert math.isclose(
-        sum(d.probability for d in response.dishes), sum(d.probability for d in response.dishes)
-    )
+    probabilities = [d.probability for d in response.dishes]
+    assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
+    assert all(0 < p <= 1 for p in probabilities) and sum(probabilities) <= 1 + 1e-5
+    assert all(math.isfinite(v) and v > 0 for v in nutrition_values(response.nutrition))
+    assert (await get_sample(app, response.sample_id)).dishes == response.dishes
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 async def test_exif_orientation_is_applied(system):
-    app = await system(use_chatgpt=False)
-    response = await analyze(app, _exif_rotated())
-    sample = await get_sample(app, response.sample_id)
+    from PIL import ImageOps
+
     from foodcal.photos import validate_image
 
     valid = validate_image(_exif_rotated())
     upright = Image.open(io.BytesIO(valid.model_input))
     assert upright.size == (100, 300)  # portrait after applying orientation 6
-    assert sample.sample_id == response.sample_id
+    app = await system(use_chatgpt=False)
+    decoded = Image.open(io.BytesIO(_exif_rotated()))
+    decoded.load()
+    rotated, as_stored, upright = await asyncio.gather(
+        analyze(app, _exif_rotated()),
+        analyze(app, _png(decoded)),  # the same pixels, sideways, without the EXIF tag
+        analyze(app, _png(ImageOps.exif_transpose(decoded))),  # turned upright by hand
+    )
+
+    def dishes(response):
+        return [(d.label, round(d.probability, 5)) for d in response.dishes]
+
+    assert dishes(rotated) == dishes(upright)  # the classifier saw the photo upright
+    assert dishes(rotated) != dishes(as_stored)  # and orientation does change what it sees
 
 
 async def test_stats_of_an_empty_system_are_zero_and_name_the_served_models(system):

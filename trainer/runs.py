@@ -18,7 +18,7 @@ from model_store.client import ModelServerError
 from trainer.data import count_labelled, load_dataset
 from trainer.gate import RULE, compare
 from trainer.training import EpochResult, TrainingParameters, train
-from trainer.versions import VersionStore
+from trainer.versions import ServedChanged, VersionStore
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,15 @@ class RunManager:
             raise Stopped
         await asyncio.to_thread(self._save_version, row)
         try:
-            await self.versions.deploy(row, best.embedding_dim)
+            await self.versions.deploy(
+                row, best.embedding_dim, replacing=served_row.version, give_up=self._stopping.is_set
+            )
+        except ServedChanged as changed:
+            run.status, run.message = RunStatus.NOT_DEPLOYED, str(changed)
+            return
         except ModelServerError as error:
+            if self._stopping.is_set():  # gave up waiting for another swap: nothing was changed
+                raise Stopped from error
             run.status, run.message = RunStatus.FAILED, str(error)
             return
         run.status, run.result_version = RunStatus.DEPLOYED, version

@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,8 +16,17 @@ from foodcal.store import Database, ModelVersionRow
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
 from model_store.client import TorchServeClient
 from model_store.nutrition_model import NutritionModel
+from trainer.swap_lock import SwapBusy, SwapLock
 
 log = logging.getLogger(__name__)
+
+DEPLOY_WAIT_S = 300.0  # a run waits out another swap (a registration may take minutes)
+ROLLBACK_WAIT_S = 20.0  # within the caller's deadline; then UNAVAILABLE, try again
+RECONCILE_WAIT_S = 1.0  # the periodic check just skips a beat while another swap runs
+
+
+class ServedChanged(Exception):
+    """Another swap changed the served version after the run compared its candidate with it."""
 
 
 def load_mar_checkpoint(mar_path: Path) -> dict:
@@ -28,6 +38,9 @@ def load_mar_checkpoint(mar_path: Path) -> dict:
 class VersionStore:
     def __init__(self, db: Database, model_store: Path, torchserve: TorchServeClient, drain_s: float) -> None:
         self.db, self.model_store, self.torchserve, self.drain_s = db, Path(model_store), torchserve, drain_s
+        # One change to TorchServe at a time, across trainers: the periodic reconcile must never
+        # see a deploy half done (new version default, database not yet updated) and undo it.
+        self.swap_lock = SwapLock(db)
 
     def ensure_baseline(self) -> None:
         """Version 0 (the reference table) is always known, and served when nothing else is."""
@@ -64,12 +77,34 @@ class VersionStore:
         path = self.model_store / nutrition_mar_name(version)
         return build_nutrition_mar(model, version, path, **metadata)
 
-    async def deploy(self, row: ModelVersionRow, embedding_dim: int) -> None:
-        """Hot-swap `row` into every TorchServe replica; the database follows only on success."""
+    async def deploy(
+        self,
+        row: ModelVersionRow,
+        embedding_dim: int,
+        replacing: int | None = None,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Hot-swap `row` into every TorchServe replica; the database follows only on success.
+
+        `replacing`: the version the candidate was compared with; if another swap changed the served
+        version meanwhile, nothing is deployed (ServedChanged). `give_up` stops waiting for the lock.
+        """
+        async with self.swap_lock.held(f"deploying v{row.version}", DEPLOY_WAIT_S, give_up):
+            if replacing is not None:
+                served = (await asyncio.to_thread(self.served)).version
+                if served != replacing:
+                    raise ServedChanged(
+                        f"not deployed: v{served} became the served version while the run compared "
+                        f"its candidate with v{replacing}; start a new run to compare with v{served}"
+                    )
+            await self._swap(row, embedding_dim)
+
+    async def _swap(self, row: ModelVersionRow, embedding_dim: int) -> None:
+        """Only with the swap lock held."""
         await self.torchserve.hot_swap(
             Path(row.mar_path).name, row.version, embedding_dim, drain_s=self.drain_s
         )
-        self._mark_served(row)
+        await asyncio.to_thread(self._mark_served, row)
 
     def _mark_served(self, row: ModelVersionRow) -> None:
         with self.db.session() as session:
@@ -80,10 +115,21 @@ class VersionStore:
             session.merge(row)
         log.info("nutrition v%d is now served", row.version)
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, wait_s: float = RECONCILE_WAIT_S) -> bool:
         """Make every replica serve what the database says is served (e.g. a TorchServe that
         restarted with only v0), and drop versions nobody owns (e.g. registered by a trainer that
-        died before setting them default)."""
+        died before setting them default). False: skipped, another swap was in progress (it leaves
+        TorchServe and the database agreeing, or undoes itself)."""
+        try:
+            async with self.swap_lock.held("reconciling TorchServe", wait_s):
+                await self._reconcile()
+        except SwapBusy:
+            log.debug("reconcile skipped: another model swap is in progress")
+            return False
+        return True
+
+    async def _reconcile(self) -> None:
+        """Only with the swap lock held."""
         row = await asyncio.to_thread(self.served)
         wanted = str(row.version)
         client = self.torchserve
@@ -100,17 +146,23 @@ class VersionStore:
                     log.info("unregistering stray nutrition v%s", version)
                     await client.unregister(replica, "nutrition", version)
 
-    async def rollback(self, version: int) -> tuple[int, int]:
+    def _rollback_target(self, version: int) -> ModelVersionRow:
         with self.db.session() as session:
             row = session.get(ModelVersionRow, version)
         if row is None:
             raise LookupError(f"no nutrition version {version}")
         if not Path(row.mar_path).exists():
             raise FileNotFoundError(f"the archive of v{version} is gone from the model store")
-        previous = self.served().version
-        if previous == version:
-            await self.reconcile()  # already served per the database: make TorchServe agree
-            return version, previous
-        model = self.model(row)
-        await self.deploy(row, model.embedding_dim)
+        return row
+
+    async def rollback(self, version: int) -> tuple[int, int]:
+        """Serve `version` again; returns (served, previously served)."""
+        row = await asyncio.to_thread(self._rollback_target, version)
+        async with self.swap_lock.held(f"the rollback to v{version}", ROLLBACK_WAIT_S):
+            previous = (await asyncio.to_thread(self.served)).version  # read under the lock
+            if previous == version:
+                await self._reconcile()  # already served per the database: make TorchServe agree
+                return version, previous
+            model = await asyncio.to_thread(self.model, row)
+            await self._swap(row, model.embedding_dim)
         return version, previous

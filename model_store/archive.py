@@ -15,6 +15,7 @@ from model_store.nutrition_model import NutritionModel
 
 HANDLERS = Path(__file__).with_name("handlers")
 NUTRITION_MODEL_FILE = Path(__file__).with_name("nutrition_model.py")
+FOOD101_MODEL_FILE = Path(__file__).with_name("food101_model.py")
 FOOD101 = "food101"
 NUTRITION = "nutrition"
 
@@ -52,7 +53,7 @@ def _archive(
 
 
 def build_food101_mar(checkpoint_dir: Path, out_path: Path, config: Path | None = None) -> Path:
-    files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES]
+    files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES] + [FOOD101_MODEL_FILE]
     return _archive(FOOD101, "1", HANDLERS / "food101_handler.py", files, out_path, config)
 
 

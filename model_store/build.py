@@ -20,6 +20,7 @@ _INPUTS = [
     archive.HANDLERS / "food101_handler.py",
     archive.HANDLERS / "nutrition_handler.py",
     archive.NUTRITION_MODEL_FILE,
+    archive.FOOD101_MODEL_FILE,
     reference.TABLE_PATH,
     Path(checkpoint.__file__),
     Path(archive.__file__),
@@ -55,11 +56,13 @@ def _stamp(source: str, config: str) -> str:
 
 
 def reference_model(checkpoint_dir: Path) -> NutritionModel:
-    """Nutrition version 0, with the table rows in the classifier's label order."""
+    """Nutrition version 0, with the table rows in the classifier's label order. The embedding
+    width is the one measured on the checkpoint itself (`checkpoint.describe`)."""
     config = json.loads((checkpoint_dir / "config.json").read_text())
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     table = torch.tensor(reference.table_for_labels(labels), dtype=torch.float32)
-    return NutritionModel.from_table(table, embedding_dim=int(config["hidden_size"]))
+    identity = checkpoint.read_identity(checkpoint_dir)
+    return NutritionModel.from_table(table, embedding_dim=int(identity["embedding_dim"]))
 
 
 def build_models(settings: Settings, force: bool = False) -> dict:

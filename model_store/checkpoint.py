@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from model_store.reference import food101_labels
+from model_store.reference import food101_labels, normalise_label
 
 DEMO = "demo"
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "foodcal_classifier.json")
@@ -95,6 +95,46 @@ def _write_pretrained(source: str, out_dir: Path) -> None:
     model.save_pretrained(out_dir)
 
 
+def check_labels(source: str, labels: list[str]) -> None:
+    """Labels are matched by name, in any order and either spelling ('apple_pie', 'Apple pie')."""
+    known = set(food101_labels())
+    names = [normalise_label(label) for label in labels]
+    missing = sorted(known - set(names))
+    unknown = sorted({label for label, name in zip(labels, names, strict=True) if name not in known})
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if missing or unknown or duplicated:
+        problems = [
+            f"missing Food-101 dishes: {', '.join(missing)}" if missing else "",
+            f"labels that are not Food-101 dishes: {', '.join(unknown)}" if unknown else "",
+            f"labels given twice: {', '.join(duplicated)}" if duplicated else "",
+        ]
+        raise CheckpointError(
+            f"FOOD101_MODEL={source!r} is not a Food-101 classifier ({len(labels)} labels; "
+            + "; ".join(p for p in problems if p)
+            + ")"
+        )
+
+
+def describe(source: str, checkpoint_dir: Path) -> dict:
+    """Load the saved checkpoint the way the handler will, and measure what the rest needs."""
+    from model_store.food101_model import Food101Classifier, NotAClassifier
+
+    try:
+        classifier = Food101Classifier(checkpoint_dir)
+    except NotAClassifier as error:
+        raise CheckpointError(f"FOOD101_MODEL={source!r}: {error}") from None
+    check_labels(source, classifier.labels)
+    from PIL import Image
+
+    probe = Image.new("RGB", (97, 61), (120, 90, 60))  # any size: the processor resizes it
+    embedding, probabilities = classifier(
+        classifier.processor(images=[probe], return_tensors="pt")["pixel_values"]
+    )
+    if embedding.shape[-1] != classifier.embedding_dim or probabilities.shape[-1] != 101:
+        raise CheckpointError(f"FOOD101_MODEL={source!r}: unexpected output shapes")
+    return {"embedding_dim": classifier.embedding_dim, "family": classifier.model.config.model_type}
+
+
 def prepare_checkpoint(source: str, out_dir: Path) -> dict:
     """Save the classifier named by `source` into `out_dir`; returns its identity."""
     out_dir = Path(out_dir)
@@ -104,13 +144,11 @@ def prepare_checkpoint(source: str, out_dir: Path) -> dict:
         _write_demo(out_dir)
     else:
         _write_pretrained(source, out_dir)
-    labels = json.loads((out_dir / "config.json").read_text())["id2label"]
-    if len(labels) != 101:
-        raise CheckpointError(f"FOOD101_MODEL={source!r} has {len(labels)} labels, not Food-101's 101")
     identity = {
         "name": source,
         "demo": source == DEMO,
         "version": f"{source}@{_fingerprint(out_dir / 'model.safetensors')}",
+        **describe(source, out_dir),
     }
     (out_dir / "foodcal_classifier.json").write_text(json.dumps(identity))
     return identity

@@ -53,7 +53,7 @@ def test_food101_handler_returns_topk_embedding_and_probabilities_for_a_batch(un
         probabilities = np.frombuffer(base64.b64decode(output["probabilities"]), "<f4")
         embedding = np.frombuffer(base64.b64decode(output["embedding"]), "<f4")
         assert probabilities.shape == (101,) and probabilities.sum() == pytest.approx(1.0, abs=1e-4)
-        assert embedding.shape == (handler.model.config.hidden_size,)
+        assert embedding.shape == (handler.classifier.embedding_dim,) == (handler.model.config.hidden_size,)
         assert output["demo"] is True and output["classifier"].startswith("demo@")
     assert outputs[0]["embedding"] != outputs[1]["embedding"]
 

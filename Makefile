@@ -35,8 +35,12 @@ protos: $(STAMP) ## regenerate the gRPC code from protos/ and the TorchServe jar
 models: setup ## build food101.mar and nutrition v0 into the model store (no-op when unchanged)
 	$(PY) -m model_store.build
 
-run: setup models ## start TorchServe, gateway, labeler and trainer in the foreground (Ctrl-C stops all)
-	$(VENV)/bin/honcho start -f Procfile -e /dev/null  # .env is read by our settings, where the shell wins
+run: setup models ## start TorchServe, gateway, labeler and trainer under supervisord; crashes restart, Ctrl-C stops all
+	mkdir -p run  # .env is read by our settings (where the shell wins), not by supervisord
+	FOODCAL_RUN_DIR=$(CURDIR)/run exec $(VENV)/bin/supervisord -c supervisord.conf
+
+status: ## the state, pid and uptime of each process `make run` supervises
+	@FOODCAL_RUN_DIR=$(CURDIR)/run $(VENV)/bin/supervisorctl -c supervisord.conf status
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .
@@ -59,4 +63,4 @@ backfill: setup ## re-embed stored images through TorchServe after the classifie
 clean: ## remove generated code, built models and run state (keeps data/ and uploads/)
 	rm -rf foodcal/v1 foodcal/torchserve model_store/mar model_store/checkpoints run
 
-.PHONY: help java setup protos models run lint test bench soak backfill clean
+.PHONY: help java setup protos models run status lint test bench soak backfill clean

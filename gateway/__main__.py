@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from grpc_health.v1 import health
 
 from foodcal.entrypoint import run_service
 from foodcal.grpc_server import ServiceSpec, message_size_options
@@ -10,6 +11,7 @@ from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
+from gateway.health import ModelServerHealth
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
 from gateway.service import GatewayServicer
@@ -55,11 +57,17 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         settings.openai_model if settings.use_chatgpt else "",
     )
 
+    service_name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+    health_servicer = health.aio.HealthServicer()
+    model_server_health = ModelServerHealth(torchserve, health_servicer, service_name)
+
     async def on_start() -> None:
         if settings.use_chatgpt:
             queue.start()
+        model_server_health.start()
 
     async def on_stop() -> None:
+        await model_server_health.stop()
         await queue.stop()
         await torchserve.close()
         await labeler_channel.close()
@@ -68,11 +76,12 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     return ServiceSpec(
         name="gateway",
         register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server),
-        service_names=[gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name],
+        service_names=[service_name],
         tokens=settings.api_tokens,
         max_message_bytes=settings.grpc_max_message_bytes,
         on_start=on_start,
         on_stop=on_stop,
+        health=health_servicer,
     )
 
 

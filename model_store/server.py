@@ -205,17 +205,7 @@ class TorchServeProcess:
         """SIGTERM the whole group, wait, then SIGKILL whatever outlived the timeout."""
         if self.process is None:
             return
-        pgid = self.process.pid
-        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and _group_alive(pgid):
-                time.sleep(0.1)
-            if not _group_alive(pgid):
-                break
+        _stop_group(self.process.pid, timeout_s, reap=self.process.poll)
         self.process.wait(timeout=5)
         log.info("torchserve stopped")
 
@@ -277,6 +267,58 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _stop_group(pgid: int, timeout_s: float, reap=lambda: None) -> None:
+    """SIGTERM, then SIGKILL after `timeout_s`. `reap` collects our own exited child: a zombie
+    still counts as a member of its group, and would hold this wait to its end."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            reap()
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.1)
+
+
+GROUP_FILE = "torchserve.pgid"  # in the run directory: the process group of the TorchServe we started
+
+
+def _is_torchserve_group(pgid: int) -> bool:
+    """True if a live process of group `pgid` is TorchServe (its CLI, java or a model worker)."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getpgid(process.pid) != pgid:
+                continue
+        except OSError:
+            continue
+        command = " ".join(process.info["cmdline"] or ())
+        if "torchserve" in command or "org.pytorch.serve" in command or "model_service_worker" in command:
+            return True
+    return False
+
+
+def stop_leftover(run_dir: Path, timeout_s: float = 10.0) -> None:
+    """Stop a TorchServe that a SIGKILLed wrapper left behind: it holds the ports we need.
+
+    Java runs in its own process group (so a stop reaches it); a wrapper killed with -9 cannot stop
+    it, and a restarted wrapper would fail to bind. The group id is in the run directory.
+    """
+    path = run_dir / GROUP_FILE
+    try:
+        pgid = int(path.read_text())
+    except (OSError, ValueError):
+        return
+    if _is_torchserve_group(pgid):
+        log.warning("stopping the TorchServe a previous wrapper left running (process group %d)", pgid)
+        _stop_group(pgid, timeout_s)
+    path.unlink(missing_ok=True)
+
+
 def default_models() -> dict[str, str]:
     return {FOOD101: "food101.mar", NUTRITION: nutrition_mar_name(0)}
 
@@ -299,40 +341,60 @@ async def wait_until_ready(
     raise TimeoutError(f"torchserve not ready after {timeout_s:.0f}s: {last_error}")
 
 
-async def _serve_foreground() -> None:
+STOP_TIMEOUT_S = 6.0  # SIGTERM to TorchServe's group, then SIGKILL: well inside supervisord's 10 s
+
+
+async def _serve_foreground() -> int:
+    """Build, start TorchServe, serve until SIGTERM/SIGINT. 1 when TorchServe died under us."""
     from model_store.build import build_models
     from model_store.client import TorchServeClient
 
     settings = load_settings()
     build_models(settings)
-    process = TorchServeProcess(TorchServeConfig.from_settings(settings))
+    config = TorchServeConfig.from_settings(settings)
+    stop_leftover(config.run_dir)
+    process = TorchServeProcess(config)
     process.start(default_models())
+    (config.run_dir / GROUP_FILE).write_text(str(process.process.pid))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     client = TorchServeClient.from_settings(settings)
     try:
-        await wait_until_ready(client, process)
-        classifier, demo = await client.identify_classifier()
-        log.info(
-            "torchserve ready: food101 (%s%s) and nutrition answer predictions",
-            classifier,
-            ", the UNTRAINED demo classifier" if demo else "",
-        )
+        ready = asyncio.create_task(wait_until_ready(client, process))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            ready.result()  # raises if TorchServe exited or never became ready
+            classifier, demo = await client.identify_classifier()
+            log.info(
+                "torchserve ready: food101 (%s%s) and nutrition answer predictions",
+                classifier,
+                ", the UNTRAINED demo classifier" if demo else "",
+            )
+        ready.cancel()
         while not stop.is_set() and process.alive():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+        stopping.cancel()
+        if stop.is_set():
+            return 0
+        log.error(
+            "torchserve exited unexpectedly (status %s); see %s", process.process.returncode, process.log_dir
+        )
+        return 1
     finally:
         await client.close()
-        process.stop()
+        process.stop(timeout_s=STOP_TIMEOUT_S)
+        (config.run_dir / GROUP_FILE).unlink(missing_ok=True)
 
 
 def main() -> None:
     from foodcal.logs import setup_logging
 
     setup_logging("torchserve")
-    asyncio.run(_serve_foreground())
+    sys.exit(asyncio.run(_serve_foreground()))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 - docker-compose.yml is valid against the Compose Specification JSON schema, vendored unchanged in
   tests/data/compose-spec.json (compose-spec/compose-spec, schema/compose-spec.json, commit
   00655e2222608fa6eaecdf12ac5195889ca2244a).
-- compose runs what `make run` runs (Procfile), configured only through settings that exist and
+- compose runs what `make run` runs (supervisord.conf), configured only through settings that exist and
   that .env.example lists with their defaults.
 - only the gateway is published; every service has a healthcheck, a restart policy and waits for
   healthy dependencies.
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import configparser
 import json
 import re
 import shlex
@@ -264,14 +265,16 @@ def test_every_python_module_started_anywhere_is_a_module_of_the_repository():
 # -- compose runs what `make run` runs, configured through real settings --------------------------
 
 
-def test_compose_runs_the_procfile_entry_points():
-    procfile = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, command = line.partition(":")
-            procfile[name.strip()] = python_modules(shlex.split(command))
+def test_compose_runs_the_entry_points_make_run_supervises():
+    supervised = configparser.RawConfigParser()
+    supervised.read(ROOT / "supervisord.conf")
+    programs = {
+        section.removeprefix("program:"): python_modules(shlex.split(supervised[section]["command"]))
+        for section in supervised.sections()
+        if section.startswith("program:")
+    }
     composed = {name: python_modules(as_argv(s["command"])) for name, s in built_services().items()}
-    assert composed == procfile
+    assert composed == programs
     assert all(len(modules) == 1 for modules in composed.values())
 
 

@@ -46,17 +46,33 @@ async def auto_retrain(
             log.exception("auto-retrain could not start a run")
 
 
-async def reconcile_until_done(versions: VersionStore, retry_s: float = 5.0) -> None:
-    """TorchServe may come up after us: keep trying until it serves the database's version."""
+RECONCILE_EVERY_S = 2.0
+
+
+async def keep_reconciled(versions: VersionStore, every_s: float = RECONCILE_EVERY_S) -> None:
+    """Keep every replica serving the database's version, for as long as the trainer runs.
+
+    At start-up TorchServe may come up after us; later a TorchServe that crashed and was restarted
+    (by supervisord under `make run`, by the orchestrator elsewhere) comes back with nutrition v0
+    only. A check is two DescribeModel calls per replica; a swap happens only on a mismatch. Each
+    new trouble is logged once, not every two seconds.
+    """
+    trouble = ""
     while True:
         try:
             await versions.reconcile()
-            return
+            if trouble:
+                log.info("TorchServe reconciled again (it was: %s)", trouble)
+            trouble = ""
         except ModelServerError as error:
-            log.info("TorchServe not reconciled yet (%s); retrying in %.0fs", error, retry_s)
-        except Exception:
-            log.exception("reconciling TorchServe failed; retrying")
-        await asyncio.sleep(retry_s)
+            if not trouble:
+                log.warning("TorchServe not reconciled (%s); checking every %.0fs", error, every_s)
+            trouble = str(error)
+        except Exception as error:
+            if f"{type(error).__name__}: {error}" != trouble:
+                log.exception("reconciling TorchServe failed; checking every %.0fs", every_s)
+            trouble = f"{type(error).__name__}: {error}"
+        await asyncio.sleep(every_s)
 
 
 def build(settings: Settings, db: Database) -> ServiceSpec:
@@ -78,7 +94,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
     background: list[asyncio.Task] = []
 
     async def on_start() -> None:
-        background.append(asyncio.create_task(reconcile_until_done(versions)))
+        background.append(asyncio.create_task(keep_reconciled(versions)))
         if settings.auto_retrain_every_n_labels or settings.auto_retrain_interval_s:
             labels = await asyncio.to_thread(count_labelled, db)  # counted before we report SERVING
             background.append(asyncio.create_task(auto_retrain(settings, runs, labels)))

@@ -207,7 +207,7 @@ async def test_interrupted_run_ends_failed_after_restart_and_served_version_stay
 
 
 async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve):
-    app = await system(use_chatgpt=False)
+    app = await system(use_chatgpt=False, min_training_samples=3)
     ids = [
         (
             await app.gateway.AnalyzeMeal(
@@ -216,22 +216,33 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
         ).sample_id
         for i in range(3)
     ]
-    with app.db.session() as session:
+    with app.db.session() as session:  # labelled, but embedded by a classifier no longer served
         for sample_id in ids:
             sample = session.get(Sample, sample_id)
             sample.classifier_version, sample.embedding = "old-classifier@1", b"\x00" * 8
+            sample.label_status = LabelStatus.LABELED
+            sample.set_values("label", (600.0, 25.0, 20.0, 70.0))
             session.add(sample)
+    classifier = await current_classifier(torchserve.client)
+    error = await refused(app, epochs=1)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        error.details()
+        == f"too little data: 0 of 3 (3 more need `make backfill` for classifier {classifier})"
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.servers['trainer'].port}") as channel:
         trainer = trainer_pb2_grpc.TrainerServiceStub(channel)
         response = await trainer.BackfillEmbeddings(
             trainer_pb2.BackfillEmbeddingsRequest(batch_size=2), metadata=auth(INTERNAL_TOKEN)
         )
-    classifier = await current_classifier(torchserve.client)
     assert response.updated_samples == 3 and response.classifier == classifier
     with app.db.session() as session:
         for sample_id in ids:
             sample = session.get(Sample, sample_id)
             assert sample.classifier_version == classifier and len(sample.embedding) == 48 * 4
+    started = await start_run(app, epochs=1)  # the same samples are training data now
+    assert started.run_id
+    await watch(app, started.run_id)
 
 
 def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_path):

@@ -260,6 +260,21 @@ class TorchServeClient:
         request = management_pb2.UnregisterModelRequest(model_name=model, model_version=version)
         await self._manage(replica, "UnregisterModel", request, f"unregister {model} v{version}")
 
+    async def _served_after_undo(self, old: list[str]) -> str:
+        """What each replica serves now, asked after the undo (never assumed from the plan)."""
+        now: list[str | None] = []
+        for index in range(len(self.replicas)):
+            try:
+                now.append(await self.served_version(replica=index))
+            except ModelServerError:
+                now.append(None)
+        if now == old and len(set(now)) == 1:
+            return f"the old version is still served (v{now[0]} on every replica)"
+        return "now " + ", ".join(
+            f"{replica.address} serves " + (f"v{version}" if version is not None else "an unknown version")
+            for replica, version in zip(self.replicas, now, strict=True)
+        )
+
     async def hot_swap(
         self,
         mar_name: str,
@@ -272,8 +287,9 @@ class TorchServeClient:
 
         register everywhere -> check each answers a real request to that version -> set default
         everywhere -> drain -> unregister the old version (unless kept: v0 is the baseline and the
-        USE_TRAINED_MODEL=false path). On any failure every replica goes back to its old default
-        and the error says why. Returns the version served before.
+        USE_TRAINED_MODEL=false path). On any failure every replica is sent back to its old default,
+        and the error says why and what each replica serves, asked after that undo (an undo step
+        can fail too). Returns the version served before.
         """
         new = str(new_version)
         old: list[str] = []
@@ -295,12 +311,17 @@ class TorchServeClient:
                 await self.set_default(replica, NUTRITION, new)
                 switched.append((replica, previous))
         except ModelServerError as error:
-            for replica, previous in switched:
-                await _quietly(self.set_default(replica, NUTRITION, previous))
+            undo_failed = [
+                failure
+                for replica, previous in switched
+                if (failure := await _quietly(self.set_default(replica, NUTRITION, previous)))
+            ]
             for replica in registered:
                 await _quietly(self.unregister(replica, NUTRITION, new))
+            served = await self._served_after_undo(old)
+            undo = f"; undo failed: {'; '.join(undo_failed)}" if undo_failed else ""
             raise ModelServerError(
-                f"hot-swap to nutrition v{new} failed, the old version is still served: {error}"
+                f"hot-swap to nutrition v{new} failed: {error}; {served}{undo}", error.unavailable
             ) from None
         # In-flight requests on the old version finish during the drain (see TORCHSERVE.md).
         await asyncio.sleep(drain_s)
@@ -310,8 +331,11 @@ class TorchServeClient:
         return old[0]
 
 
-async def _quietly(call) -> None:
+async def _quietly(call) -> str:
+    """Run an undo step; its failure is logged and returned (empty when it worked)."""
     try:
         await call
     except ModelServerError as error:
         log.warning("rollback step failed: %s", error)
+        return str(error)
+    return ""

@@ -7,11 +7,11 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from sqlmodel import select
 
 from foodcal.photos import validate_image
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
-from foodcal.store.images import sha256_of
 from foodcal.v1 import labeler_pb2
 from gateway.label_queue import LabelCall
 from gateway.labels import RetryPolicy, apply_failure, apply_label
@@ -51,16 +51,13 @@ class Analyzer:
 
     async def analyze(self, image: bytes, filename: str) -> Analysis:
         valid = await asyncio.to_thread(validate_image, image)  # raises InvalidImage
-        # Store the photo while the classifier runs: they do not depend on each other.
-        storing = asyncio.create_task(asyncio.to_thread(self.images.put, image))
-        try:
-            classification = await self.torchserve.classify(valid.model_input)
-            version = None if self.settings.use_trained_model else 0
-            prediction = await self.torchserve.predict_nutrition(
-                classification.embedding, classification.probabilities, version=version
-            )
-        finally:
-            stored = await storing  # a failed store raises ImageStorageError here
+        classification = await self.torchserve.classify(valid.model_input)
+        version = None if self.settings.use_trained_model else 0
+        prediction = await self.torchserve.predict_nutrition(
+            classification.embedding, classification.probabilities, version=version
+        )
+        # Stored only once the model server has answered: a failed request leaves no orphan photo.
+        stored = await asyncio.to_thread(self.images.put, image)  # raises ImageStorageError
         sample = Sample(
             image_sha256=stored.sha256,
             image_path=stored.path,
@@ -80,12 +77,12 @@ class Analyzer:
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
         else:
-            await self._label_now(sample, image)
+            await self._label_now(sample, image, stored.sha256)
             label = sample.values("label")
             if label is not None:
                 shown, source = label, CHATGPT
         sample.shown_source = source
-        await asyncio.to_thread(self._insert, sample)
+        duplicate = await asyncio.to_thread(self._insert, sample)
         if sample.label_status == LabelStatus.PENDING:
             self.wake_queue()
         log.info(
@@ -93,11 +90,11 @@ class Analyzer:
             sample.id, classification.dishes[0][0], classification.dishes[0][1], prediction.version,
             sample.label_status,
         )  # fmt: skip
-        return Analysis(sample, classification, prediction, shown, stored.already_stored)
+        return Analysis(sample, classification, prediction, shown, duplicate)
 
-    async def _label_now(self, sample: Sample, image: bytes) -> None:
+    async def _label_now(self, sample: Sample, image: bytes, sha256: str) -> None:
         """Synchronous mode; any failure leaves the label pending for the background worker."""
-        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sha256_of(image))
+        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sha256)
         for label, probability in sample.dishes[:3]:
             request.dish_hints.add(label=label, probability=probability)
         try:
@@ -107,6 +104,11 @@ class Analyzer:
             return
         apply_label(sample, response)
 
-    def _insert(self, sample: Sample) -> None:
+    def _insert(self, sample: Sample) -> bool:
+        """Insert; True when an earlier sample has the same photo (decided by samples, not files)."""
         with self.db.session() as session:
+            earlier = session.exec(
+                select(Sample.id).where(Sample.image_sha256 == sample.image_sha256).limit(1)
+            ).first()
             session.add(sample)
+        return earlier is not None

@@ -163,6 +163,17 @@ async def test_duplicate_photo_is_one_file_and_paid_once(system, openai_stub):
     assert (await stats(app)).chatgpt_cache_hits == 1
 
 
+async def test_duplicate_is_decided_by_samples_not_by_an_orphan_image_in_the_store(system):
+    from foodcal.store import open_image_store
+
+    app = await system(use_chatgpt=False)
+    open_image_store(app.settings).put(photo())  # e.g. left by a request whose database write failed
+    first, second = await analyze(app), await analyze(app)
+    assert not first.duplicate_image  # no earlier sample of this photo
+    assert second.duplicate_image
+    assert len(app.upload_files) == 1
+
+
 async def test_served_trained_version_is_used_only_when_flag_says_so(system, torchserve, model_store):
     from model_store.archive import build_nutrition_mar, nutrition_mar_name
     from model_store.build import reference_model
@@ -182,9 +193,6 @@ async def test_served_trained_version_is_used_only_when_flag_says_so(system, tor
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 16 item 10: the photo is stored while the classifier runs, and kept"
-)
 async def test_model_server_down_is_unavailable_and_nothing_is_stored(system):
     from tests.conftest import free_port
 

@@ -98,6 +98,22 @@ class ClassFeatureWorld:
         frequency = 1.0 / np.arange(1, CLASSES + 1) ** self.popularity
         self.dish_frequency = frequency[rng.permutation(CLASSES)] / frequency.sum()
 
+    def oracle_dish_values(self, perceived: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """[101, 4] the Bayes-optimal linear estimate of each dish's value from labelled photos,
+        grouped by the dish they are taken for, with this world's true prior and portion spread:
+        what no trainer knows, so an upper bound on what `targets` allow."""
+        mean_factor = np.exp(self.dish_factor_mean + self.dish_factor_sigma**2 / 2)
+        factor_spread = mean_factor * np.sqrt(np.exp(self.dish_factor_sigma**2) - 1)
+        portion_spread = (self.portion[1] - self.portion[0]) / np.sqrt(12)
+        prior = reference_table() * mean_factor
+        shrink = (portion_spread * mean_factor / factor_spread) ** 2  # noise / prior variance
+        estimate = prior.copy()
+        for dish in range(CLASSES):
+            values = targets[perceived == dish]
+            if len(values):
+                estimate[dish] += len(values) / (len(values) + shrink) * (values.mean(axis=0) - prior[dish])
+        return estimate
+
     def photos(self, count: int, seed: int, id_prefix: str = "photo") -> LabelledPhotos:
         rng = np.random.default_rng([self.seed, seed])
         true_dish = rng.choice(CLASSES, size=count, p=self.dish_frequency)

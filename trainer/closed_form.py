@@ -19,9 +19,8 @@ import enum
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import RidgeCV
 
-ALPHAS = np.logspace(-3, 4, 15)  # penalties tried per nutrient; efficient leave-one-out picks
+ALPHAS = np.logspace(-3, 4, 15)  # penalties tried per nutrient; exact leave-one-out error picks
 WIDE_BLOCK_WEIGHTS = (0.1, 0.3, 1.0)  # the embedding block's weight, picked by leave-one-out too
 MIN_SAMPLES = 3  # below this there is nothing to cross-validate: only the mean residual
 
@@ -70,12 +69,58 @@ def fit_ridge(blocks: list[tuple[np.ndarray, Scaling]], residual: np.ndarray) ->
     best: RidgeFit | None = None
     for wide_weight in WIDE_BLOCK_WEIGHTS if wide.any() else (1.0,):
         column_weight = np.where(wide, wide_weight, 1.0)
-        ridge = RidgeCV(alphas=ALPHAS, fit_intercept=True, alpha_per_target=True)
-        ridge.fit(standardised * column_weight, residual)
-        loo_mse = -float(np.mean(ridge.best_score_))
+        coef, intercept, alphas, loo_mse = ridge_loo(standardised * column_weight, residual, ALPHAS)
         if best is None or loo_mse < best.loo_mse:
-            weight = ridge.coef_ * column_weight / scale
-            bias = ridge.intercept_ - weight @ offset
-            best = RidgeFit(weight, bias, np.atleast_1d(ridge.alpha_), wide_weight, loo_mse)
+            weight = coef * column_weight / scale
+            bias = intercept - weight @ offset
+            best = RidgeFit(weight, bias, alphas, wide_weight, loo_mse)
     assert best is not None
     return best
+
+
+def ridge_loo(
+    x: np.ndarray, y: np.ndarray, alphas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Ridge with an unpenalised intercept and its penalty chosen per output by the exact
+    leave-one-out error, from one eigendecomposition (of X'X when samples outnumber features, of
+    XX' otherwise). The same answer as scikit-learn's RidgeCV (tests/test_closed_form.py), which
+    takes an SVD of the whole design matrix: measured 5x slower here at 3,500 x 980.
+    Returns (coef [outputs, features], intercept [outputs], alpha per output, mean LOO MSE)."""
+    samples = len(x)
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - x_mean, y - y_mean
+    if samples >= x.shape[1]:
+        eigenvalues, eigenvectors = np.linalg.eigh(xc.T @ xc)
+        projected = xc @ eigenvectors  # [n, p]: columns with squared norms = eigenvalues
+        loadings = projected.T @ yc
+        squares = projected**2
+
+        def fit(alpha):  # fitted values and the hat matrix's diagonal
+            shrink = 1.0 / (np.maximum(eigenvalues, 0) + alpha)
+            return projected @ (shrink[:, None] * loadings), squares @ shrink
+
+        def coefficients(alpha):
+            return eigenvectors @ (loadings / (np.maximum(eigenvalues, 0) + alpha)[:, None])
+    else:
+        eigenvalues, eigenvectors = np.linalg.eigh(xc @ xc.T)
+        eigenvalues = np.maximum(eigenvalues, 0)
+        loadings = eigenvectors.T @ yc
+        squares = eigenvectors**2
+
+        def fit(alpha):
+            shrink = eigenvalues / (eigenvalues + alpha)
+            return eigenvectors @ (shrink[:, None] * loadings), squares @ shrink
+
+        def coefficients(alpha):
+            return xc.T @ (eigenvectors @ (loadings / (eigenvalues + alpha)[:, None]))
+
+    errors = np.empty((len(alphas), y.shape[1]))
+    for index, alpha in enumerate(alphas):
+        fitted, leverage = fit(alpha)
+        # The intercept is fitted too: each sample's own leverage on it is 1/n.
+        loo = (yc - fitted) / (1.0 - leverage - 1.0 / samples)[:, None]
+        errors[index] = (loo**2).mean(axis=0)
+    chosen = errors.argmin(axis=0)
+    coef = np.stack([coefficients(alphas[c])[:, k] for k, c in enumerate(chosen)])
+    intercept = y_mean - coef @ x_mean
+    return coef, intercept, alphas[chosen], float(errors[chosen, np.arange(y.shape[1])].mean())

@@ -25,6 +25,8 @@ TRANSIENT_CODES = {
 # (e.g. an invalid answer: paying again for the same photo would most likely buy the same answer).
 RETRYABLE_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION,  # auth failed: retried until someone fixes the key
+    grpc.StatusCode.UNAUTHENTICATED,  # the labeler refused our INTERNAL_TOKEN: a setting to fix
+    grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.UNKNOWN,
 }
 

@@ -8,6 +8,7 @@ import logging
 import grpc
 
 from foodcal.convert import nutrition_proto, nutrition_values
+from foodcal.errors import abort, abort_with, details_of
 from foodcal.nutrition import NUTRIENTS, out_of_bounds
 from foodcal.photos import InvalidImage
 from foodcal.store import Database, Sample
@@ -22,20 +23,68 @@ from model_store.client import ModelServerError, TorchServeClient
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
+MAX_ID_CHARS = 64
+
+
+RETRY_AFTER_S = 1.0
 
 
 async def _translate_errors(context: grpc.aio.ServicerContext, error: Exception) -> None:
-    """One place that turns our exceptions into status codes with messages a person can act on."""
+    """One place that turns our exceptions into status codes with messages a person can act on,
+    and google.rpc details (ErrorInfo, RetryInfo) a program can act on."""
     if isinstance(error, InvalidImage):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_IMAGE")
     if isinstance(error, ModelServerError):
-        code = grpc.StatusCode.UNAVAILABLE if error.unavailable else grpc.StatusCode.INTERNAL
-        await context.abort(code, f"the model server failed: {error}")
+        message = f"the model server failed: {error}"
+        if error.timed_out:
+            await abort(
+                context, grpc.StatusCode.DEADLINE_EXCEEDED, message, "MODEL_SERVER_TIMEOUT", RETRY_AFTER_S
+            )
+        if error.unavailable:
+            await abort(
+                context, grpc.StatusCode.UNAVAILABLE, message, "MODEL_SERVER_UNAVAILABLE", RETRY_AFTER_S
+            )
+        await abort(context, grpc.StatusCode.INTERNAL, message, "MODEL_SERVER_FAILED")
     if isinstance(error, DatabaseUnavailable):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly")
+        await abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            "the database is unavailable; try again shortly",
+            "DATABASE_UNAVAILABLE",
+            RETRY_AFTER_S,
+        )
     if isinstance(error, ImageStorageError):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{error}; nothing was stored")
+        await abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            f"{error}; nothing was stored",
+            "IMAGE_STORE_UNAVAILABLE",
+            RETRY_AFTER_S,
+        )
     raise error
+
+
+async def _trainer_failed(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
+    """A trainer call failed: its own status and details pass through, except our misconfiguration."""
+    code = error.code()
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        log.error("the trainer refused the gateway's INTERNAL_TOKEN")  # the client's token was fine
+        await abort(
+            context,
+            grpc.StatusCode.INTERNAL,
+            "the trainer refused this gateway's INTERNAL_TOKEN: every service needs the same one",
+            "INTERNAL_TOKEN_REFUSED",
+        )
+    status = details_of(error)
+    if status is not None:
+        await abort_with(context, status)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        await abort(
+            context, code, "the trainer is unavailable; try again shortly", "TRAINER_UNAVAILABLE", 2.0
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        await abort(context, code, "the trainer did not answer in time", "TRAINER_TIMEOUT")
+    await context.abort(code, error.details() or "the trainer failed")
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -77,14 +126,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def _sample(self, context, sample_id: str) -> Sample:
-        if not sample_id or len(sample_id) > 64:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sample_id is required")
+        if not sample_id:
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "sample_id is required", "SAMPLE_ID_MISSING"
+            )
+        if len(sample_id) > MAX_ID_CHARS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"sample_id is at most {MAX_ID_CHARS} characters (got {len(sample_id)})",
+                "SAMPLE_ID_TOO_LONG",
+            )
         try:
             sample = await asyncio.to_thread(self._get, sample_id)
         except DatabaseUnavailable as error:
             await _translate_errors(context, error)
         if sample is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no sample with id {sample_id!r}")
+            await abort(
+                context, grpc.StatusCode.NOT_FOUND, f"no sample with id {sample_id!r}", "SAMPLE_NOT_FOUND"
+            )
         return sample
 
     def _get(self, sample_id: str) -> Sample | None:
@@ -99,7 +159,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def ListSamples(self, request, context):
         page_size = request.page_size or 20
         if not 1 <= page_size <= MAX_PAGE_SIZE:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 1 to {MAX_PAGE_SIZE}")
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page_size must be 1 to {MAX_PAGE_SIZE}",
+                "INVALID_PAGE_SIZE",
+            )
         status = PROTO_TO_STATUS.get(request.label_status) if request.label_status else None
 
         def page():
@@ -109,7 +174,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             rows, next_token = await asyncio.to_thread(page)
         except ValueError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_PAGE_TOKEN")
         except DatabaseUnavailable as error:
             await _translate_errors(context, error)
         return gateway_pb2.ListSamplesResponse(
@@ -118,12 +183,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def CorrectSample(self, request, context):
         if not request.HasField("nutrition"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "nutrition is required")
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "nutrition is required", "NUTRITION_MISSING"
+            )
         values = nutrition_values(request.nutrition)
         for name, value in zip(NUTRIENTS, values, strict=True):
             reason = out_of_bounds(name, value)
             if reason:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+                await abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    reason,
+                    "NUTRITION_OUT_OF_BOUNDS",
+                    nutrient=name,
+                )
         await self._sample(context, request.sample_id)
 
         def correct() -> Sample:
@@ -134,7 +207,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 session.add(sample)
                 return sample
 
-        sample = await asyncio.to_thread(correct)
+        try:
+            sample = await asyncio.to_thread(correct)
+        except DatabaseUnavailable as error:
+            await _translate_errors(context, error)
         log.info("sample %s corrected", sample.id)
         return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
 
@@ -169,7 +245,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             return await getattr(self.trainer, method)(request, metadata=self.internal_metadata, timeout=30)
         except grpc.aio.AioRpcError as error:
-            await context.abort(error.code(), error.details() or "the trainer failed")
+            await _trainer_failed(context, error)
 
     async def StartTrainingRun(self, request, context):
         return await self._forward("StartTrainingRun", request, context)
@@ -185,4 +261,4 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             async for event in self.trainer.WatchTrainingRun(request, metadata=self.internal_metadata):
                 yield event
         except grpc.aio.AioRpcError as error:
-            await context.abort(error.code(), error.details() or "the trainer failed")
+            await _trainer_failed(context, error)

@@ -32,11 +32,12 @@ DOWN_FOR_S = 2.0  # how long a replica that refused a connection is skipped
 
 
 class ModelServerError(Exception):
-    """A TorchServe call failed; `unavailable` tells callers to answer UNAVAILABLE."""
+    """A TorchServe call failed; `unavailable`: worth retrying later (UNAVAILABLE to a client);
+    `timed_out`: TorchServe did not answer within our deadline (DEADLINE_EXCEEDED)."""
 
-    def __init__(self, message: str, unavailable: bool = False) -> None:
+    def __init__(self, message: str, unavailable: bool = False, timed_out: bool = False) -> None:
         super().__init__(message)
-        self.unavailable = unavailable
+        self.unavailable, self.timed_out = unavailable or timed_out, timed_out
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _explain(error: grpc.aio.AioRpcError, what: str) -> ModelServerError:
     code = error.code()
     details = (error.details() or "").splitlines()[0] if error.details() else ""  # drop Java class names
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ModelServerError(f"model server did not answer {what} in time", unavailable=True)
+        return ModelServerError(f"model server did not answer {what} in time", timed_out=True)
     if code == grpc.StatusCode.UNAVAILABLE and "Prediction failed" not in details:
         return ModelServerError(f"model server unreachable ({what})", unavailable=True)
     if code == grpc.StatusCode.UNAVAILABLE:

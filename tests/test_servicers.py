@@ -18,14 +18,14 @@ from trainer.service import TrainerServicer, run_proto
 
 
 class Aborted(Exception):
-    def __init__(self, code, details):
+    def __init__(self, code, details, trailing_metadata=()):
         super().__init__(details)
-        self.code, self.details = code, details
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
 
 
 class Context:
-    async def abort(self, code, details):
-        raise Aborted(code, details)
+    async def abort(self, code, details, trailing_metadata=()):
+        raise Aborted(code, details, trailing_metadata)
 
     def set_trailing_metadata(self, metadata):
         self.trailing = metadata

@@ -319,8 +319,38 @@ def stop_leftover(run_dir: Path, timeout_s: float = 10.0) -> None:
     path.unlink(missing_ok=True)
 
 
-def default_models() -> dict[str, str]:
-    return {FOOD101: "food101.mar", NUTRITION: nutrition_mar_name(0)}
+def default_models(nutrition_mar: str = nutrition_mar_name(0)) -> dict[str, str]:
+    return {FOOD101: "food101.mar", NUTRITION: nutrition_mar}
+
+
+def served_nutrition_mar(settings: Settings) -> str:
+    """The archive of the nutrition version the database marks as served, so that a TorchServe
+    that restarts (a crash, an OOM kill) answers with that version from its first request instead
+    of version 0 until the trainer reconciles it. v0 when nothing else is served, or when the
+    database or the archive cannot be read (the trainer's reconcile then catches up)."""
+    from sqlmodel import select
+
+    from foodcal.store import Database, ModelVersionRow
+
+    try:
+        db = Database(settings.database_url)
+        try:
+            with db.session() as session:
+                row = session.exec(select(ModelVersionRow).where(ModelVersionRow.served)).first()
+        finally:
+            db.dispose()
+    except Exception as error:  # e.g. a fresh machine: no tables yet
+        log.info("served nutrition version not known yet (%s); starting with v0", type(error).__name__)
+        return nutrition_mar_name(0)
+    if row is None or row.version == 0:
+        return nutrition_mar_name(0)
+    name = Path(row.mar_path).name
+    if not (Path(settings.model_store_dir) / name).is_file():
+        log.warning(
+            "the served nutrition v%d has no archive %s in the store; starting with v0", row.version, name
+        )
+        return nutrition_mar_name(0)
+    return name
 
 
 async def wait_until_ready(
@@ -347,14 +377,15 @@ STOP_TIMEOUT_S = 6.0  # SIGTERM to TorchServe's group, then SIGKILL: well inside
 async def _serve_foreground() -> int:
     """Build, start TorchServe, serve until SIGTERM/SIGINT. 1 when TorchServe died under us."""
     from model_store.build import build_models
-    from model_store.client import TorchServeClient
+    from model_store.client import ModelServerError, TorchServeClient
 
     settings = load_settings()
     build_models(settings)
     config = TorchServeConfig.from_settings(settings)
     stop_leftover(config.run_dir)
+    nutrition = served_nutrition_mar(settings)
     process = TorchServeProcess(config)
-    process.start(default_models())
+    process.start(default_models(nutrition))
     (config.run_dir / GROUP_FILE).write_text(str(process.process.pid))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -367,6 +398,11 @@ async def _serve_foreground() -> int:
         await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done():
             ready.result()  # raises if TorchServe exited or never became ready
+            if nutrition != nutrition_mar_name(0):  # v0 stays registered beside the served version
+                try:
+                    await client.register(client.replicas[0], nutrition_mar_name(0))
+                except ModelServerError as error:
+                    log.warning("could not register nutrition v0 beside %s: %s", nutrition, error)
             classifier, demo = await client.identify_classifier()
             log.info(
                 "torchserve ready: food101 (%s%s) and nutrition answer predictions",

@@ -6,7 +6,7 @@ A bad value stops start-up with a message that names the setting (see `load_sett
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     trainer_port: int = Field(50053, ge=0, le=65535)
     labeler_address: str = "127.0.0.1:50052"
     trainer_address: str = "127.0.0.1:50053"
+    # Prometheus `/metrics` of each service (on BIND_HOST; 0 = any free port, logged at start-up).
+    gateway_metrics_port: int = Field(9151, ge=0, le=65535)
+    labeler_metrics_port: int = Field(9152, ge=0, le=65535)
+    trainer_metrics_port: int = Field(9153, ge=0, le=65535)
     # Largest gRPC message any server or channel accepts (a 10 MB photo plus framing).
     grpc_max_message_bytes: int = Field(12 * 1024 * 1024, ge=1024 * 1024)
 
@@ -82,6 +86,9 @@ class Settings(BaseSettings):
 
     # Model server
     food101_model: str = "nateraw/food"
+    # The classifier's arithmetic; `auto` = the fastest that this CPU supports and that passes the
+    # accuracy guard against fp32 at `make models` (model_store/precision.py).
+    food101_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     torchserve_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7070"])
     torchserve_management: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7071"])
     torchserve_http_port: int = Field(8080, ge=0, le=65535)
@@ -104,6 +111,8 @@ class Settings(BaseSettings):
     swap_drain_s: float = Field(0.5, ge=0)
 
     log_level: str = "INFO"
+    # text: one readable line per event; json: one JSON object per line, with the request or run id.
+    log_format: Literal["text", "json"] = "text"
 
     _csv = field_validator("api_tokens", "torchserve_endpoints", "torchserve_management", mode="before")(
         _split_csv

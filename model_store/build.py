@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from foodcal.settings import Settings, load_settings
-from model_store import archive, checkpoint, reference
+from model_store import archive, checkpoint, precision, reference
 from model_store.nutrition_model import NutritionModel
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ _INPUTS = [
     archive.FOOD101_MODEL_FILE,
     reference.TABLE_PATH,
     Path(checkpoint.__file__),
+    Path(precision.__file__),
     Path(archive.__file__),
 ]
 
@@ -71,7 +72,7 @@ def build_models(settings: Settings, force: bool = False) -> dict:
     checkpoint_dir = store.parent / "checkpoints" / "food101"
     stamp_file = store / ".build-stamp"
     config = food101_config(settings)
-    stamp = _stamp(settings.food101_model, config)
+    stamp = _stamp(f"{settings.food101_model}|{settings.food101_precision}", config)
     food101_mar, nutrition_mar = store / "food101.mar", store / archive.nutrition_mar_name(0)
     built = [food101_mar, nutrition_mar, checkpoint_dir / "foodcal_classifier.json"]
     up_to_date = stamp_file.exists() and stamp_file.read_text() == stamp and all(p.exists() for p in built)
@@ -81,7 +82,7 @@ def build_models(settings: Settings, force: bool = False) -> dict:
 
     # Prepared aside and swapped in only on success: a failed download never breaks a working store.
     incoming = checkpoint_dir.with_name("food101.incoming")
-    identity = checkpoint.prepare_checkpoint(settings.food101_model, incoming)
+    identity = checkpoint.prepare_checkpoint(settings.food101_model, incoming, settings.food101_precision)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     incoming.rename(checkpoint_dir)
     config_file = checkpoint_dir.parent / "food101-config.yaml"
@@ -91,7 +92,13 @@ def build_models(settings: Settings, force: bool = False) -> dict:
         reference_model(checkpoint_dir), 0, nutrition_mar, classifier_version=identity["version"]
     )
     stamp_file.write_text(stamp)
-    log.info("built %s and %s (classifier %s)", food101_mar.name, nutrition_mar.name, identity["version"])
+    log.info(
+        "built %s and %s (classifier %s, %s)",
+        food101_mar.name,
+        nutrition_mar.name,
+        identity["version"],
+        identity["precision"],
+    )
     return identity
 
 

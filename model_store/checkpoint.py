@@ -135,8 +135,11 @@ def describe(source: str, checkpoint_dir: Path) -> dict:
     return {"embedding_dim": classifier.embedding_dim, "family": classifier.model.config.model_type}
 
 
-def prepare_checkpoint(source: str, out_dir: Path) -> dict:
-    """Save the classifier named by `source` into `out_dir`; returns its identity."""
+def prepare_checkpoint(source: str, out_dir: Path, precision: str = "auto") -> dict:
+    """Save the classifier named by `source` into `out_dir`; returns its identity. `precision` is
+    FOOD101_PRECISION: the served one is decided here, by speed and the accuracy guard."""
+    from model_store import precision as precisions
+
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -144,11 +147,19 @@ def prepare_checkpoint(source: str, out_dir: Path) -> dict:
         _write_demo(out_dir)
     else:
         _write_pretrained(source, out_dir)
+    described = describe(source, out_dir)
+    guard = precisions.measure(out_dir, precisions.guard_photos())
+    served = precisions.choose(precision, guard)
+    version = f"{source}@{_fingerprint(out_dir / 'model.safetensors')}"
     identity = {
         "name": source,
         "demo": source == DEMO,
-        "version": f"{source}@{_fingerprint(out_dir / 'model.safetensors')}",
-        **describe(source, out_dir),
+        # Embeddings of another precision are other features: a change asks for `make backfill`.
+        "version": version if served == "fp32" else f"{version}:{served}",
+        "precision": served,
+        "precision_setting": precision,
+        "guard": {name: result.as_dict() for name, result in guard.items()},
+        **described,
     }
     (out_dir / "foodcal_classifier.json").write_text(json.dumps(identity))
     return identity

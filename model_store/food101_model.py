@@ -10,17 +10,25 @@ by `make models` to describe a checkpoint before it is archived, so both see the
   `Linear` with one output per label, captured by a hook. That works for every family (ViT's CLS
   token, a CNN's pooled features, DeiT's two heads concatenated) without a config key that only
   some families have.
+- Precision: `fp32`; `bf16` (autocast: AVX-512 BF16 / AMX matmuls); `int8` (dynamic quantisation
+  of every `Linear` but the classification layers, which stay fp32 and keep the embedding hook).
+  Which one is served is decided at build time by `model_store.precision` (speed and an accuracy
+  guard against fp32).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class NotAClassifier(ValueError):
@@ -41,8 +49,24 @@ def open_photo(data: bytes) -> Image.Image:
     return ImageOps.exif_transpose(Image.open(io.BytesIO(bytes(data)))).convert("RGB")
 
 
+def _quantize_linears(model: nn.Module, keep: list[nn.Linear]) -> nn.Module:
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    spec = {
+        name: default_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and all(module is not head for head in keep)
+    }
+    with warnings.catch_warnings():  # torch.ao's deprecation notices, once per layer
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)  # keeps `keep` itself
+
+
 class Food101Classifier:
-    def __init__(self, model_dir: str | Path):
+    def __init__(self, model_dir: str | Path, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
         self.model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
         # The Pillow backend: torchvision (the default backend) is never installed next to CPU torch.
         self.processor = AutoImageProcessor.from_pretrained(model_dir, backend="pil")
@@ -50,6 +74,8 @@ class Food101Classifier:
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self._captured: list[torch.Tensor] = []
         self.heads = classification_layers(self.model, config.num_labels)
+        if precision == "int8":
+            self.model = _quantize_linears(self.model, keep=self.heads)
         for head in self.heads:
             head.register_forward_pre_hook(self._capture)
         self.embedding_dim = sum(head.in_features for head in self.heads)
@@ -64,8 +90,13 @@ class Food101Classifier:
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (embedding [n, embedding_dim], probabilities [n, num_labels])."""
         self._captured.clear()
-        with torch.inference_mode():
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
             logits = self.model(pixel_values=pixel_values).logits
-            embedding = torch.cat(self._captured, dim=-1)
+        embedding = torch.cat([c.float() for c in self._captured], dim=-1)
         self._captured.clear()
         return embedding, torch.softmax(logits.float(), dim=-1)

@@ -64,7 +64,10 @@ def family_store(request, tmp_path_factory):
     """`make models` on a checkpoint of this family: the store with food101.mar and nutrition v0."""
     root = tmp_path_factory.mktemp(request.param)
     checkpoint_dir = write_checkpoint(request.param, root / "checkpoint")
-    settings = make_settings(root, food101_model=str(checkpoint_dir), model_store_dir=root / "mar")
+    # fp32: compared with transformers at 1e-6 (bf16 and int8 are guarded in test_precision.py)
+    settings = make_settings(
+        root, food101_model=str(checkpoint_dir), food101_precision="fp32", model_store_dir=root / "mar"
+    )
     identity = build_models(settings)
     return SimpleNamespace(
         family=request.param, checkpoint=checkpoint_dir, settings=settings, identity=identity

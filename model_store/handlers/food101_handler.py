@@ -25,11 +25,12 @@ class Food101Handler(BaseHandler):
     def initialize(self, context):
         model_dir = context.system_properties["model_dir"]
         torch.set_num_threads(int(os.environ.get("FOODCAL_TORCH_THREADS", "1")))
-        self.classifier = Food101Classifier(model_dir)
-        self.model = self.classifier.model
-        self.labels = self.classifier.labels
         with open(os.path.join(model_dir, "foodcal_classifier.json")) as handle:
             self.identity = json.load(handle)
+        # The precision chosen at build time (speed and the accuracy guard, model_store/precision.py).
+        self.classifier = Food101Classifier(model_dir, self.identity.get("precision", "fp32"))
+        self.model = self.classifier.model
+        self.labels = self.classifier.labels
         self.initialized = True
 
     def preprocess(self, data):

@@ -1,0 +1,179 @@
+"""Which precision the classifier is served in: measured at `make models`, guarded against fp32.
+
+Every candidate is compared with fp32 on a fixed set of photos (`guard_photos`, shipped as code:
+the same pixels on every machine). A candidate passes when all of these hold:
+
+| check | threshold | why |
+| --- | --- | --- |
+| embedding cosine similarity, worst photo | >= 0.99 | cached features stay what the head learned on |
+| largest difference of one class probability | <= 0.03 | the top-5 shown to people stays the same list |
+| top-1 agreement | >= 90% of the photos | the dish named |
+| version 0's calories (probabilities @ table), largest relative difference | <= 3% | the numbers shown |
+
+`auto` serves the fastest supported precision that passes, and fp32 unless the winner is at least
+10% faster than fp32 (timed on this machine, one thread, as a worker runs). An explicit `bf16` or
+`int8` that is unsupported or fails falls back (int8 -> bf16 -> fp32) with one log line saying why.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from model_store.food101_model import Food101Classifier
+from model_store.reference import lookup
+
+log = logging.getLogger(__name__)
+
+MIN_COSINE = 0.99
+MAX_PROBABILITY_DIFFERENCE = 0.03
+MIN_TOP1_AGREEMENT = 0.90
+MAX_CALORIES_DIFFERENCE = 0.03
+MIN_SPEEDUP = 1.10
+FALLBACK = {"int8": "bf16", "bf16": "fp32"}
+GUARD_PHOTOS = 12
+
+
+def supported(precision: str) -> tuple[bool, str]:
+    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False, "this CPU has no native bf16 (AVX-512 BF16 or AMX)"
+    if precision == "int8" and "fbgemm" not in torch.backends.quantized.supported_engines:
+        return False, "this PyTorch has no x86 int8 kernels (fbgemm)"
+    return True, ""
+
+
+def guard_photos(count: int = GUARD_PHOTOS) -> list[bytes]:
+    """Synthetic plates: seeded shapes and colours on gradients, several sizes and aspect ratios."""
+    rng = np.random.default_rng(101)
+    photos = []
+    for index in range(count):
+        width, height = int(rng.integers(160, 640)), int(rng.integers(160, 640))
+        base = rng.integers(0, 256, size=3)
+        ramp = np.linspace(0, 1, width)[None, :, None] * rng.integers(-120, 120, size=3)
+        pixels = np.clip(base + ramp + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(2, 7))):
+            x0, y0 = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 20))
+            box = (x0, y0, x0 + int(rng.integers(10, width // 2)), y0 + int(rng.integers(10, height // 2)))
+            colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+            (draw.ellipse if index % 2 else draw.rectangle)(box, fill=colour)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+@dataclass
+class GuardResult:
+    precision: str
+    embedding_cosine_min: float
+    probability_max_difference: float
+    top1_agreement: float
+    calories_max_relative_difference: float
+    seconds_per_photo: float
+
+    @property
+    def failures(self) -> list[str]:
+        checks = [
+            (
+                self.embedding_cosine_min >= MIN_COSINE,
+                f"embedding cosine {self.embedding_cosine_min:.4f} < {MIN_COSINE}",
+            ),
+            (
+                self.probability_max_difference <= MAX_PROBABILITY_DIFFERENCE,
+                f"a probability moved {self.probability_max_difference:.4f} > {MAX_PROBABILITY_DIFFERENCE}",
+            ),
+            (
+                self.top1_agreement >= MIN_TOP1_AGREEMENT,
+                f"top-1 agreement {self.top1_agreement:.0%} < {MIN_TOP1_AGREEMENT:.0%}",
+            ),
+            (
+                self.calories_max_relative_difference <= MAX_CALORIES_DIFFERENCE,
+                f"calories moved {self.calories_max_relative_difference:.1%} > {MAX_CALORIES_DIFFERENCE:.0%}",
+            ),
+        ]
+        return [message for ok, message in checks if not ok]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": not self.failures}
+
+
+def _timed(classifier: Food101Classifier, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Outputs for all photos, and the median seconds of one single-photo forward pass."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a TorchServe worker runs (FOODCAL_TORCH_THREADS=1)
+    try:
+        classifier(pixels[:1])  # warm-up: first-call allocations and kernel selection
+        seconds = []
+        for row in range(min(3, len(pixels))):
+            start = time.perf_counter()
+            classifier(pixels[row : row + 1])
+            seconds.append(time.perf_counter() - start)
+        embedding, probabilities = classifier(pixels)
+    finally:
+        torch.set_num_threads(threads)
+    return embedding, probabilities, statistics.median(seconds)
+
+
+def measure(checkpoint_dir: Path, photos: list[bytes]) -> dict[str, GuardResult]:
+    """Every supported precision on the guard photos, against fp32."""
+    reference = Food101Classifier(checkpoint_dir, "fp32")
+    pixels = reference.pixels(photos)
+    table = torch.tensor([lookup(label).calories_kcal for label in reference.labels])
+    base_embedding, base_probabilities, base_seconds = _timed(reference, pixels)
+    base_calories = base_probabilities @ table
+    results = {"fp32": GuardResult("fp32", 1.0, 0.0, 1.0, 0.0, base_seconds)}
+    for precision in ("bf16", "int8"):
+        ok, why = supported(precision)
+        if not ok:
+            log.info("classifier precision %s skipped: %s", precision, why)
+            continue
+        embedding, probabilities, seconds = _timed(Food101Classifier(checkpoint_dir, precision), pixels)
+        calories = probabilities @ table
+        results[precision] = GuardResult(
+            precision,
+            float(torch.nn.functional.cosine_similarity(embedding, base_embedding, dim=-1).min()),
+            float((probabilities - base_probabilities).abs().max()),
+            float((probabilities.argmax(-1) == base_probabilities.argmax(-1)).float().mean()),
+            float(((calories - base_calories).abs() / base_calories.clamp_min(1e-6)).max()),
+            seconds,
+        )
+    return results
+
+
+def choose(setting: str, results: dict[str, GuardResult]) -> str:
+    """The precision to serve, with one log line for every candidate passed over and why."""
+    fp32_seconds = results["fp32"].seconds_per_photo
+    if setting == "auto":
+        candidates = sorted(
+            (r for r in results.values() if r.precision != "fp32"), key=lambda r: r.seconds_per_photo
+        )
+        for result in candidates:
+            speedup = fp32_seconds / result.seconds_per_photo
+            if result.failures:
+                log.info("classifier precision %s not used: %s", result.precision, "; ".join(result.failures))
+            elif speedup < MIN_SPEEDUP:
+                log.info(
+                    "classifier precision %s not used: only %.2fx faster than fp32", result.precision, speedup
+                )
+            else:
+                return result.precision
+        return "fp32"
+    precision = setting
+    while precision != "fp32":
+        result = results.get(precision)
+        why = supported(precision)[1] if result is None else "; ".join(result.failures)
+        if not why:
+            return precision
+        log.warning("FOOD101_PRECISION=%s falls back to %s: %s", precision, FALLBACK[precision], why)
+        precision = FALLBACK[precision]
+    return "fp32"

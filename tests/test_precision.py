@@ -1,0 +1,109 @@
+"""The classifier's precision: chosen at `make models` by speed and an accuracy guard against fp32."""
+
+import logging
+import sys
+import zipfile
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from model_store import precision
+from model_store.build import build_models
+from model_store.precision import GuardResult, choose, guard_photos
+from tests.conftest import make_settings
+
+
+def result(name, seconds, cosine=1.0, probability=0.0, top1=1.0, calories=0.0):
+    return GuardResult(name, cosine, probability, top1, calories, seconds)
+
+
+FP32 = result("fp32", 1.0)
+
+
+def test_auto_serves_the_fastest_precision_that_passes_the_guard(caplog):
+    results = {"fp32": FP32, "bf16": result("bf16", 0.35), "int8": result("int8", 0.2, top1=0.5)}
+    with caplog.at_level(logging.INFO, logger="model_store.precision"):
+        assert choose("auto", results) == "bf16"
+    assert "int8 not used: top-1 agreement 50% < 90%" in caplog.text
+
+
+def test_auto_keeps_fp32_when_nothing_is_clearly_faster(caplog):
+    results = {"fp32": FP32, "bf16": result("bf16", 0.95), "int8": result("int8", 1.3)}
+    with caplog.at_level(logging.INFO, logger="model_store.precision"):
+        assert choose("auto", results) == "fp32"
+    assert "bf16 not used: only 1.05x faster than fp32" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "failing, message",
+    [
+        (dict(cosine=0.9), "embedding cosine 0.9000 < 0.99"),
+        (dict(probability=0.2), "a probability moved 0.2000 > 0.03"),
+        (dict(calories=0.1), "calories moved 10.0% > 3%"),
+    ],
+)
+def test_an_explicit_precision_that_fails_falls_back_with_one_line_saying_why(caplog, failing, message):
+    results = {"fp32": FP32, "bf16": result("bf16", 0.5, **failing), "int8": result("int8", 0.2, **failing)}
+    with caplog.at_level(logging.WARNING, logger="model_store.precision"):
+        assert choose("int8", results) == "fp32"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"FOOD101_PRECISION=int8 falls back to bf16: {message}",
+        f"FOOD101_PRECISION=bf16 falls back to fp32: {message}",
+    ]
+
+
+def test_an_unsupported_precision_falls_back(monkeypatch, caplog):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="model_store.precision"):
+        assert choose("bf16", {"fp32": FP32}) == "fp32"
+    assert "FOOD101_PRECISION=bf16 falls back to fp32: this CPU has no native bf16" in caplog.text
+
+
+def test_guard_photos_are_the_same_on_every_call():
+    first, second = guard_photos(), guard_photos()
+    assert len(first) == precision.GUARD_PHOTOS and first == second and len(set(first)) == len(first)
+
+
+def _handler(store, tmp_path):
+    target = tmp_path / "unpacked"
+    with zipfile.ZipFile(store / "food101.mar") as archive:
+        archive.extractall(target)
+    sys.path.insert(0, str(target))
+    try:
+        import food101_handler
+
+        handler = food101_handler.Food101Handler()
+        handler.initialize(SimpleNamespace(system_properties={"model_dir": str(target)}, manifest={}))
+        return handler
+    finally:
+        sys.path.remove(str(target))
+        for module in ("food101_handler", "food101_model"):
+            sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize("chosen", ["int8", "bf16"])
+def test_a_built_precision_is_served_guarded_and_part_of_the_classifier_identity(tmp_path, chosen):
+    if not precision.supported(chosen)[0]:
+        pytest.skip(f"{chosen} is not supported on this CPU")
+    stores = {}
+    for name in ("fp32", chosen):
+        settings = make_settings(tmp_path / name, food101_model="demo", food101_precision=name,
+                                 model_store_dir=tmp_path / name / "mar")  # fmt: skip
+        identity = build_models(settings)
+        stores[name] = (settings.model_store_dir, identity)
+    identity = stores[chosen][1]
+    assert identity["precision"] == chosen and identity["guard"][chosen]["passed"]
+    # Other features: a change of precision asks for `make backfill`.
+    assert identity["version"] == f"{stores['fp32'][1]['version']}:{chosen}"
+    fp32, other = _handler(stores["fp32"][0], tmp_path / "a"), _handler(stores[chosen][0], tmp_path / "b")
+    assert other.classifier.precision == chosen and fp32.classifier.precision == "fp32"
+    if chosen == "int8":
+        assert any("quantized.dynamic" in type(m).__module__ for m in other.model.modules())
+    batch = [{"data": bytearray(photo)} for photo in guard_photos()[:4]]
+    base_embedding, base_probabilities = fp32.inference(fp32.preprocess(batch))
+    embedding, probabilities = other.inference(other.preprocess(batch))
+    assert torch.nn.functional.cosine_similarity(embedding, base_embedding).min() > 0.99
+    assert (probabilities - base_probabilities).abs().max() < 0.03
+    assert not torch.equal(embedding, base_embedding)  # really another arithmetic

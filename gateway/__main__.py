@@ -32,8 +32,10 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     labeler = labeler_pb2_grpc.LabelerServiceStub(labeler_channel)
     metadata = internal_metadata(settings)
 
-    def call_labeler(request):
-        return labeler.LabelMeal(request, metadata=metadata, timeout=settings.labeler_timeout_s)
+    def call_labeler(request, timeout: float | None = None):
+        """`timeout`: what is left of a caller's deadline; LABELER_TIMEOUT_S at most."""
+        limit = settings.labeler_timeout_s if timeout is None else min(timeout, settings.labeler_timeout_s)
+        return labeler.LabelMeal(request, metadata=metadata, timeout=limit)
 
     images = open_image_store(settings)
     torchserve = TorchServeClient.from_settings(settings)

@@ -13,11 +13,15 @@ from foodcal.photos import validate_image
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.v1 import labeler_pb2
+from gateway.deadlines import Budget
 from gateway.label_queue import LabelCall
 from gateway.labels import RetryPolicy, apply_failure, apply_label
 from model_store.client import Classification, NutritionPrediction, TorchServeClient
 
 log = logging.getLogger(__name__)
+
+# Kept from the caller's deadline for storing the sample and answering after the label call.
+ANSWER_RESERVE_S = 0.5
 
 OWN_MODEL, CHATGPT, REFERENCE = (
     "NUTRITION_SOURCE_OWN_MODEL",
@@ -49,12 +53,17 @@ class Analyzer:
         self.settings, self.db, self.images, self.torchserve = settings, db, images, torchserve
         self.call_labeler, self.policy, self.wake_queue = call_labeler, policy, wake_queue
 
-    async def analyze(self, image: bytes, filename: str) -> Analysis:
+    async def analyze(self, image: bytes, filename: str, budget: Budget = Budget.unlimited()) -> Analysis:
+        """`budget`: what is left of the caller's deadline; every inner call gets at most that."""
         valid = await asyncio.to_thread(validate_image, image)  # raises InvalidImage
-        classification = await self.torchserve.classify(valid.model_input)
+        limit = self.settings.torchserve_timeout_s
+        classification = await self.torchserve.classify(valid.model_input, timeout=budget.timeout(limit))
         version = None if self.settings.use_trained_model else 0
         prediction = await self.torchserve.predict_nutrition(
-            classification.embedding, classification.probabilities, version=version
+            classification.embedding,
+            classification.probabilities,
+            version=version,
+            timeout=budget.timeout(limit),
         )
         # Stored only once the model server has answered: a failed request leaves no orphan photo.
         stored = await asyncio.to_thread(self.images.put, image)  # raises ImageStorageError
@@ -77,7 +86,7 @@ class Analyzer:
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
         else:
-            await self._label_now(sample, image, stored.sha256)
+            await self._label_now(sample, image, stored.sha256, budget)
             label = sample.values("label")
             if label is not None:
                 shown, source = label, CHATGPT
@@ -92,13 +101,14 @@ class Analyzer:
         )  # fmt: skip
         return Analysis(sample, classification, prediction, shown, duplicate)
 
-    async def _label_now(self, sample: Sample, image: bytes, sha256: str) -> None:
-        """Synchronous mode; any failure leaves the label pending for the background worker."""
+    async def _label_now(self, sample: Sample, image: bytes, sha256: str, budget: Budget) -> None:
+        """Synchronous mode; any failure, or a label slower than the caller's deadline allows,
+        leaves the label pending for the background worker."""
         request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sha256)
         for label, probability in sample.dishes[:3]:
             request.dish_hints.add(label=label, probability=probability)
         try:
-            response = await self.call_labeler(request)
+            response = await self.call_labeler(request, timeout=budget.timeout_or_none(ANSWER_RESERVE_S))
         except grpc.aio.AioRpcError as error:
             apply_failure(sample, error.code(), error.details() or "", self.policy)
             return

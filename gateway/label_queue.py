@@ -30,7 +30,8 @@ from gateway.labels import RetryPolicy, apply_failure, apply_label
 
 log = logging.getLogger(__name__)
 
-LabelCall = Callable[[labeler_pb2.LabelMealRequest], Awaitable[labeler_pb2.LabelMealResponse]]
+# call(request, timeout=None): `timeout` caps LABELER_TIMEOUT_S with what is left of a caller's deadline
+LabelCall = Callable[..., Awaitable[labeler_pb2.LabelMealResponse]]
 
 
 def worker_name(port: int) -> str:

@@ -17,6 +17,7 @@ from foodcal.store.images import ImageStorageError
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
+from gateway.deadlines import Budget
 from gateway.samples import PROTO_TO_STATUS, STATUS_TO_PROTO, label_proto, list_samples, sample_proto, stats
 from model_store.client import ModelServerError, TorchServeClient
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
 MAX_ID_CHARS = 64
+TRAINER_TIMEOUT_S = 30.0  # a forwarded unary call, when the caller set no shorter deadline
 
 
 RETRY_AFTER_S = 1.0
@@ -103,7 +105,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def AnalyzeMeal(self, request, context):
         try:
-            analysis = await self.analyzer.analyze(request.image, request.filename)
+            analysis = await self.analyzer.analyze(request.image, request.filename, Budget.of(context))
         except Exception as error:
             await _translate_errors(context, error)
         sample = analysis.sample
@@ -243,7 +245,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def _forward(self, method: str, request, context):
         try:
-            return await getattr(self.trainer, method)(request, metadata=self.internal_metadata, timeout=30)
+            timeout = Budget.of(context).timeout(TRAINER_TIMEOUT_S)
+            return await getattr(self.trainer, method)(
+                request, metadata=self.internal_metadata, timeout=timeout
+            )
         except grpc.aio.AioRpcError as error:
             await _trainer_failed(context, error)
 
@@ -258,7 +263,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def WatchTrainingRun(self, request, context):
         try:
-            async for event in self.trainer.WatchTrainingRun(request, metadata=self.internal_metadata):
+            async for event in self.trainer.WatchTrainingRun(
+                request, metadata=self.internal_metadata, timeout=Budget.of(context).timeout_or_none()
+            ):
                 yield event
         except grpc.aio.AioRpcError as error:
             await _trainer_failed(context, error)

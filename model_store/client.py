@@ -147,13 +147,21 @@ class TorchServeClient:
         return sorted(ordered, key=lambda r: r.down_until > now)
 
     async def _predict(
-        self, model: str, version: str, inputs: dict[str, bytes], what: str, only: int | None
+        self,
+        model: str,
+        version: str,
+        inputs: dict[str, bytes],
+        what: str,
+        only: int | None,
+        timeout: float | None = None,
     ) -> dict:
+        """`timeout`: the caller's budget for this call; never more than TORCHSERVE_TIMEOUT_S."""
+        timeout = self.timeout_s if timeout is None else min(timeout, self.timeout_s)
         request = inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=inputs)
         error: ModelServerError | None = None
         for replica in self._order() if only is None else [self.replicas[only]]:
             try:
-                response = await replica.inference.Predictions(request, timeout=self.timeout_s)
+                response = await replica.inference.Predictions(request, timeout=timeout)
                 return json.loads(response.prediction)
             except grpc.aio.AioRpcError as rpc_error:
                 error = _explain(rpc_error, what)
@@ -166,9 +174,9 @@ class TorchServeClient:
         raise error
 
     async def classify(
-        self, image: bytes, replica: int | None = None, model: str = FOOD101
+        self, image: bytes, replica: int | None = None, model: str = FOOD101, timeout: float | None = None
     ) -> Classification:
-        result = await self._predict(model, "", {"data": image}, f"the {model} classifier", replica)
+        result = await self._predict(model, "", {"data": image}, f"the {model} classifier", replica, timeout)
         return Classification(
             dishes=[(label, float(p)) for label, p in result["dishes"]],
             embedding=_f32(result["embedding"]),
@@ -183,6 +191,7 @@ class TorchServeClient:
         probabilities: np.ndarray | bytes,
         version: int | None = None,
         replica: int | None = None,
+        timeout: float | None = None,
     ) -> NutritionPrediction:
         """`version=None` asks the served (default) version; 0 is the reference table."""
 
@@ -192,7 +201,7 @@ class TorchServeClient:
         inputs = {"embedding": raw(embedding), "probabilities": raw(probabilities)}
         label = f"nutrition model v{version}" if version is not None else "the nutrition model"
         result = await self._predict(
-            NUTRITION, "" if version is None else str(version), inputs, label, replica
+            NUTRITION, "" if version is None else str(version), inputs, label, replica, timeout
         )
         return NutritionPrediction(
             result["calories_kcal"],

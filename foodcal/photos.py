@@ -72,6 +72,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # shown rotated by 90° or 270°: width and height swap
+
+
 def validate_image(data: bytes) -> ValidImage:
     if not data:
         raise InvalidImage("the image is empty")
@@ -93,6 +97,8 @@ def validate_image(data: bytes) -> ValidImage:
                 raise InvalidImage("animated images are not accepted: send a single photo")
             image.verify()  # checksums (e.g. PNG chunk CRCs) that a plain load skips
             image = Image.open(io.BytesIO(data), formats=[kind])
+            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
+                width, height = height, width  # the size of the photo as shown, upright
             # JPEG can decode straight at a reduced scale: far less work than decode-then-resize.
             image.draft("RGB", (MODEL_MAX_SIDE_PX, MODEL_MAX_SIDE_PX))
             image.load()

@@ -93,35 +93,38 @@ def list_samples(session: Session, page_size: int, page_token: str, status: Labe
     return rows[:page_size], next_token
 
 
-def _mean_abs_diff(session: Session, *where) -> tuple[int, tuple[float, ...]]:
-    columns = [
+def _mean_abs_diff_columns() -> list:
+    return [
         func.avg(func.abs(getattr(Sample, f"pred_{n}") - getattr(Sample, f"label_{n}"))) for n in NUTRIENTS
     ]
-    query = select(func.count(), *columns).where(Sample.label_status == LabelStatus.LABELED, *where)
-    count, *means = session.exec(query).one()
-    return count, tuple(float(m or 0.0) for m in means)
+
+
+def _means(values) -> tuple[float, ...]:
+    return tuple(float(m or 0.0) for m in values)
 
 
 def stats(session: Session) -> gateway_pb2.GetStatsResponse:
+    """A fixed number of queries, however many samples and versions there are."""
     by_status = dict(
         session.exec(select(Sample.label_status, func.count()).group_by(Sample.label_status)).all()
     )
     corrected = session.exec(select(func.count()).where(col(Sample.corrected_at).is_not(None))).one()
-    _, overall = _mean_abs_diff(session)
-    versions = session.exec(
-        select(Sample.pred_model_version)
-        .where(Sample.label_status == LabelStatus.LABELED)
-        .distinct()
+    labelled = Sample.label_status == LabelStatus.LABELED
+    _, *overall = session.exec(select(func.count(), *_mean_abs_diff_columns()).where(labelled)).one()
+    per_version = session.exec(
+        select(Sample.pred_model_version, func.count(), *_mean_abs_diff_columns())
+        .where(labelled)
+        .group_by(Sample.pred_model_version)
         .order_by(Sample.pred_model_version)
     ).all()
-    by_version = []
-    for version in versions:
-        count, means = _mean_abs_diff(session, Sample.pred_model_version == version)
-        by_version.append(
-            gateway_pb2.VersionDifference(
-                nutrition_version=version or 0, samples=count, mean_absolute_difference=nutrition_proto(means)
-            )
+    by_version = [
+        gateway_pb2.VersionDifference(
+            nutrition_version=version or 0,
+            samples=count,
+            mean_absolute_difference=nutrition_proto(_means(means)),
         )
+        for version, count, *means in per_version
+    ]
     calls, prompt, completion, cost = session.exec(
         select(
             func.count(),
@@ -138,7 +141,7 @@ def stats(session: Session) -> gateway_pb2.GetStatsResponse:
         failed_labels=by_status.get(LabelStatus.FAILED, 0),
         rejected_labels=by_status.get(LabelStatus.REJECTED, 0),
         corrected_samples=corrected,
-        mean_absolute_difference=nutrition_proto(overall),
+        mean_absolute_difference=nutrition_proto(_means(overall)),
         by_version=by_version,
         chatgpt_calls=calls,
         chatgpt_cache_hits=hits,

@@ -109,13 +109,14 @@ class ChatGPT:
         await self.client.close()
 
     async def ask(self, image: bytes, hints: list[tuple[str, float]]) -> ChatGPTAnswer:
+        url = await asyncio.to_thread(prepare_image, image)  # decode and re-encode: off the event loop
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {
                 "role": "user",
                 "content": [
                     {"type": "text", "text": user_prompt(hints)},
-                    {"type": "image_url", "image_url": {"url": prepare_image(image), "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
                 ],
             },
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import grpc
@@ -40,6 +41,10 @@ def label_to_proto(result: LabelResult) -> common_pb2.Label:
     return label
 
 
+def _verify(image: bytes) -> None:
+    Image.open(io.BytesIO(image)).verify()
+
+
 class LabelerServicer(labeler_pb2_grpc.LabelerServiceServicer):
     def __init__(self, labeler: Labeler) -> None:
         self.labeler = labeler
@@ -48,7 +53,7 @@ class LabelerServicer(labeler_pb2_grpc.LabelerServiceServicer):
         if not request.image:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image is empty")
         try:
-            Image.open(io.BytesIO(request.image)).verify()
+            await asyncio.to_thread(_verify, request.image)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image is not a readable picture")
         hints = [(hint.label, hint.probability) for hint in request.dish_hints]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from sqlmodel import col, or_, select
+from sqlmodel import col, func, or_, select
 
 from foodcal.store import Database, LabelStatus, Sample
 
@@ -78,7 +78,7 @@ class Dataset:
 def count_labelled(db: Database) -> int:
     """Samples that may teach the model (any classifier version): ChatGPT labels or corrections."""
     with db.session() as session:
-        return len(session.exec(select(Sample.id).where(_labelled())).all())
+        return session.exec(select(func.count()).select_from(Sample).where(_labelled())).one()
 
 
 def _labelled():

@@ -1,0 +1,145 @@
+"""Work that must stay off the event loop, and queries that must not grow with the data."""
+
+import io
+import threading
+
+import pytest
+from PIL import Image
+from sqlalchemy import event
+
+from foodcal.photos import validate_image
+from foodcal.store import LabelStatus, Sample
+from foodcal.store.tables import utcnow
+from foodcal.v1 import labeler_pb2
+from gateway.samples import stats
+from tests.conftest import OPENAI_KEY, make_settings, photo
+from trainer.data import count_labelled
+
+
+def on_loop_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def statements(db, work) -> list[str]:
+    """The SQL statements `work()` sends to the database."""
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    return sent
+
+
+def add(db, count, status=LabelStatus.LABELED, version=0, corrected=False):
+    with db.session() as session:
+        for index in range(count):
+            sample = Sample(
+                image_sha256=f"{version:08x}{index:056x}",
+                image_path="x",
+                label_status=status,
+                pred_model_version=version,
+                corrected_at=utcnow() if corrected else None,
+            )
+            sample.set_values("pred", (500.0 + index, 20.0, 20.0, 60.0))
+            if status == LabelStatus.LABELED:
+                sample.set_values("label", (450.0, 22.0, 18.0, 55.0))
+            session.add(sample)
+
+
+def test_count_labelled_counts_in_sql_without_loading_ids(db):
+    add(db, 3)
+    add(db, 2, status=LabelStatus.PENDING, version=1)
+    add(db, 1, status=LabelStatus.FAILED, version=2, corrected=True)  # a correction teaches too
+    counted: list[int] = []
+    sql = statements(db, lambda: counted.append(count_labelled(db)))
+    assert counted == [4]
+    assert len(sql) == 1 and "count(" in sql[0].lower()
+
+
+def test_stats_cost_the_same_queries_for_one_version_or_many(db):
+    add(db, 2, version=0)
+
+    def read():
+        with db.session() as session:
+            return stats(session)
+
+    one_version = len(statements(db, read))
+    for version in range(1, 6):
+        add(db, 2, version=version)
+    response = read()
+    assert len(statements(db, read)) == one_version
+    assert [(v.nutrition_version, v.samples) for v in response.by_version] == [(v, 2) for v in range(6)]
+    assert response.by_version[3].mean_absolute_difference.calories_kcal == pytest.approx(50.5)
+    assert response.mean_absolute_difference.calories_kcal == pytest.approx(50.5)
+
+
+def test_width_and_height_are_those_of_the_upright_photo():
+    image = Image.new("RGB", (300, 100), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait (rotate 90°)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    valid = validate_image(buffer.getvalue())
+    assert (valid.width, valid.height) == (100, 300)
+    assert Image.open(io.BytesIO(valid.model_input)).size == (100, 300)
+
+
+async def test_the_labeler_checks_the_image_off_the_event_loop(monkeypatch):
+    import labeler.service as service
+    from labeler.chatgpt import LabelFailure
+
+    threads: list[bool] = []
+    real_open = service.Image.open
+
+    def open_image(*args, **kwargs):
+        threads.append(on_loop_thread())
+        return real_open(*args, **kwargs)
+
+    class Labeler:
+        async def label(self, image, hints):
+            raise LabelFailure("invalid_answer", "never asked")
+
+    class Context:
+        def set_trailing_metadata(self, metadata):
+            pass
+
+        async def abort(self, code, details, trailing_metadata=()):
+            raise RuntimeError(details)
+
+    monkeypatch.setattr(service.Image, "open", open_image)
+    with pytest.raises(RuntimeError, match="never asked"):
+        await service.LabelerServicer(Labeler()).LabelMeal(
+            labeler_pb2.LabelMealRequest(image=photo()), Context()
+        )
+    assert threads == [False]
+
+
+async def test_the_photo_for_chatgpt_is_prepared_off_the_event_loop(monkeypatch, stub, tmp_path):
+    import labeler.chatgpt as chatgpt
+
+    threads: list[bool] = []
+    real_prepare = chatgpt.prepare_image
+
+    def prepare(data):
+        threads.append(on_loop_thread())
+        return real_prepare(data)
+
+    monkeypatch.setattr(chatgpt, "prepare_image", prepare)
+    settings = make_settings(
+        tmp_path,
+        use_chatgpt=True,
+        openai_api_key=OPENAI_KEY,
+        openai_base_url=stub.base_url,
+        openai_max_retries=0,
+    )
+    client = chatgpt.ChatGPT(settings)
+    try:
+        await client.ask(photo(), [("pizza", 0.9)])
+    finally:
+        await client.close()
+    assert threads == [False]

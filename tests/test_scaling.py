@@ -73,7 +73,7 @@ async def test_a_failing_replica_rolls_every_replica_back(second_replica, model_
     process, client = second_replica
     name = _doubled_mar(model_store, 2)
     process.stop()  # replica 2 dies before the swap
-    with pytest.raises(ModelServerError, match="serves v0, .* serves an unknown version"):
+    with pytest.raises(ModelServerError, match=r"serves v0, .* serves an unknown version"):
         await client.hot_swap(name, 2, embedding_dim=48)  # the report says what is served, not a guess
     assert await client.served_version(replica=0) == "0"
     assert "2" not in await client.registered_versions(replica=0)  # nothing half-deployed left behind

@@ -66,7 +66,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     async def on_start() -> None:
         if settings.use_chatgpt:
             queue.start()
-        model_server_health.start()
+        await model_server_health.start()
 
     async def on_stop() -> None:
         await model_server_health.stop()

@@ -66,8 +66,15 @@ class ModelServerHealth:
         self.torchserve, self.servicer, self.service, self.every_s = torchserve, servicer, service, every_s
         self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+    async def start(self) -> None:
+        """Probe once now, before the server reports anything, then every second in a task.
+
+        The task first runs after the server has marked every service SERVING, and sets this
+        first probe's answer at once: a gateway that starts while TorchServe is down is not
+        SERVING for a moment, and one that starts beside a healthy TorchServe never flips.
+        """
+        first = await why_not_ready(self.torchserve)
+        self._task = asyncio.create_task(self._run(first))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -75,13 +82,10 @@ class ModelServerHealth:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _run(self) -> None:
-        # Not known to classify until the first probe says so. The status is set after every probe,
-        # not only on a change, so nothing else can leave a stale SERVING behind.
-        await self.servicer.set(self.service, NOT_SERVING)
+    async def _run(self, problem: str) -> None:
         previous: str | None = None
         while True:
-            problem = await why_not_ready(self.torchserve)
+            # Set after every probe, not only on a change: nothing else can leave a stale SERVING.
             await self.servicer.set(self.service, NOT_SERVING if problem else SERVING)
             if problem != previous:
                 if problem:
@@ -90,3 +94,4 @@ class ModelServerHealth:
                     log.info("%s SERVING again: TorchServe classifies", self.service)
             previous = problem
             await asyncio.sleep(self.every_s)
+            problem = await why_not_ready(self.torchserve)

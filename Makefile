@@ -53,6 +53,8 @@ test: setup ## ruff and the whole pytest suite (needs PostgreSQL on 127.0.0.1:54
 bench: setup ## training and serving benchmarks (prints ratios, writes bench/results/)
 	$(PY) -m bench.training
 	$(PY) -m bench.serving
+	$(PY) -m bench.precision
+	$(PY) -m bench.label_policy
 
 soak: setup ## 2 minutes of 8 clients with a training run hot-swapping in the middle; prints RSS and fds
 	$(PY) -m tests.soak --duration 120 --clients 8

@@ -1,0 +1,289 @@
+"""`python -m bench.precision`: the classifier in fp32, bf16 and int8, side by side in one run.
+
+On the ViT-B/16 shape (random weights, built locally: nateraw/food is a ViT-B/16), on the photo the
+gateway hands TorchServe (its upright 512 px JPEG of a 1280x960 phone photo):
+
+1. in process, one thread (as a TorchServe worker): p50 of preprocess + forward, and of the forward
+   alone, with the achieved GFLOP/s against one core's fp32 peak;
+2. through TorchServe (the shipped worker-per-core config, batch 1): 8 clients, requests per second;
+3. the accuracy guard's numbers (model_store/precision.py) and what `auto` chose;
+4. AnalyzeMeal end to end at the chosen precision against the classifier's own in-process time.
+
+Printed as ratios; saved to bench/results/precision.{json,txt}. Never a timed assertion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import (
+    load_average,
+    machine,
+    machine_lines,
+    progress,
+    save,
+    say,
+    start_torchserve,
+    table,
+    verdict,
+)
+from bench.serving import API_TOKEN, make_photo, start_gateway, unique
+from model_store.food101_model import PRECISIONS, Food101Classifier
+
+REQUESTS, WINDOW_S, CLIENTS = 20, 12.0, 8
+TARGET_THROUGHPUT, TARGET_ANALYZE = 3.0, 1.15
+FP32_FLOP_PER_CYCLE = 32  # Zen 4: two 256-bit FMA pipes (AVX-512 is double-pumped) = 2 x 8 lanes x 2
+
+
+def core_peak_gflops() -> float:
+    """One core's fp32 peak: FLOP per cycle times the highest clock /proc/cpuinfo reports."""
+    mhz = [
+        float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines() if "MHz" in line
+    ]
+    return FP32_FLOP_PER_CYCLE * max(mhz, default=0.0) / 1000
+
+
+def forward_flops(classifier: Food101Classifier, pixels: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        classifier(pixels)
+    return float(counter.get_total_flops())
+
+
+def build(work: Path) -> tuple[dict[str, Path], dict, Path]:
+    """One ViT-B/16 checkpoint prepared with `auto` (its guard measures every precision), then one
+    food101 archive per precision, and nutrition v0."""
+    from foodcal.settings import load_settings
+    from model_store import archive
+    from model_store.build import food101_config, reference_model
+    from model_store.checkpoint import prepare_checkpoint, write_random_vit
+
+    source = work / "vit-b"
+    write_random_vit(source)
+    base = work / "checkpoints" / "auto"
+    identity = prepare_checkpoint(str(source), base, "auto")
+    store, config = work / "mar", work / "food101-config.yaml"
+    config.write_text(food101_config(load_settings(_env_file=None)))  # as `make models` ships it
+    checkpoints = {}
+    for precision in PRECISIONS:
+        checkpoint = work / "checkpoints" / precision
+        shutil.copytree(base, checkpoint)
+        (checkpoint / "foodcal_classifier.json").write_text(json.dumps({**identity, "precision": precision}))
+        archive.build_food101_mar(checkpoint, store / f"food101-{precision}.mar", config)
+        checkpoints[precision] = checkpoint
+    shutil.copyfile(store / f"food101-{identity['precision']}.mar", store / "food101.mar")
+    archive.build_nutrition_mar(reference_model(base), 0, store / archive.nutrition_mar_name(0))
+    return checkpoints, identity, store
+
+
+def in_process(checkpoints: dict[str, Path], photo: bytes) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        classifiers = {p: Food101Classifier(checkpoint, p) for p, checkpoint in checkpoints.items()}
+        pixels = classifiers["fp32"].pixels([photo])
+        flops = forward_flops(classifiers["fp32"], pixels)
+        for classifier in classifiers.values():
+            classifier(classifier.pixels([photo]))  # warm-up
+        whole = {p: [] for p in classifiers}
+        forward = {p: [] for p in classifiers}
+        for _ in range(REQUESTS):  # interleaved: the same machine load for every precision
+            for precision, classifier in classifiers.items():
+                start = time.perf_counter()
+                batch = classifier.pixels([photo])
+                middle = time.perf_counter()
+                classifier(batch)
+                end = time.perf_counter()
+                whole[precision].append(end - start)
+                forward[precision].append(end - middle)
+    finally:
+        torch.set_num_threads(threads)
+    results = {}
+    for precision in classifiers:
+        forward_s = statistics.median(forward[precision])
+        results[precision] = {
+            "p50_ms": statistics.median(whole[precision]) * 1000,
+            "forward_p50_ms": forward_s * 1000,
+            "gflops_per_s": flops / forward_s / 1e9,
+        }
+    results["forward_gflop"] = flops / 1e9
+    return results
+
+
+async def serve(store: Path, work: Path, photo: bytes, chosen: str) -> dict:
+    from foodcal.torchserve import management_pb2
+    from foodcal.v1 import gateway_pb2
+    from model_store.server import wait_until_ready
+
+    process, client = start_torchserve(store, work / "torchserve")
+    results: dict = {"throughput": {}}
+    try:
+        await wait_until_ready(client, process, timeout_s=300)
+        shipped = (await client.describe("food101"))[0]
+        workers = len(shipped["workers"])
+        for precision in PRECISIONS:
+            progress(f"registering food101-{precision}.mar ({workers} workers, batch 1)")
+            request = management_pb2.RegisterModelRequest(
+                url=f"food101-{precision}.mar", model_name=f"food101_{precision}",
+                initial_workers=workers, synchronous=True, batch_size=1,
+            )  # fmt: skip
+            await client.replicas[0].management.RegisterModel(request, timeout=300)
+
+        async def window(model: str) -> float:
+            stop_at, count = time.perf_counter() + WINDOW_S, 0
+
+            async def one_client() -> None:
+                nonlocal count
+                while time.perf_counter() < stop_at:
+                    classified = await client.classify(photo, model=model)
+                    await client.predict_nutrition(classified.embedding, classified.probabilities)
+                    count += 1
+
+            start = time.perf_counter()
+            await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
+            return count / (time.perf_counter() - start)
+
+        for precision in PRECISIONS:  # warm-up
+            await asyncio.gather(
+                *(client.classify(photo, model=f"food101_{precision}") for _ in range(CLIENTS))
+            )
+        runs = {p: [] for p in PRECISIONS}
+        for round_ in range(2):  # two rounds, the order reversed: drifting load hits all alike
+            for precision in PRECISIONS if round_ == 0 else PRECISIONS[::-1]:
+                progress(f"{CLIENTS} clients on food101_{precision}, {WINDOW_S:.0f} s")
+                runs[precision].append(await window(f"food101_{precision}"))
+        results["throughput"] = {
+            p: {"requests_per_s": statistics.mean(r), "runs": r} for p, r in runs.items()
+        }
+
+        progress(f"AnalyzeMeal at the chosen precision ({chosen}), {REQUESTS} requests")
+        _, db, server, channel, gateway = await start_gateway(work, store, process.config)
+        metadata = (("authorization", f"Bearer {API_TOKEN}"),)
+        seconds = []
+        try:
+            for index in range(REQUESTS + 2):
+                request = gateway_pb2.AnalyzeMealRequest(image=unique(photo, index), filename="meal.jpg")
+                start = time.perf_counter()
+                await gateway.AnalyzeMeal(request, metadata=metadata, timeout=120)
+                if index >= 2:  # the first two warm the path up
+                    seconds.append(time.perf_counter() - start)
+        finally:
+            await channel.close()
+            await server.stop(0)
+            db.dispose()
+        results["analyze_meal_p50_ms"] = statistics.median(seconds) * 1000
+    finally:
+        await client.close()
+        process.stop()
+    return results
+
+
+def report(info: dict, identity: dict, local: dict, served: dict) -> tuple[str, dict]:
+    chosen, peak = identity["precision"], core_peak_gflops()
+    fp32_rps = served["throughput"]["fp32"]["requests_per_s"]
+    rows = []
+    for precision in PRECISIONS:
+        guard = identity["guard"].get(precision, {})
+        rows.append(
+            [
+                precision + (" (chosen)" if precision == chosen else ""),
+                f"{local[precision]['p50_ms']:.0f}",
+                f"{local[precision]['forward_p50_ms']:.0f}",
+                f"{local[precision]['gflops_per_s']:.0f} ({local[precision]['gflops_per_s'] / peak:.0%})",
+                f"{served['throughput'][precision]['requests_per_s']:.2f}",
+                f"{served['throughput'][precision]['requests_per_s'] / fp32_rps:.2f}×",
+                f"{guard.get('embedding_cosine_min', float('nan')):.4f}",
+                f"{guard.get('probability_max_difference', float('nan')):.4f}",
+                f"{guard.get('top1_agreement', float('nan')):.0%}",
+                f"{guard.get('calories_max_relative_difference', float('nan')):.2%}",
+            ]
+        )
+    speedup = served["throughput"][chosen]["requests_per_s"] / fp32_rps
+    analyze_ratio = served["analyze_meal_p50_ms"] / local[chosen]["p50_ms"]
+    targets = {
+        "throughput_ge_3x_fp32": speedup >= TARGET_THROUGHPUT,
+        "analyze_le_1_15x": analyze_ratio <= TARGET_ANALYZE,
+    }
+    lines = [
+        "bench.precision — the classifier's precision, side by side (ViT-B/16 shape, random weights)",
+        *machine_lines(info),
+        f"forward pass: {local['forward_gflop']:.1f} GFLOP; one core's fp32 peak ≈ {peak:.0f} GFLOP/s "
+        f"({FP32_FLOP_PER_CYCLE} FLOP/cycle × the highest clock in /proc/cpuinfo)",
+        "",
+        table(
+            [
+                "precision",
+                "p50 ms (1 thread)",
+                "forward ms",
+                "GFLOP/s (of fp32 peak)",
+                f"req/s, {CLIENTS} clients",
+                "vs fp32",
+                "emb. cosine",
+                "max Δp",
+                "top-1",
+                "max Δkcal",
+            ],
+            rows,
+        ),
+        "",
+        table(
+            ["target", "measured", "verdict"],
+            [
+                [
+                    f"chosen ({chosen}) throughput ≥ {TARGET_THROUGHPUT:.0f}× fp32 at {CLIENTS} clients",
+                    f"{speedup:.2f}×",
+                    verdict(targets["throughput_ge_3x_fp32"]),
+                ],
+                [
+                    f"AnalyzeMeal p50 ≤ {TARGET_ANALYZE}× the classifier in process ({chosen})",
+                    f"{served['analyze_meal_p50_ms']:.0f} ms / {local[chosen]['p50_ms']:.0f} ms "
+                    f"= {analyze_ratio:.2f}×",
+                    verdict(targets["analyze_le_1_15x"]),
+                ],
+            ],
+        ),
+    ]
+    payload = {
+        "machine": info,
+        "identity": identity,
+        "in_process": local,
+        "served": served,
+        "targets": targets,
+    }
+    return "\n".join(lines), payload
+
+
+def main() -> None:
+    from bench.training import quiet_transformers
+    from foodcal.photos import validate_image
+
+    quiet_transformers()
+    info = machine()
+    photo = validate_image(make_photo()).model_input  # what the gateway hands TorchServe
+    work = Path(tempfile.mkdtemp(prefix="foodcal-bench-precision-"))
+    try:
+        progress("building a ViT-B/16 checkpoint; the guard measures every precision")
+        checkpoints, identity, store = build(work)
+        progress(f"in process, {REQUESTS} rounds of each precision")
+        local = in_process(checkpoints, photo)
+        served = asyncio.run(serve(store, work, photo, identity["precision"]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info["load_average_at_end"] = load_average()
+    text, payload = report(info, identity, local, served)
+    say(text)
+    json_path, _ = save("precision", payload, text)
+    say(f"\nsaved {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -197,3 +197,30 @@ def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):
         sample = session.exec(select(Sample)).one()
     assert sample.label_claimed_by is None
     assert sample.label_next_attempt_at is None or sample.label_next_attempt_at <= utcnow()
+
+
+def test_samples_from_before_0003_get_their_top1_dish_and_versions_a_calibration_column(database_url):
+    """0003: the label policy counts labels per top-1 dish, including samples stored before it."""
+    from foodcal.store import Database, ModelVersionRow, Sample
+
+    db = Database(database_url)
+    db.migrate("0002")
+    with db.engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO samples (id, created_at, image_sha256, image_path, filename, width, height, "
+                "classifier_version, dishes, shown_source, label_status, label_attempts, label_error, "
+                "label_cached) VALUES ('s1', :created, :sha, 'p', '', 0, 0, 'c', :dishes, '', 'labeled', "
+                "0, '', :cached)"
+            ),
+            {"created": utcnow(), "sha": "cd" * 32, "dishes": json.dumps([["pizza", 0.9], ["lasagna", 0.05]]),
+             "cached": False},
+        )  # fmt: skip
+    db.migrate()
+    with db.session() as session:
+        sample = session.get(Sample, "s1")
+        assert (sample.top1_dish, sample.label_policy_reason) == ("pizza", "")
+        session.add(ModelVersionRow(version=7, calibration={"level": 0.8, "samples": 40}))
+    with db.session() as session:
+        assert session.get(ModelVersionRow, 7).calibration == {"level": 0.8, "samples": 40}
+    db.dispose()

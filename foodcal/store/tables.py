@@ -61,6 +61,10 @@ class Sample(SQLModel, table=True):
     pred_carbs_g: float | None = None
     pred_model_version: int | None = None
     shown_source: str = ""
+    # Top-1 dish label: counts labels per dish for the label policy without reading JSON.
+    top1_dish: str = Field(default="", index=True, max_length=100)
+    # Why ChatGPT was or was not asked (gateway/label_policy.py).
+    label_policy_reason: str = ""
 
     # The ChatGPT label and its queue state.
     label_status: str = Field(default=LabelStatus.NOT_REQUESTED, index=True, max_length=20)
@@ -163,5 +167,7 @@ class ModelVersionRow(SQLModel, table=True):
     checkpoint_path: str = ""
     classifier_version: str = ""
     metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # foodcal.calibration.Calibration of this version on held-out labelled samples; None = never.
+    calibration: dict | None = Field(default=None, sa_column=Column(JSON))
     served: bool = False
     description: str = ""

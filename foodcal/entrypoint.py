@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from foodcal import metrics
 from foodcal.grpc_server import ServiceSpec, serve_until_signalled
 from foodcal.logs import setup_logging
 from foodcal.settings import Settings, load_settings
@@ -19,9 +20,13 @@ def run_service(
     describe: Callable[[Settings], str] | None = None,
 ) -> None:
     settings = load_settings()
-    setup_logging(name, settings.log_level)
+    setup_logging(name, settings.log_level, settings.log_format)
     db = Database(settings.database_url)
     db.migrate()
+    metrics.instrument(name, db, settings.openai_model if settings.chatgpt_enabled else None)
+    port = getattr(settings, f"{name}_metrics_port")
+    metrics_port = metrics.serve(settings.bind_host, port, f"{name.upper()}_METRICS_PORT")
+    logging.getLogger(name).info("metrics on http://%s:%d/metrics", settings.bind_host, metrics_port)
     if describe is not None:
         logging.getLogger(name).info(describe(settings))
 

@@ -13,6 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from foodcal.grpc_metrics import MetricsInterceptor
+
 log = logging.getLogger(__name__)
 
 # Health and reflection stay open so probes and `grpcurl list` work without a token.
@@ -130,7 +132,7 @@ class RunningServer:
 
 async def start_server(spec: ServiceSpec, host: str, port: int) -> RunningServer:
     server = grpc.aio.server(
-        interceptors=[BearerTokenInterceptor(spec.tokens)],
+        interceptors=[MetricsInterceptor(), BearerTokenInterceptor(spec.tokens)],  # refusals counted too
         options=message_size_options(spec.max_message_bytes),
     )
     spec.register(server)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import openai
 from PIL import Image, ImageOps
 
+from foodcal import metrics
 from foodcal.settings import OPENAI_PRICES_PER_MILLION, Settings
 from labeler.answer import RESPONSE_FORMAT, SYSTEM_PROMPT, Answer, InvalidAnswer, parse_answer, user_prompt
 
@@ -108,6 +109,7 @@ class ChatGPT:
     async def close(self) -> None:
         await self.client.close()
 
+    @metrics.chatgpt_call
     async def ask(self, image: bytes, hints: list[tuple[str, float]]) -> ChatGPTAnswer:
         url = await asyncio.to_thread(prepare_image, image)  # decode and re-encode: off the event loop
         messages = [

@@ -8,6 +8,7 @@ import logging
 import weakref
 from dataclasses import dataclass, field
 
+from foodcal import metrics
 from foodcal.settings import Settings
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from foodcal.store.images import sha256_of
@@ -71,6 +72,7 @@ class Labeler:
         async with lock:
             cached = await asyncio.to_thread(self._cached, key)
             if cached is not None:
+                metrics.label_cache_hit(key[1])
                 log.info("label %s… answered from cache (%s)", sha256[:12], key[1])
                 return sha256, cached
             try:

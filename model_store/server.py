@@ -1,7 +1,7 @@
 """TorchServe lifecycle shared by `make run` and the tests: configure, start, wait until ready, stop.
 
-Token authorization is turned off on purpose: no listener is ever published. REST management and
-metrics bind to 127.0.0.1; the gRPC listeners and REST inference bind to TORCHSERVE_BIND_HOST
+Token authorization is turned off on purpose: no listener is ever published. REST management
+binds to 127.0.0.1; the gRPC listeners, REST inference and metrics bind to TORCHSERVE_BIND_HOST
 (127.0.0.1 by default; the private compose network in docker-compose.yml). Our own services are its
 only clients, and the keys TorchServe would write expire and would have to be refreshed by every
 client. That binding plus `allowed_urls` restricted to our model store is the boundary.
@@ -60,7 +60,7 @@ class TorchServeConfig:
     http_port: int = 8080
     management_http_port: int = 8081
     metrics_port: int = 8082
-    # gRPC inference/management and REST inference; REST management and metrics stay on loopback.
+    # gRPC inference/management, REST inference and metrics; REST management stays on loopback.
     bind_host: str = "127.0.0.1"
     max_request_bytes: int = 12 * 1024 * 1024
     heap: str = "512m"
@@ -110,7 +110,8 @@ class TorchServeConfig:
         values = {
             "inference_address": f"http://{self.bind_host}:{self.http_port}",
             "management_address": f"http://127.0.0.1:{self.management_http_port}",
-            "metrics_address": f"http://127.0.0.1:{self.metrics_port}",
+            "metrics_address": f"http://{self.bind_host}:{self.metrics_port}",  # read-only, for Prometheus
+            "metrics_mode": "prometheus",
             "grpc_inference_address": self.bind_host,
             "grpc_inference_port": str(self.grpc_inference_port),
             "grpc_management_address": self.bind_host,

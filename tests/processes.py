@@ -21,6 +21,8 @@ def env_for(settings: dict) -> dict[str, str]:
     for key, value in settings.items():
         env[key.upper()] = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     env["PYTHONPATH"] = str(ROOT)
+    for service in ("GATEWAY", "LABELER", "TRAINER"):  # tests run beside `make run` and each other
+        env.setdefault(f"{service}_METRICS_PORT", "0")
     return env
 
 

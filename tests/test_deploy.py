@@ -345,7 +345,7 @@ def test_torchserve_binds_grpc_and_rest_inference_to_the_bind_host_only():
     assert properties["grpc_inference_address"] == properties["grpc_management_address"] == "0.0.0.0"
     assert properties["inference_address"] == "http://0.0.0.0:8080"
     assert properties["management_address"] == "http://127.0.0.1:8081"
-    assert properties["metrics_address"] == "http://127.0.0.1:8082"
+    assert properties["metrics_address"] == "http://0.0.0.0:8082"  # read-only; Prometheus scrapes it
     default = TorchServeConfig.from_settings(load_settings(_env_file=None))
     assert default.bind_host == "127.0.0.1"
     assert "0.0.0.0" not in default.properties()

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from sqlmodel import col, select
 
+from foodcal import logs, metrics
 from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
@@ -143,6 +144,7 @@ class RunManager:
     # -- the run -----------------------------------------------------------------------------
 
     async def _run(self, run: TrainingRunRow, params: TrainingParameters, dataset, classifier: str) -> None:
+        logs.bind(run_id=run.id)  # every line of this run carries it (LOG_FORMAT=json)
         loop = asyncio.get_running_loop()
         try:
             await self._train_and_deploy(run, params, dataset, classifier, loop)
@@ -152,6 +154,7 @@ class RunManager:
             log.exception("run %s failed", run.id)
             run.status, run.message = RunStatus.FAILED, f"{type(error).__name__}: {error}"
         run.finished_at = utcnow()
+        metrics.training_run_finished(run)
         await asyncio.to_thread(self._save, run)
         log.info("run %s %s: %s", run.id, run.status, run.message)
         self._publish(run.id, run)

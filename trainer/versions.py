@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from sqlmodel import col, select
 
+from foodcal import metrics
 from foodcal.store import Database, ModelVersionRow
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
 from model_store.client import TorchServeClient
@@ -77,6 +78,7 @@ class VersionStore:
         path = self.model_store / nutrition_mar_name(version)
         return build_nutrition_mar(model, version, path, **metadata)
 
+    @metrics.model_swap("deploy")
     async def deploy(
         self,
         row: ModelVersionRow,
@@ -155,6 +157,7 @@ class VersionStore:
             raise FileNotFoundError(f"the archive of v{version} is gone from the model store")
         return row
 
+    @metrics.model_swap("rollback")
     async def rollback(self, version: int) -> tuple[int, int]:
         """Serve `version` again; returns (served, previously served)."""
         row = await asyncio.to_thread(self._rollback_target, version)

@@ -21,6 +21,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 java: ## install Java 17 for TorchServe if `java` is missing
 	@command -v java >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q openjdk-17-jre-headless; }
 
+prometheus: ## install Prometheus (Debian's package) if missing: tests/test_metrics.py runs it
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
+
 $(GENERATED): $(STAMP) foodcal/codegen.py $(wildcard protos/foodcal/v1/*.proto)
 	$(PY) -m foodcal.codegen
 
@@ -46,7 +49,7 @@ lint: setup ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup ## ruff and the whole pytest suite (needs PostgreSQL on 127.0.0.1:5432)
+test: setup prometheus ## ruff and the whole pytest suite (needs PostgreSQL on 127.0.0.1:5432)
 	$(MAKE) lint
 	$(PY) -m pytest -q
 
@@ -65,4 +68,4 @@ backfill: setup ## re-embed stored images through TorchServe after the classifie
 clean: ## remove generated code, built models and run state (keeps data/ and uploads/)
 	rm -rf foodcal/v1 foodcal/torchserve model_store/mar model_store/checkpoints run
 
-.PHONY: help java setup protos models run status lint test bench soak backfill clean
+.PHONY: help java prometheus setup protos models run status lint test bench soak backfill clean

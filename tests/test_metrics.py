@@ -22,12 +22,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+import jsonschema
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
 from foodcal import logs, metrics
+from foodcal.settings import load_settings
 from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import (
@@ -51,6 +53,7 @@ pytestmark = pytest.mark.torchserve
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "foodcal.json"
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+MONITORING = ROOT / "deploy" / "compose.monitoring.yml"
 MODEL = "gpt-4o-mini"
 GATEWAY, LABELER, TRAINER = (
     "foodcal.v1.GatewayService",
@@ -356,6 +359,43 @@ def query(base: str, expr: str) -> list:
         answer = json.load(response)
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
+
+
+def test_the_compose_scrape_config_targets_each_service_on_its_metrics_port():
+    defaults = load_settings(_env_file=None)
+    expected = {
+        "foodcal-gateway": f"gateway:{defaults.gateway_metrics_port}",
+        "foodcal-labeler": f"labeler:{defaults.labeler_metrics_port}",
+        "foodcal-trainer": f"trainer:{defaults.trainer_metrics_port}",
+        "torchserve": f"torchserve:{defaults.torchserve_metrics_port}",
+    }
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    targets = {
+        job["job_name"]: [target for static in job["static_configs"] for target in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+    assert targets == {job: [target] for job, target in expected.items()}
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert {target.split(":")[0] for target in expected.values()} <= set(services)
+
+
+def test_the_monitoring_overlay_is_valid_compose_and_mounts_files_that_exist():
+    overlay = yaml.safe_load(MONITORING.read_text())
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+    jsonschema.validate(overlay, schema)
+    for service in overlay["services"].values():
+        for ports in service.get("ports", ()):
+            assert ports.startswith("127.0.0.1:"), ports  # the UIs on the host's loopback only
+        for volume in service.get("volumes", ()):
+            source = volume.split(":")[0]
+            if source.startswith("./"):  # relative to the first compose file: the repository root
+                assert (ROOT / source).exists(), source
+    dashboard = json.loads(DASHBOARD.read_text())
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert all(
+        panel["datasource"]["uid"] == "${datasource}" for panel in dashboard["panels"] if "targets" in panel
+    )
 
 
 def test_the_compose_scrape_config_is_valid_for_promtool():

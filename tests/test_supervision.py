@@ -151,6 +151,8 @@ def start_stack(env: dict, ports: dict, run_dir: Path) -> Stack:
             break
         except Exception:  # no socket yet, or not answering yet
             if process.poll() is not None or time.monotonic() > deadline:
+                process.terminate()  # supervisord stops whatever it started
+                process.wait(timeout=60)
                 raise RuntimeError(f"supervisord did not start: {log.read_text()[-3000:]}") from None
             time.sleep(0.2)
     torchserve = TorchServeClient(
@@ -255,17 +257,38 @@ async def served_version(stack: Stack) -> str:
         return ""
 
 
-@pytest.mark.timeout(900)
-async def test_supervised_stack_restarts_what_crashes_and_loses_nothing(model_store, openai_stub):
+@pytest.fixture
+async def supervised(model_store, openai_stub):
+    """The stack from supervisord.conf, with the gateway's port taken; always stopped at the end."""
     openai_stub.reset()
     run_dir = Path(tempfile.mkdtemp(prefix="fc-"))  # short: supervisor's and TorchServe's sockets live here
     env, ports = supervised_env(run_dir, run_dir / "state", model_store, openai_stub.base_url)
     blocker = socket.socket()  # 1. the gateway's port is taken while everything starts
     blocker.bind(("127.0.0.1", ports["gateway"]))
     blocker.listen()
-    stack = start_stack(env, ports, run_dir)
-    stop, tasks = asyncio.Event(), []
+    try:
+        stack = start_stack(env, ports, run_dir)
+    except BaseException:
+        blocker.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     db = Database(env["DATABASE_URL"])
+    try:
+        yield stack, blocker, db
+    finally:
+        blocker.close()
+        await stack.torchserve.close()
+        db.dispose()
+        seconds = stop_stack(stack)
+        print(f"SIGTERM: supervisord and every process under it gone in {seconds:.1f}s")
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.mark.timeout(900)
+async def test_supervised_stack_restarts_what_crashes_and_loses_nothing(supervised):
+    stack, blocker, db = supervised
+    ports = stack.ports
+    stop, tasks = asyncio.Event(), []
     try:
         await until(
             lambda: _async(stack.rpc.supervisor.getProcessInfo("foodcal:gateway")["statename"] == "FATAL"),
@@ -365,34 +388,27 @@ async def test_supervised_stack_restarts_what_crashes_and_loses_nothing(model_st
         await asyncio.gather(*tasks)
         blocker.close()
 
-    try:
-        # 4. nothing lost: every answered sample exists, and every stored one gets its label
-        answered = {o.sample_id for o in stack.outcomes if o.code == "OK"}
-        versions = {o.nutrition_version for o in stack.outcomes if o.code == "OK"}
-        print(f"{len(stack.outcomes)} requests, {len(answered)} answered, nutrition versions {versions}")
+    # 4. nothing lost: every answered sample exists, and every stored one gets its label
+    answered = {o.sample_id for o in stack.outcomes if o.code == "OK"}
+    versions = {o.nutrition_version for o in stack.outcomes if o.code == "OK"}
+    print(f"{len(stack.outcomes)} requests, {len(answered)} answered, nutrition versions {versions}")
 
-        def stored():
-            with db.session() as session:
-                rows = session.exec(select(Sample).where(Sample.image_path != "unused")).all()
-                return {row.id: row.label_status for row in rows}
+    def stored():
+        with db.session() as session:
+            rows = session.exec(select(Sample).where(Sample.image_path != "unused")).all()
+            return {row.id: row.label_status for row in rows}
 
-        async def all_labelled():
-            statuses = await asyncio.to_thread(stored)
-            return statuses if set(statuses.values()) == {LabelStatus.LABELED} else None
+    async def all_labelled():
+        statuses = await asyncio.to_thread(stored)
+        return statuses if set(statuses.values()) == {LabelStatus.LABELED} else None
 
-        statuses = await until(all_labelled, "every stored sample labelled")
-        assert answered <= set(statuses)
-        # A request in flight when the gateway died may be stored without its answer arriving.
-        assert len(statuses) - len(answered) <= CLIENTS
-        # A restarted TorchServe starts with the served version: no answer ever came from v0.
-        assert versions == {1}, versions
-        assert await served_version(stack) == "1"
-    finally:
-        await stack.torchserve.close()
-        db.dispose()
-        seconds = stop_stack(stack)
-        print(f"SIGTERM: supervisord and every process under it gone in {seconds:.1f}s")
-        shutil.rmtree(run_dir, ignore_errors=True)
+    statuses = await until(all_labelled, "every stored sample labelled")
+    assert answered <= set(statuses)
+    # A request in flight when the gateway died may be stored without its answer arriving.
+    assert len(statuses) - len(answered) <= CLIENTS
+    # A restarted TorchServe starts with the served version: no answer ever came from v0.
+    assert versions == {1}, versions
+    assert await served_version(stack) == "1"
 
 
 async def _async(value):

@@ -60,7 +60,8 @@ def _wrap_unary_response(behavior, call: _Call):
     async def wrapper(request, context):
         start, error = call.begin(context), None
         try:
-            return await behavior(request, context)
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
         except BaseException as caught:
             error = caught
             raise

@@ -377,10 +377,12 @@ STOP_TIMEOUT_S = 6.0  # SIGTERM to TorchServe's group, then SIGKILL: well inside
 
 async def _serve_foreground() -> int:
     """Build, start TorchServe, serve until SIGTERM/SIGINT. 1 when TorchServe died under us."""
+    from foodcal.logs import setup_logging
     from model_store.build import build_models
     from model_store.client import ModelServerError, TorchServeClient
 
     settings = load_settings()
+    setup_logging("torchserve", settings.log_level, settings.log_format)
     build_models(settings)
     config = TorchServeConfig.from_settings(settings)
     stop_leftover(config.run_dir)

@@ -382,7 +382,8 @@ def test_the_compose_scrape_config_targets_each_service_on_its_metrics_port():
 def test_the_monitoring_overlay_is_valid_compose_and_mounts_files_that_exist():
     overlay = yaml.safe_load(MONITORING.read_text())
     schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
-    jsonschema.validate(overlay, schema)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(overlay), key=str)
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
     for service in overlay["services"].values():
         for ports in service.get("ports", ()):
             assert ports.startswith("127.0.0.1:"), ports  # the UIs on the host's loopback only

@@ -45,7 +45,13 @@ def _archive(
         ]  # fmt: skip
         if config is not None:
             command += ["--config-file", str(config)]
-        result = subprocess.run(command, capture_output=True, text=True)
+        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps two builds of
+        # the same model name (tests, benchmarks, the trainer) from mixing each other's files.
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        result = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(staging)}
+        )
         if result.returncode != 0:
             raise RuntimeError(f"torch-model-archiver failed for {name}: {result.stderr.strip()[-500:]}")
         os.replace(Path(tmp) / f"{name}.mar", out_path)

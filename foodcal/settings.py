@@ -49,9 +49,19 @@ class Settings(BaseSettings):
     # Largest gRPC message any server or channel accepts (a 10 MB photo plus framing).
     grpc_max_message_bytes: int = Field(12 * 1024 * 1024, ge=1024 * 1024)
 
-    # Auth: client tokens for the gateway, one shared token between our own services.
+    # Auth: client tokens for the gateway, operator (admin) tokens, one shared token between our
+    # own services. A client sees only its own samples; training, versions, rollback and every
+    # sample need an admin token (gateway/auth.py).
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     internal_token: str = ""
+    # AnalyzeMeal per client token: a token bucket shared through the database by every gateway
+    # (gateway/rate_limit.py); 0 = no limit. Admin tokens are not limited.
+    client_rate_per_minute: float = Field(30.0, ge=0)
+    client_rate_burst: int = Field(10, ge=1)
+    # TLS for the gateway (both set, or neither: plaintext, meant for loopback only).
+    gateway_tls_cert_file: Path | None = None
+    gateway_tls_key_file: Path | None = None
 
     # Storage
     database_url: str = "sqlite:///data/foodcal.db"
@@ -67,6 +77,16 @@ class Settings(BaseSettings):
     use_chatgpt: bool = True
     use_trained_model: bool = True
     use_own_model_instead_chatgpt: bool = False
+
+    # When ChatGPT is asked (gateway/label_policy.py): `always` (the original design) or
+    # `uncertain` (only unsure photos, dishes with few labels, wide ranges, plus an exploration share).
+    label_policy: Literal["always", "uncertain"] = "always"
+    label_policy_exploration: float = Field(0.05, ge=0, le=1)
+    label_policy_min_confidence: float = Field(0.6, ge=0, le=1)
+    label_policy_min_dish_labels: int = Field(10, ge=0)
+    label_policy_max_relative_width: float = Field(0.25, gt=0)
+    # The level of the calibrated ranges shown with our numbers (foodcal/calibration.py).
+    range_level: float = Field(0.8, gt=0, lt=1)
 
     # ChatGPT labeler
     openai_api_key: str = ""
@@ -114,11 +134,11 @@ class Settings(BaseSettings):
     # text: one readable line per event; json: one JSON object per line, with the request or run id.
     log_format: Literal["text", "json"] = "text"
 
-    _csv = field_validator("api_tokens", "torchserve_endpoints", "torchserve_management", mode="before")(
+    _csv = field_validator("api_tokens", "admin_tokens", "torchserve_endpoints", "torchserve_management", mode="before")(
         _split_csv
     )
 
-    @field_validator("openai_base_url", "s3_endpoint_url")
+    @field_validator("openai_base_url", "s3_endpoint_url", "gateway_tls_cert_file", "gateway_tls_key_file")
     @classmethod
     def _empty_is_default(cls, value: str | None) -> str | None:
         return value or None
@@ -153,6 +173,21 @@ class Settings(BaseSettings):
             raise SettingsError("API_TOKENS: set at least one client token (comma-separated)")
         if any(len(token) < 8 for token in self.api_tokens):
             raise SettingsError("API_TOKENS: every token needs at least 8 characters")
+
+    def require_admin_tokens(self) -> None:
+        if any(len(token) < 8 for token in self.admin_tokens):
+            raise SettingsError("ADMIN_TOKENS: every token needs at least 8 characters")
+        if set(self.admin_tokens) & set(self.api_tokens):
+            raise SettingsError("ADMIN_TOKENS: a token is either a client's (API_TOKENS) or an admin's, not both")
+
+    def require_gateway_tls(self) -> None:
+        files = {"GATEWAY_TLS_CERT_FILE": self.gateway_tls_cert_file, "GATEWAY_TLS_KEY_FILE": self.gateway_tls_key_file}
+        if any(files.values()) and not all(files.values()):
+            missing = " and ".join(name for name, path in files.items() if not path)
+            raise SettingsError(f"{missing}: TLS needs both the certificate and its key")
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{name}: no such file: {path}")
 
     def require_internal_token(self) -> None:
         if len(self.internal_token) < 8:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
 
 import grpc
 from sqlmodel import select
 
+from foodcal.calibration import Calibration
 from foodcal.photos import validate_image
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.v1 import labeler_pb2
+from gateway.calibrations import Calibrations
 from gateway.deadlines import Budget
+from gateway.label_policy import Decision, PolicySettings, decide
 from gateway.label_queue import LabelCall
 from gateway.labels import RetryPolicy, apply_failure, apply_label
 from model_store.client import Classification, NutritionPrediction, TorchServeClient
@@ -31,12 +35,22 @@ OWN_MODEL, CHATGPT, REFERENCE = (
 
 
 @dataclass
+class OwnRange:
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    level: float
+    calibrated: bool
+    group: str
+
+
+@dataclass
 class Analysis:
     sample: Sample
     classification: Classification
     prediction: NutritionPrediction
     shown: tuple[float, float, float, float]
     duplicate_image: bool
+    own_range: OwnRange
 
 
 class Analyzer:
@@ -52,9 +66,14 @@ class Analyzer:
     ) -> None:
         self.settings, self.db, self.images, self.torchserve = settings, db, images, torchserve
         self.call_labeler, self.policy, self.wake_queue = call_labeler, policy, wake_queue
+        self.calibrations = Calibrations(db)
+        self.label_policy = PolicySettings.from_settings(settings)
 
-    async def analyze(self, image: bytes, filename: str, budget: Budget = Budget.unlimited()) -> Analysis:
-        """`budget`: what is left of the caller's deadline; every inner call gets at most that."""
+    async def analyze(
+        self, image: bytes, filename: str, budget: Budget = Budget.unlimited(), owner: str | None = None
+    ) -> Analysis:
+        """`budget`: what is left of the caller's deadline; every inner call gets at most that.
+        `owner`: the caller's identity (gateway/auth.py), stored with the sample."""
         valid = await asyncio.to_thread(validate_image, image)  # raises InvalidImage
         limit = self.settings.torchserve_timeout_s
         classification = await self.torchserve.classify(valid.model_input, timeout=budget.timeout(limit))
@@ -78,10 +97,16 @@ class Analyzer:
             embedding=classification.embedding.astype("<f4").tobytes(),
             class_probabilities=classification.probabilities.astype("<f4").tobytes(),
             pred_model_version=prediction.version,
+            owner=owner,
         )
         sample.set_values("pred", prediction.values)
+        sample.top1_dish = classification.dishes[0][0][:100]
+        calibration = await self.calibrations.of_version(prediction.version)
+        own_range = self._range(calibration, prediction, classification)
+        decision = await self._decide(calibration, prediction, classification, own_range)
+        sample.label_policy_reason = decision.reason if self.settings.use_chatgpt else "USE_CHATGPT=false"
         shown, source = prediction.values, OWN_MODEL if prediction.version > 0 else REFERENCE
-        if not self.settings.use_chatgpt:
+        if not self.settings.use_chatgpt or not decision.ask:
             sample.label_status = LabelStatus.NOT_REQUESTED
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
@@ -99,7 +124,23 @@ class Analyzer:
             sample.id, classification.dishes[0][0], classification.dishes[0][1], prediction.version,
             sample.label_status,
         )  # fmt: skip
-        return Analysis(sample, classification, prediction, shown, duplicate)
+        return Analysis(sample, classification, prediction, shown, duplicate, own_range)
+
+    def _range(self, calibration: Calibration, prediction, classification) -> OwnRange:
+        low, high, group = calibration.ranges(prediction.values, classification.probabilities)
+        return OwnRange(tuple(low), tuple(high), calibration.level, calibration.calibrated, group)
+
+    async def _decide(self, calibration: Calibration, prediction, classification, own_range) -> Decision:
+        dish, top1 = classification.dishes[0]
+        calories = prediction.values[0]
+        half_width = (own_range.high[0] - own_range.low[0]) / 2
+        return decide(
+            self.label_policy,
+            top1_probability=float(top1),
+            dish_labels=await self.calibrations.dish_labels(dish[:100]),
+            relative_width=half_width / max(calories, calibration.denominators[0], 1e-6),
+            explore_draw=random.random(),
+        )
 
     async def _label_now(self, sample: Sample, image: bytes, sha256: str, budget: Budget) -> None:
         """Synchronous mode; any failure, or a label slower than the caller's deadline allows,

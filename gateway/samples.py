@@ -61,6 +61,7 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         shown_source=common_pb2.NutritionSource.Value(sample.shown_source or "NUTRITION_SOURCE_UNSPECIFIED"),
         classifier=sample.classifier_version,
         filename=sample.filename,
+        label_policy_reason=sample.label_policy_reason,
     )
     return message
 

@@ -125,6 +125,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             ),
             label_status=STATUS_TO_PROTO[sample.label_status],
             duplicate_image=analysis.duplicate_image,
+            own_range=common_pb2.NutritionRange(
+                low=nutrition_proto(analysis.own_range.low),
+                high=nutrition_proto(analysis.own_range.high),
+                level=analysis.own_range.level,
+                calibrated=analysis.own_range.calibrated,
+                group=analysis.own_range.group,
+            ),
+            label_policy_reason=sample.label_policy_reason,
         )
 
     async def _sample(self, context, sample_id: str) -> Sample:

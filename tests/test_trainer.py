@@ -10,7 +10,7 @@ import pytest
 import torch
 from sqlmodel import select
 
-from foodcal.store import LabelStatus, RunStatus, Sample, TrainingRunRow
+from foodcal.store import LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
 from model_store.nutrition_model import NutritionModel
 from model_store.reference import food101_labels, lookup
@@ -143,6 +143,14 @@ async def test_learnable_labels_deploy_a_better_version_that_torchserve_then_ser
         "linear": True,
     }
     assert final["classifier_version"] == classifier
+
+    # Both versions calibrated on the held-out split: v1 for the day it is served, v0 recalibrated.
+    with app.db.session() as session:
+        calibrations = {v: session.get(ModelVersionRow, v).calibration for v in (0, 1)}
+    assert calibrations[0]["samples"] == calibrations[1]["samples"] == outcome.val_samples
+    assert sum(calibrations[1]["label_counts"]) == outcome.train_samples and not any(
+        calibrations[0]["label_counts"]
+    )
 
     versions = await app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
     assert versions.served_version == 1

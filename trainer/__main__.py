@@ -86,6 +86,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
         settings.models_dir,
         settings.min_training_samples,
         lambda: current_classifier(torchserve),
+        range_level=settings.range_level,
     )
     interrupted = runs.fail_interrupted()
     if interrupted:

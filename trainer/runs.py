@@ -9,13 +9,16 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from sqlmodel import col, select
 
 from foodcal import logs, metrics
+from foodcal.calibration import DEFAULT_LEVEL, Calibration
 from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
+from trainer.calibrate import calibrate, label_counts
 from trainer.data import count_labelled, load_dataset
 from trainer.gate import RULE, compare
 from trainer.training import EpochResult, TrainingParameters, train
@@ -46,6 +49,7 @@ class RunManager:
         models_dir: Path,
         min_samples: int,
         current_classifier,
+        range_level: float = DEFAULT_LEVEL,
     ) -> None:
         self.db, self.versions, self.models_dir, self.min_samples = (
             db,
@@ -54,6 +58,7 @@ class RunManager:
             min_samples,
         )
         self.current_classifier = current_classifier  # async () -> str
+        self.range_level = range_level
         self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -185,6 +190,12 @@ class RunManager:
         self._check_stopping()
         candidate, served = comparison.candidate, comparison.served
         run.metrics = comparison.as_dict()
+        # Ranges from the held-out split, which no version ever trains on: the served version is
+        # recalibrated on it as it grows, the candidate calibrated for the day it is served.
+        candidate_calibration, served_calibration = await asyncio.to_thread(
+            self._calibrations, best, served_model, served_row, train_data, early_stopping, val_data
+        )
+        await asyncio.to_thread(self.versions.set_calibration, served_row.version, served_calibration)
         if not comparison.better:
             run.status = RunStatus.NOT_DEPLOYED
             run.message = (
@@ -204,6 +215,7 @@ class RunManager:
             checkpoint_path=str(run_dir / "nutrition_model_best.pth"),
             classifier_version=classifier,
             metrics=candidate.as_dict(),
+            calibration=candidate_calibration.as_dict(),
             description=f"trained by run {run.id} on {run.train_samples} samples",
         )
         if self._stopping.is_set():  # last point before anything is recorded, registered or served
@@ -226,6 +238,17 @@ class RunManager:
         run.message = (
             f"deployed v{version}: score {candidate.score:.4f} beats v{served_row.version} "
             f"{served.score:.4f} ({comparison.summary()})"
+        )
+
+    def _calibrations(self, best, served_model, served_row, train_data, early_stopping, val_data):
+        trained_on = label_counts(train_data, early_stopping)
+        served_counts = np.asarray(
+            Calibration.from_dict(served_row.calibration).label_counts
+            or np.zeros(len(trained_on), dtype=np.int64)
+        )  # version 0 learnt from no labels
+        return (
+            calibrate(best, val_data, trained_on, self.range_level),
+            calibrate(served_model, val_data, served_counts, self.range_level),
         )
 
     def versions_row(self, version: int) -> ModelVersionRow:

@@ -71,6 +71,13 @@ class VersionStore:
     def model(self, row: ModelVersionRow) -> NutritionModel:
         return NutritionModel.from_checkpoint(load_mar_checkpoint(Path(row.mar_path)))
 
+    def set_calibration(self, version: int, calibration) -> None:
+        with self.db.session() as session:
+            row = session.get(ModelVersionRow, version)
+            if row is not None:
+                row.calibration = calibration.as_dict()
+                session.add(row)
+
     def next_version(self) -> int:
         return max((row.version for row in self.all()), default=0) + 1
 

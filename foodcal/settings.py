@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     label_policy_max_relative_width: float = Field(0.25, gt=0)
     # The level of the calibrated ranges shown with our numbers (foodcal/calibration.py).
     range_level: float = Field(0.8, gt=0, lt=1)
+    # What ChatGPT may cost per UTC day (0 = no limit); at the limit labels wait for midnight UTC.
+    chatgpt_daily_budget_usd: float = Field(0.0, ge=0)
 
     # ChatGPT labeler
     openai_api_key: str = ""

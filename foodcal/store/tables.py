@@ -63,8 +63,10 @@ class Sample(SQLModel, table=True):
     shown_source: str = ""
     # Top-1 dish label: counts labels per dish for the label policy without reading JSON.
     top1_dish: str = Field(default="", index=True, max_length=100)
-    # Why ChatGPT was or was not asked (gateway/label_policy.py).
+    # Why ChatGPT was or was not asked (gateway/label_policy.py), and how much its label would
+    # teach (pending labels held by the daily budget go most uncertain first).
     label_policy_reason: str = ""
+    label_uncertainty: float = 0.0
 
     # The ChatGPT label and its queue state.
     label_status: str = Field(default=LabelStatus.NOT_REQUESTED, index=True, max_length=20)

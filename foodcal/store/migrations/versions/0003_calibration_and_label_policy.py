@@ -25,6 +25,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("label_policy_reason", sqlmodel.sql.sqltypes.AutoString(), nullable=False, server_default="")
         )
+        batch.add_column(sa.Column("label_uncertainty", sa.Float(), nullable=False, server_default="0"))
         batch.create_index("ix_samples_top1_dish", ["top1_dish"])
     with op.batch_alter_table("model_versions") as batch:
         batch.add_column(sa.Column("calibration", sa.JSON(), nullable=True))
@@ -41,5 +42,6 @@ def downgrade() -> None:
         batch.drop_column("calibration")
     with op.batch_alter_table("samples") as batch:
         batch.drop_index("ix_samples_top1_dish")
+        batch.drop_column("label_uncertainty")
         batch.drop_column("label_policy_reason")
         batch.drop_column("top1_dish")

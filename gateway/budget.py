@@ -1,0 +1,51 @@
+"""CHATGPT_DAILY_BUDGET_USD: what ChatGPT may cost per UTC day. At the limit, labels wait as
+pending (most uncertain first when they go) and are fetched after midnight UTC; nothing is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, func, select
+
+from foodcal.store import ChatGPTCall, Database
+from foodcal.store.tables import utcnow
+
+REFRESH_S = 5.0  # spend is read at most this often: a few calls may overshoot by one refresh
+
+
+def start_of_day(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_midnight(now: datetime) -> datetime:
+    return start_of_day(now) + timedelta(days=1)
+
+
+def spent_today(session: Session, now: datetime | None = None) -> float:
+    since = start_of_day(now or utcnow())
+    query = select(func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0)).where(
+        col(ChatGPTCall.created_at) >= since
+    )
+    return float(session.exec(query).one())
+
+
+class DailyBudget:
+    def __init__(self, db: Database, limit_usd: float, refresh_s: float | None = None) -> None:
+        self.db, self.limit_usd = db, limit_usd
+        self.refresh_s = REFRESH_S if refresh_s is None else refresh_s
+        self._read: tuple[float, bool] = (-float("inf"), False)
+
+    async def exhausted(self) -> bool:
+        if self.limit_usd <= 0:
+            return False
+        read_at, exhausted = self._read
+        if time.monotonic() - read_at > self.refresh_s:
+            exhausted = await asyncio.to_thread(self._spent) >= self.limit_usd
+            self._read = (time.monotonic(), exhausted)
+        return exhausted
+
+    def _spent(self) -> float:
+        with self.db.session() as session:
+            return spent_today(session)

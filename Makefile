@@ -53,6 +53,9 @@ test: setup prometheus ## ruff and the whole pytest suite (needs PostgreSQL on 1
 	$(MAKE) lint
 	$(PY) -m pytest -q
 
+compose-test: setup ## build the image, run docker-compose.yml for real and drive it from outside (SKIPPED without a Docker engine)
+	tests/compose/run.sh
+
 bench: setup ## training and serving benchmarks (prints ratios, writes bench/results/)
 	$(PY) -m bench.training
 	$(PY) -m bench.serving
@@ -68,4 +71,4 @@ backfill: setup ## re-embed stored images through TorchServe after the classifie
 clean: ## remove generated code, built models and run state (keeps data/ and uploads/)
 	rm -rf foodcal/v1 foodcal/torchserve model_store/mar model_store/checkpoints run
 
-.PHONY: help java prometheus setup protos models run status lint test bench soak backfill clean
+.PHONY: help java prometheus setup protos models run status lint test compose-test bench soak backfill clean

@@ -250,13 +250,14 @@ class OpenAIStub:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--api-key", default="sk-test")
     args = parser.parse_args()
     stub = OpenAIStub(args.api_key)
     stub.server.server_close()
-    stub.server = ThreadingHTTPServer(("127.0.0.1", args.port), stub._handler())
-    print(f"OpenAI-compatible stub on http://127.0.0.1:{args.port}/v1 (key {args.api_key})", flush=True)
+    stub.server = ThreadingHTTPServer((args.host, args.port), stub._handler())
+    print(f"OpenAI-compatible stub on http://{args.host}:{args.port}/v1 (key {args.api_key})", flush=True)
     stub.server.serve_forever()
 
 

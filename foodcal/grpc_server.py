@@ -43,12 +43,21 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+async def _unauthenticated(context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+
+def deny_like(
+    handler: grpc.RpcMethodHandler,
+    refuse: Callable[[grpc.aio.ServicerContext], Awaitable[None]] = _unauthenticated,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same call type as `handler` whose only act is `refuse` (which aborts)."""
+
     async def deny(_request, context: grpc.aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        await refuse(context)
 
     async def deny_stream(_request, context: grpc.aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        await refuse(context)
         yield  # pragma: no cover  (makes this an async generator)
 
     kwargs = {
@@ -99,7 +108,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if token is not None and token_matches(token, self._tokens):
             return handler
         log.warning("refused %s: missing or invalid token", handler_call_details.method)
-        return _deny_like(handler)
+        return deny_like(handler)
 
 
 @dataclass
@@ -114,6 +123,10 @@ class ServiceSpec:
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+    # Replaces the plain bearer-token check (the gateway's roles: gateway/auth.py).
+    auth: grpc.aio.ServerInterceptor | None = None
+    # PEM certificate chain and private key: serve TLS instead of plaintext.
+    tls: tuple[bytes, bytes] | None = None
 
 
 class RunningServer:
@@ -132,7 +145,8 @@ class RunningServer:
 
 async def start_server(spec: ServiceSpec, host: str, port: int) -> RunningServer:
     server = grpc.aio.server(
-        interceptors=[MetricsInterceptor(), BearerTokenInterceptor(spec.tokens)],  # refusals counted too
+        # the metrics interceptor first, so refusals are counted too
+        interceptors=[MetricsInterceptor(), spec.auth or BearerTokenInterceptor(spec.tokens)],
         options=message_size_options(spec.max_message_bytes),
     )
     spec.register(server)
@@ -140,7 +154,11 @@ async def start_server(spec: ServiceSpec, host: str, port: int) -> RunningServer
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         ReflectionServicer([*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if spec.tls is not None:
+        credentials = grpc.ssl_server_credentials([(spec.tls[1], spec.tls[0])])
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise SystemExit(f"{spec.name}: could not bind {host}:{port} (port in use?)")
     await server.start()
@@ -148,7 +166,7 @@ async def start_server(spec: ServiceSpec, host: str, port: int) -> RunningServer
         await spec.on_start()
     for name in (*spec.service_names, ""):
         await spec.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s serving on %s:%d", spec.name, host, bound)
+    log.info("%s serving on %s:%d (%s)", spec.name, host, bound, "TLS" if spec.tls else "plaintext")
     return RunningServer(spec, server, bound)
 
 

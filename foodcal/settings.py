@@ -136,13 +136,18 @@ class Settings(BaseSettings):
     # text: one readable line per event; json: one JSON object per line, with the request or run id.
     log_format: Literal["text", "json"] = "text"
 
-    _csv = field_validator("api_tokens", "admin_tokens", "torchserve_endpoints", "torchserve_management", mode="before")(
-        _split_csv
-    )
+    _csv = field_validator(
+        "api_tokens", "admin_tokens", "torchserve_endpoints", "torchserve_management", mode="before"
+    )(_split_csv)
 
-    @field_validator("openai_base_url", "s3_endpoint_url", "gateway_tls_cert_file", "gateway_tls_key_file")
+    @field_validator("openai_base_url", "s3_endpoint_url")
     @classmethod
     def _empty_is_default(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("gateway_tls_cert_file", "gateway_tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_no_file(cls, value: object) -> object:
         return value or None
 
     @field_validator("image_store_url")
@@ -180,10 +185,13 @@ class Settings(BaseSettings):
         if any(len(token) < 8 for token in self.admin_tokens):
             raise SettingsError("ADMIN_TOKENS: every token needs at least 8 characters")
         if set(self.admin_tokens) & set(self.api_tokens):
-            raise SettingsError("ADMIN_TOKENS: a token is either a client's (API_TOKENS) or an admin's, not both")
+            raise SettingsError("ADMIN_TOKENS: a token is a client's (API_TOKENS) or an admin's, not both")
 
     def require_gateway_tls(self) -> None:
-        files = {"GATEWAY_TLS_CERT_FILE": self.gateway_tls_cert_file, "GATEWAY_TLS_KEY_FILE": self.gateway_tls_key_file}
+        files = {
+            "GATEWAY_TLS_CERT_FILE": self.gateway_tls_cert_file,
+            "GATEWAY_TLS_KEY_FILE": self.gateway_tls_key_file,
+        }
         if any(files.values()) and not all(files.values()):
             missing = " and ".join(name for name, path in files.items() if not path)
             raise SettingsError(f"{missing}: TLS needs both the certificate and its key")

@@ -11,6 +11,7 @@ from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
+from gateway.auth import RoleInterceptor, Roles
 from gateway.health import ModelServerHealth
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
@@ -25,6 +26,7 @@ def internal_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
 def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     """Wire the gateway; `port` names this instance's queue worker (stable across restarts)."""
     settings.require_api_tokens()
+    settings.require_admin_tokens()
     settings.require_internal_token()
     options = message_size_options(settings.grpc_max_message_bytes)
     labeler_channel = grpc.aio.insecure_channel(settings.labeler_address, options=options)
@@ -50,6 +52,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         settings.label_poll_interval_s,
     )
     analyzer = Analyzer(settings, db, images, torchserve, call_labeler, policy, queue.wake)
+    roles = Roles(settings.api_tokens, settings.admin_tokens)
     servicer = GatewayServicer(
         db,
         analyzer,
@@ -57,6 +60,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         trainer_pb2_grpc.TrainerServiceStub(trainer_channel),
         metadata,
         settings.openai_model if settings.use_chatgpt else "",
+        roles,
     )
 
     service_name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -84,6 +88,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         on_start=on_start,
         on_stop=on_stop,
         health=health_servicer,
+        auth=RoleInterceptor(roles),
     )
 
 

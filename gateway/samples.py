@@ -78,11 +78,19 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
         raise ValueError("page_token is not one this service issued") from None
 
 
-def list_samples(session: Session, page_size: int, page_token: str, status: LabelStatus | None):
+def list_samples(
+    session: Session,
+    page_size: int,
+    page_token: str,
+    status: LabelStatus | None,
+    owner: str | None = None,
+):
     """Newest first, keyset-paged on (created_at, id) so pages stay stable while samples arrive."""
     query = select(Sample).order_by(col(Sample.created_at).desc(), col(Sample.id).desc())
     if status is not None:
         query = query.where(Sample.label_status == status)
+    if owner is not None:  # a client lists only its own samples
+        query = query.where(Sample.owner == owner)
     if page_token:
         created, sample_id = decode_page_token(page_token)
         query = query.where(
@@ -152,4 +160,41 @@ def stats(session: Session) -> gateway_pb2.GetStatsResponse:
             total_tokens=prompt + completion,
             estimated_cost_usd=float(cost),
         ),
+    )
+
+
+def own_stats(session: Session, owner: str) -> gateway_pb2.GetStatsResponse:
+    """A client's stats: its own samples only. ChatGPT's calls, cost and cache are the service's,
+    not the client's, and stay empty (an admin's GetStats has them)."""
+    mine = Sample.owner == owner
+    by_status = dict(
+        session.exec(
+            select(Sample.label_status, func.count()).where(mine).group_by(Sample.label_status)
+        ).all()
+    )
+    corrected = session.exec(select(func.count()).where(mine, col(Sample.corrected_at).is_not(None))).one()
+    labelled = (Sample.label_status == LabelStatus.LABELED) & mine
+    _, *overall = session.exec(select(func.count(), *_mean_abs_diff_columns()).where(labelled)).one()
+    per_version = session.exec(
+        select(Sample.pred_model_version, func.count(), *_mean_abs_diff_columns())
+        .where(labelled)
+        .group_by(Sample.pred_model_version)
+        .order_by(Sample.pred_model_version)
+    ).all()
+    return gateway_pb2.GetStatsResponse(
+        total_samples=sum(by_status.values()),
+        training_data_samples=by_status.get(LabelStatus.LABELED, 0),
+        pending_labels=by_status.get(LabelStatus.PENDING, 0),
+        failed_labels=by_status.get(LabelStatus.FAILED, 0),
+        rejected_labels=by_status.get(LabelStatus.REJECTED, 0),
+        corrected_samples=corrected,
+        mean_absolute_difference=nutrition_proto(_means(overall)),
+        by_version=[
+            gateway_pb2.VersionDifference(
+                nutrition_version=version or 0,
+                samples=count,
+                mean_absolute_difference=nutrition_proto(_means(m)),
+            )
+            for version, count, *m in per_version
+        ],
     )

@@ -17,8 +17,17 @@ from foodcal.store.images import ImageStorageError
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
+from gateway.auth import Caller, Roles
 from gateway.deadlines import Budget
-from gateway.samples import PROTO_TO_STATUS, STATUS_TO_PROTO, label_proto, list_samples, sample_proto, stats
+from gateway.samples import (
+    PROTO_TO_STATUS,
+    STATUS_TO_PROTO,
+    label_proto,
+    list_samples,
+    own_stats,
+    sample_proto,
+    stats,
+)
 from model_store.client import ModelServerError, TorchServeClient
 
 log = logging.getLogger(__name__)
@@ -98,14 +107,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         trainer: trainer_pb2_grpc.TrainerServiceStub,
         internal_metadata,
         labeler_model: str,
+        roles: Roles | None = None,
     ) -> None:
+        self.roles = roles
         self.db, self.analyzer, self.torchserve = db, analyzer, torchserve
         self.trainer, self.internal_metadata, self.labeler_model = trainer, internal_metadata, labeler_model
         self.classifier = ("", False)  # (version, is demo), learnt from the classifier's answers
 
+    def _caller(self, context) -> Caller:
+        if self.roles is None:
+            raise RuntimeError("GatewayServicer needs its Roles to serve callers")
+        return self.roles.of_context(context)
+
     async def AnalyzeMeal(self, request, context):
+        caller = self._caller(context)
         try:
-            analysis = await self.analyzer.analyze(request.image, request.filename, Budget.of(context))
+            analysis = await self.analyzer.analyze(
+                request.image, request.filename, Budget.of(context), owner=caller.identity
+            )
         except Exception as error:
             await _translate_errors(context, error)
         sample = analysis.sample
@@ -135,7 +154,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             label_policy_reason=sample.label_policy_reason,
         )
 
-    async def _sample(self, context, sample_id: str) -> Sample:
+    async def _sample(self, context, sample_id: str, caller: Caller) -> Sample:
+        """The sample, if the caller may see it; another client's sample is NOT_FOUND, like none."""
         if not sample_id:
             await abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, "sample_id is required", "SAMPLE_ID_MISSING"
@@ -151,7 +171,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             sample = await asyncio.to_thread(self._get, sample_id)
         except DatabaseUnavailable as error:
             await _translate_errors(context, error)
-        if sample is None:
+        if sample is None or (caller.owner_filter is not None and sample.owner != caller.owner_filter):
             await abort(
                 context, grpc.StatusCode.NOT_FOUND, f"no sample with id {sample_id!r}", "SAMPLE_NOT_FOUND"
             )
@@ -163,7 +183,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def GetSample(self, request, context):
         return gateway_pb2.GetSampleResponse(
-            sample=sample_proto(await self._sample(context, request.sample_id))
+            sample=sample_proto(await self._sample(context, request.sample_id, self._caller(context)))
         )
 
     async def ListSamples(self, request, context):
@@ -176,10 +196,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 "INVALID_PAGE_SIZE",
             )
         status = PROTO_TO_STATUS.get(request.label_status) if request.label_status else None
+        owner = self._caller(context).owner_filter
 
         def page():
             with self.db.session() as session:
-                return list_samples(session, page_size, request.page_token, status)
+                return list_samples(session, page_size, request.page_token, status, owner=owner)
 
         try:
             rows, next_token = await asyncio.to_thread(page)
@@ -207,7 +228,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     "NUTRITION_OUT_OF_BOUNDS",
                     nutrient=name,
                 )
-        await self._sample(context, request.sample_id)
+        await self._sample(context, request.sample_id, self._caller(context))
 
         def correct() -> Sample:
             with self.db.session() as session:
@@ -225,8 +246,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
 
     async def GetStats(self, request, context):
+        owner = self._caller(context).owner_filter
+
         def read():
             with self.db.session() as session:
+                if owner is not None:  # a client's stats count its own samples only
+                    return own_stats(session, owner)
                 return stats(session)
 
         try:

@@ -29,7 +29,9 @@ from tests.openai_stub import OpenAIStub
 
 IN_CI = os.environ.get("CI") == "true"
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-API_TOKEN = "test-client-token"
+API_TOKEN = "test-client-token"  # a client (API_TOKENS): its own samples only
+OTHER_CLIENT_TOKEN = "test-other-client-token"
+ADMIN_TOKEN = "test-admin-token"  # an operator (ADMIN_TOKENS): training, versions, every sample
 INTERNAL_TOKEN = "test-internal-token"
 OPENAI_KEY = "sk-test-key-123"
 
@@ -109,7 +111,8 @@ def sqlite_db(tmp_path) -> Database:
 def make_settings(tmp: Path, **overrides) -> Settings:
     values = {
         "_env_file": None,
-        "api_tokens": [API_TOKEN],
+        "api_tokens": [API_TOKEN, OTHER_CLIENT_TOKEN],
+        "admin_tokens": [ADMIN_TOKEN],
         "internal_token": INTERNAL_TOKEN,
         "database_url": f"sqlite:///{tmp}/foodcal.db",
         "upload_dir": tmp / "uploads",
@@ -219,7 +222,8 @@ async def start_service(module, settings: Settings, db: Database, port: int = 0)
     return await start_server(spec, "127.0.0.1", port)
 
 
-def auth(token: str = API_TOKEN) -> tuple[tuple[str, str], ...]:
+def auth(token: str = ADMIN_TOKEN) -> tuple[tuple[str, str], ...]:
+    """Bearer metadata; the admin's by default (it may call every RPC and sees every sample)."""
     return (("authorization", f"Bearer {token}"),)
 
 

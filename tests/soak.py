@@ -23,13 +23,22 @@ from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
 from model_store.build import build_models
 from model_store.client import TorchServeClient
 from model_store.server import wait_until_ready
-from tests.conftest import API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, free_port, photo, start_torchserve
+from tests.conftest import (
+    ADMIN_TOKEN,
+    API_TOKEN,
+    INTERNAL_TOKEN,
+    OPENAI_KEY,
+    free_port,
+    photo,
+    start_torchserve,
+)
 from tests.openai_stub import OpenAIStub
 from tests.processes import ServiceProcess, env_for
 from tests.test_trainer import add_samples, learnable
 from trainer.backfill import current_classifier
 
 AUTH = (("authorization", f"Bearer {API_TOKEN}"),)
+ADMIN_AUTH = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 
 @dataclass
@@ -87,6 +96,8 @@ async def soak(duration_s: float, clients: int = 8, workdir: Path | None = None)
     ports = {"gateway": free_port(), "labeler": free_port(), "trainer": free_port()}
     settings = {
         "api_tokens": [API_TOKEN],
+        "admin_tokens": [ADMIN_TOKEN],
+        "client_rate_per_minute": 0,  # a soak sends far more than a person would
         "internal_token": INTERNAL_TOKEN,
         "database_url": f"sqlite:///{workdir}/foodcal.db",
         "upload_dir": workdir / "uploads",
@@ -158,9 +169,11 @@ async def _drive(report: SoakReport, port: int, processes, clients: int) -> None
         async def train() -> None:
             await asyncio.sleep(report.duration_s / 3)
             report.swap_started_s = time.monotonic() - start
-            started = await gateway.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(), metadata=AUTH)
+            started = await gateway.StartTrainingRun(
+                trainer_pb2.StartTrainingRunRequest(), metadata=ADMIN_AUTH
+            )
             async for event in gateway.WatchTrainingRun(
-                trainer_pb2.WatchTrainingRunRequest(run_id=started.run_id), metadata=AUTH
+                trainer_pb2.WatchTrainingRunRequest(run_id=started.run_id), metadata=ADMIN_AUTH
             ):
                 if event.event.HasField("outcome"):
                     report.run_status = common_pb2.TrainingRunStatus.Name(event.event.outcome.status)

@@ -39,7 +39,7 @@ SCHEMA_FILE = Path(__file__).with_name("data") / "compose-spec.json"
 TORCHSERVE_PORTS = {7070, 7071, 8080, 8081, 8082}
 OUR_SERVICES = {"torchserve", "gateway", "labeler", "trainer"}
 # Settings whose .env.example value is deliberately not the default: placeholders to change.
-EXAMPLE_IS_NOT_DEFAULT = {"API_TOKENS", "INTERNAL_TOKEN"}
+EXAMPLE_IS_NOT_DEFAULT = {"API_TOKENS", "ADMIN_TOKENS", "INTERNAL_TOKEN"}
 
 
 # -- helpers ---------------------------------------------------------------------------------------

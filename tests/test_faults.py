@@ -13,6 +13,7 @@ from foodcal.store import RunStatus
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from model_store.server import TorchServeProcess, wait_until_ready
 from tests.conftest import (
+    ADMIN_TOKEN,
     API_TOKEN,
     INTERNAL_TOKEN,
     OPENAI_KEY,
@@ -35,6 +36,7 @@ from trainer.backfill import current_classifier
 def base_settings(tmp_path, torchserve_handle=None, **extra) -> dict:
     values = {
         "api_tokens": [API_TOKEN],
+        "admin_tokens": [ADMIN_TOKEN],
         "internal_token": INTERNAL_TOKEN,
         "database_url": f"sqlite:///{tmp_path}/foodcal.db",
         "upload_dir": tmp_path / "uploads",

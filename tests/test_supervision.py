@@ -46,7 +46,7 @@ from foodcal.store.tables import LabelStatus
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from model_store.client import TorchServeClient
 from model_store.server import free_port
-from tests.conftest import API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, auth, photo
+from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, auth, photo
 from tests.processes import ROOT, env_for
 from tests.test_trainer import add_samples, learnable
 
@@ -88,6 +88,7 @@ def supervised_env(run_dir: Path, data: Path, model_store: Path, openai_url: str
     ports = {name: free_port() for name in ("gateway", "labeler", "trainer", "ts_grpc", "ts_mgmt")}
     values = {
         "api_tokens": [API_TOKEN],
+        "admin_tokens": [ADMIN_TOKEN],
         "internal_token": INTERNAL_TOKEN,
         "database_url": f"sqlite:///{data}/foodcal.db",
         "data_dir": data / "data",

@@ -3,22 +3,26 @@
 from foodcal.store.db import Database
 from foodcal.store.images import ImageStore, S3ImageStore, StoredImage, open_image_store
 from foodcal.store.tables import (
+    AnalyzeRequest,
     ChatGPTCall,
     LabelCache,
     LabelStatus,
     ModelVersionRow,
+    RateLimit,
     RunStatus,
     Sample,
     TrainingRunRow,
 )
 
 __all__ = [
+    "AnalyzeRequest",
     "ChatGPTCall",
     "Database",
     "ImageStore",
     "LabelCache",
     "LabelStatus",
     "ModelVersionRow",
+    "RateLimit",
     "RunStatus",
     "S3ImageStore",
     "Sample",

@@ -67,6 +67,8 @@ class Sample(SQLModel, table=True):
     # teach (pending labels held by the daily budget go most uncertain first).
     label_policy_reason: str = ""
     label_uncertainty: float = 0.0
+    # Who sent the photo: gateway.auth.identity_of(token), never the token; None before 0004.
+    owner: str | None = Field(default=None, index=True, max_length=64)
 
     # The ChatGPT label and its queue state.
     label_status: str = Field(default=LabelStatus.NOT_REQUESTED, index=True, max_length=20)
@@ -173,3 +175,28 @@ class ModelVersionRow(SQLModel, table=True):
     calibration: dict | None = Field(default=None, sa_column=Column(JSON))
     served: bool = False
     description: str = ""
+
+
+class RateLimit(SQLModel, table=True):
+    """One token bucket per client, shared by every gateway on the database (gateway/rate_limit.py):
+    `tat` is the bucket's theoretical arrival time (GCRA), in seconds since the epoch."""
+
+    __tablename__ = "rate_limits"
+
+    identity: str = Field(primary_key=True, max_length=64)
+    tat: float = 0.0
+
+
+class AnalyzeRequest(SQLModel, table=True):
+    """An AnalyzeMeal `request_id` of one client: claimed before the work, answered after it, so a
+    retry returns the first answer instead of storing a second sample (gateway/idempotency.py)."""
+
+    __tablename__ = "analyze_requests"
+
+    owner: str = Field(primary_key=True, max_length=64)
+    request_id: str = Field(primary_key=True, max_length=128)
+    request_sha256: str = Field(max_length=64)  # the request without its id: a reused id is refused
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    claimed_at: datetime = Field(default_factory=utcnow)
+    sample_id: str | None = Field(default=None, max_length=32)
+    response: bytes | None = Field(default=None, sa_column=Column(LargeBinary))

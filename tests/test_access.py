@@ -1,0 +1,118 @@
+"""Who may do what through the real gateway: clients own their samples, admins operate."""
+
+import grpc
+import pytest
+from sqlmodel import select
+
+from foodcal.errors import details_of, error_info
+from foodcal.store import Sample
+from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
+from gateway.auth import identity_of
+from tests.conftest import ADMIN_TOKEN, API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo
+
+CLIENT, OTHER = auth(API_TOKEN), auth(OTHER_CLIENT_TOKEN)
+NUTRITION = common_pb2.Nutrition(calories_kcal=500, proteins_g=20, fats_g=20, carbs_g=60)
+
+
+async def failure(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        result = call()
+        if hasattr(result, "__aiter__"):
+            async for _ in result:
+                pass
+        else:
+            await result
+    return raised.value
+
+
+async def test_a_client_sees_only_its_own_samples_and_another_clients_id_is_not_found(system):
+    app = await system(services=("gateway",), use_chatgpt=False)
+    gw = app.gateway
+    mine = await gw.AnalyzeMeal(gateway_pb2.AnalyzeMealRequest(image=photo()), metadata=CLIENT)
+    theirs = await gw.AnalyzeMeal(gateway_pb2.AnalyzeMealRequest(image=photo((1, 2, 3))), metadata=OTHER)
+
+    # the owner stored with the sample is a hash of the token, never the token
+    with app.db.session() as session:
+        owners = {s.id: s.owner for s in session.exec(select(Sample)).all()}
+    assert owners == {
+        mine.sample_id: identity_of(API_TOKEN),
+        theirs.sample_id: identity_of(OTHER_CLIENT_TOKEN),
+    }
+    assert all(API_TOKEN not in owner and OTHER_CLIENT_TOKEN not in owner for owner in owners.values())
+
+    got = await gw.GetSample(gateway_pb2.GetSampleRequest(sample_id=mine.sample_id), metadata=CLIENT)
+    assert got.sample.sample_id == mine.sample_id
+    listed = await gw.ListSamples(gateway_pb2.ListSamplesRequest(), metadata=CLIENT)
+    assert [s.sample_id for s in listed.samples] == [mine.sample_id]
+
+    # another client's sample answers exactly like a sample that does not exist
+    unknown = await failure(
+        lambda: gw.GetSample(gateway_pb2.GetSampleRequest(sample_id="f" * 32), metadata=CLIENT)
+    )
+    other = await failure(
+        lambda: gw.GetSample(gateway_pb2.GetSampleRequest(sample_id=theirs.sample_id), metadata=CLIENT)
+    )
+    assert other.code() == unknown.code() == grpc.StatusCode.NOT_FOUND
+    assert other.details().replace(theirs.sample_id, "f" * 32) == unknown.details()
+    corrected = await failure(
+        lambda: gw.CorrectSample(
+            gateway_pb2.CorrectSampleRequest(sample_id=theirs.sample_id, nutrition=NUTRITION), metadata=CLIENT
+        )
+    )
+    assert corrected.code() == grpc.StatusCode.NOT_FOUND
+    with app.db.session() as session:
+        assert session.get(Sample, theirs.sample_id).corrected_at is None
+    fixed = await gw.CorrectSample(
+        gateway_pb2.CorrectSampleRequest(sample_id=mine.sample_id, nutrition=NUTRITION), metadata=CLIENT
+    )
+    assert fixed.sample.corrected
+
+    # a client's stats count its own samples; the admin's count every sample
+    own = await gw.GetStats(gateway_pb2.GetStatsRequest(), metadata=CLIENT)
+    assert own.total_samples == 1 and own.corrected_samples == 1
+    everything = await gw.GetStats(gateway_pb2.GetStatsRequest(), metadata=auth(ADMIN_TOKEN))
+    assert everything.total_samples == 2
+    listed = await gw.ListSamples(gateway_pb2.ListSamplesRequest(), metadata=auth(ADMIN_TOKEN))
+    assert {s.sample_id for s in listed.samples} == {mine.sample_id, theirs.sample_id}
+    got = await gw.GetSample(
+        gateway_pb2.GetSampleRequest(sample_id=theirs.sample_id), metadata=auth(ADMIN_TOKEN)
+    )
+    assert got.sample.sample_id == theirs.sample_id
+
+
+async def test_admin_rpcs_refuse_a_client_token_and_say_which_role_is_needed(system):
+    app = await system(services=("gateway",), use_chatgpt=False)
+    gw = app.gateway
+    calls = {
+        "StartTrainingRun": lambda: gw.StartTrainingRun(
+            trainer_pb2.StartTrainingRunRequest(), metadata=CLIENT
+        ),
+        "WatchTrainingRun": lambda: gw.WatchTrainingRun(
+            trainer_pb2.WatchTrainingRunRequest(run_id="a" * 32), metadata=CLIENT
+        ),
+        "ListModelVersions": lambda: gw.ListModelVersions(
+            trainer_pb2.ListModelVersionsRequest(), metadata=CLIENT
+        ),
+        "RollbackModel": lambda: gw.RollbackModel(
+            trainer_pb2.RollbackModelRequest(version=0), metadata=CLIENT
+        ),
+    }
+    for name, call in calls.items():
+        error = await failure(call)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, name
+        assert name in error.details() and "admin token (ADMIN_TOKENS)" in error.details()
+        info = error_info(details_of(error))
+        assert info.reason == "ADMIN_ROLE_REQUIRED" and info.metadata["required_role"] == "admin"
+    # an unknown token is still UNAUTHENTICATED, whatever the method
+    error = await failure(
+        lambda: gw.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth("nope-nope-nope"))
+    )
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_token_cannot_be_both_a_clients_and_an_admins(tmp_path):
+    from foodcal.settings import SettingsError
+    from tests.conftest import make_settings
+
+    with pytest.raises(SettingsError, match="ADMIN_TOKENS"):
+        make_settings(tmp_path, admin_tokens=[API_TOKEN]).require_admin_tokens()

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import sys
+import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import transformers as tf
@@ -114,3 +117,21 @@ def write_checkpoint(family: str, out_dir: Path, labels: list[str] | None = None
 
 def reference_serving(label: str) -> tuple[float, float, float, float]:
     return lookup(label).nutrients
+
+
+def load_food101_handler(mar: Path, target: Path):
+    """The food101 handler from a built .mar, unpacked and initialised the way TorchServe does
+    (its files flat in model_dir, importable from there)."""
+    with zipfile.ZipFile(mar) as archive:
+        archive.extractall(target)
+    sys.path.insert(0, str(target))
+    try:
+        import food101_handler
+
+        handler = food101_handler.Food101Handler()
+        handler.initialize(SimpleNamespace(system_properties={"model_dir": str(target)}, manifest={}))
+        return handler
+    finally:  # the next .mar brings its own copies of these modules
+        sys.path.remove(str(target))
+        for module in ("food101_handler", "food101_model"):
+            sys.modules.pop(module, None)

@@ -7,8 +7,6 @@ half of them spelled 'Apple pie'. The reference for pixels and dishes is transfo
 """
 
 import io
-import sys
-import zipfile
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,7 +22,7 @@ from model_store.checkpoint import CheckpointError, prepare_checkpoint
 from model_store.client import TorchServeClient
 from model_store.reference import food101_labels, lookup, normalise_label
 from model_store.server import start_on_free_ports, wait_until_ready
-from tests.classifier_families import FAMILIES, food101_spellings, write_checkpoint
+from tests.classifier_families import FAMILIES, food101_spellings, load_food101_handler, write_checkpoint
 from tests.conftest import auth, make_settings, photo, start_service
 
 
@@ -76,21 +74,7 @@ def family_store(request, tmp_path_factory):
 
 @pytest.fixture
 def handler(family_store, tmp_path):
-    """The food101 handler, loaded from the built .mar the way TorchServe unpacks it."""
-    target = tmp_path / "food101"
-    with zipfile.ZipFile(family_store.settings.model_store_dir / "food101.mar") as archive:
-        archive.extractall(target)
-    sys.path.insert(0, str(target))
-    try:
-        import food101_handler
-
-        instance = food101_handler.Food101Handler()
-        instance.initialize(SimpleNamespace(system_properties={"model_dir": str(target)}, manifest={}))
-        yield instance
-    finally:
-        sys.path.remove(str(target))
-        for module in ("food101_handler", "food101_model"):
-            sys.modules.pop(module, None)
+    return load_food101_handler(family_store.settings.model_store_dir / "food101.mar", tmp_path / "food101")
 
 
 def test_the_handler_matches_transformers_pixels_and_top5_for_every_family(family_store, handler):

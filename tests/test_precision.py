@@ -1,9 +1,6 @@
 """The classifier's precision: chosen at `make models` by speed and an accuracy guard against fp32."""
 
 import logging
-import sys
-import zipfile
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +8,7 @@ import torch
 from model_store import precision
 from model_store.build import build_models
 from model_store.precision import GuardResult, choose, guard_photos
+from tests.classifier_families import load_food101_handler
 from tests.conftest import make_settings
 
 
@@ -67,20 +65,7 @@ def test_guard_photos_are_the_same_on_every_call():
 
 
 def _handler(store, tmp_path):
-    target = tmp_path / "unpacked"
-    with zipfile.ZipFile(store / "food101.mar") as archive:
-        archive.extractall(target)
-    sys.path.insert(0, str(target))
-    try:
-        import food101_handler
-
-        handler = food101_handler.Food101Handler()
-        handler.initialize(SimpleNamespace(system_properties={"model_dir": str(target)}, manifest={}))
-        return handler
-    finally:
-        sys.path.remove(str(target))
-        for module in ("food101_handler", "food101_model"):
-            sys.modules.pop(module, None)
+    return load_food101_handler(store / "food101.mar", tmp_path / "unpacked")
 
 
 @pytest.mark.parametrize("chosen", ["int8", "bf16"])

@@ -278,7 +278,7 @@ def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_p
 
 
 def test_split_is_stable_a_fifth_held_out_and_early_stopping_never_touches_validation():
-    from trainer.data import Dataset, is_early_stopping, is_validation
+    from trainer.data import Dataset, in_test_set, is_early_stopping, is_validation
 
     ids = [f"{i:032x}" for i in range(2000)]
     assert 0.17 < sum(map(is_validation, ids)) / len(ids) < 0.23
@@ -288,7 +288,8 @@ def test_split_is_stable_a_fifth_held_out_and_early_stopping_never_touches_valid
         ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"), ids
     )
     train_data, early_stopping, validation = data.split()
-    assert sorted(train_data.ids + early_stopping.ids + validation.ids) == sorted(ids)
+    test = [i for i in ids if in_test_set(i)]  # the quality test set is on no side (test_quality.py)
+    assert sorted(train_data.ids + early_stopping.ids + validation.ids + test) == sorted(ids)
     assert data.split().validation.ids == validation.ids  # stable across runs
 
 

@@ -18,6 +18,7 @@ from foodcal.calibration import DEFAULT_LEVEL, Calibration
 from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
+from trainer import quality
 from trainer.calibrate import calibrate, label_counts
 from trainer.data import count_labelled, load_dataset
 from trainer.gate import RULE, compare
@@ -196,6 +197,17 @@ class RunManager:
             self._calibrations, best, served_model, served_row, train_data, early_stopping, val_data
         )
         await asyncio.to_thread(self.versions.set_calibration, served_row.version, served_calibration)
+        # The quality ledger (trainer/quality.py): both versions on the fixed test set, today.
+        test_set = await asyncio.to_thread(quality.at_creation, best, self.db, classifier)
+        run.metrics = {**run.metrics, "test_set": test_set}
+        log.info(
+            "run %s: test set score %.4f on %d ChatGPT labels, %.4f on %d corrections",
+            run.id,
+            test_set["chatgpt"]["score"],
+            test_set["chatgpt"]["samples"],
+            test_set["corrections"]["score"],
+            test_set["corrections"]["samples"],
+        )
         if not comparison.better:
             run.status = RunStatus.NOT_DEPLOYED
             run.message = (
@@ -214,7 +226,7 @@ class RunManager:
             mar_path=str(mar),
             checkpoint_path=str(run_dir / "nutrition_model_best.pth"),
             classifier_version=classifier,
-            metrics=candidate.as_dict(),
+            metrics={**candidate.as_dict(), "test_set": test_set},
             calibration=candidate_calibration.as_dict(),
             description=f"trained by run {run.id} on {run.train_samples} samples",
         )

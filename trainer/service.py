@@ -14,6 +14,7 @@ from foodcal.store import ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from model_store.client import ModelServerError
+from trainer import quality
 from trainer.backfill import backfill
 from trainer.runs import Refused, RunManager
 from trainer.swap_lock import SwapBusy
@@ -245,3 +246,24 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         except ModelServerError as error:
             await _model_server_failed(context, error)
         return trainer_pb2.BackfillEmbeddingsResponse(updated_samples=updated, classifier=classifier)
+
+    @_unary
+    async def GetQualityReport(self, request, context):
+        worst = request.worst_dishes if request.HasField("worst_dishes") else quality.WORST_DISHES
+        least = request.min_dish_samples if request.HasField("min_dish_samples") else quality.MIN_DISH_SAMPLES
+        if not (0 <= worst <= 101 and 1 <= least <= 10_000):
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "worst_dishes must be 0 to 101 and min_dish_samples 1 to 10000",
+                "INVALID_REPORT_OPTIONS",
+            )
+        try:
+            classifier = await self.runs.current_classifier()
+        except ModelServerError:  # the report needs no TorchServe: the newest embeddings' classifier
+            classifier = await asyncio.to_thread(quality.newest_classifier, self.runs.db)
+        rows = await asyncio.to_thread(self.versions.all)
+        reports = await asyncio.to_thread(
+            quality.report, self.runs.db, rows, self.versions.model, classifier, least
+        )
+        return quality.report_proto(reports, worst, least)

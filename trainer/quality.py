@@ -1,0 +1,258 @@
+"""The quality ledger: every version scored on the fixed test set and on live traffic.
+
+The test set (trainer/data.py: the last TEST_PERCENT buckets of the image hash, plus every
+corrected sample) is never trained on, stopped on or compared on in a run, so it judges every
+version alike, today and after it has grown. Each version is scored against ChatGPT's labels and,
+separately, against people's corrections (the closest thing to truth we have); live errors are
+what a version answered (samples.pred_model_version) against the ChatGPT label that came later.
+Nothing is stored: the report is computed on demand, from the samples and the archived versions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sqlmodel import col, or_, select
+
+from foodcal.convert import nutrition_proto, timestamp
+from foodcal.nutrition import NUTRIENTS
+from foodcal.store import Database, LabelStatus, ModelVersionRow, Sample
+from foodcal.v1 import trainer_pb2
+from model_store.nutrition_model import NutritionModel
+from trainer.data import TEST_PERCENT, in_test_set
+from trainer.gate import PRIMARY_SCORE
+
+WORST_DISHES = 5
+MIN_DISH_SAMPLES = 3
+_COLUMNS = {prefix: [f"{prefix}_{name}" for name in NUTRIENTS] for prefix in ("pred", "label", "correction")}
+
+
+@dataclass
+class Errors:
+    samples: int
+    mae: tuple[float, ...]
+    bias: tuple[float, ...]  # mean of prediction - truth
+    score: float  # PRIMARY_SCORE
+
+    @classmethod
+    def of(cls, predictions: np.ndarray, truths: np.ndarray) -> Errors:
+        if len(truths) == 0:
+            return cls(0, (0.0,) * 4, (0.0,) * 4, 0.0)
+        difference = predictions.astype(np.float64) - truths.astype(np.float64)
+        mae = np.abs(difference).mean(axis=0)
+        scale = np.maximum(np.abs(truths).mean(axis=0), 1e-6)
+        return cls(
+            len(truths),
+            tuple(map(float, mae)),
+            tuple(map(float, difference.mean(axis=0))),
+            float((mae / scale).mean()),
+        )
+
+    def as_dict(self) -> dict:
+        return {"samples": self.samples, "mae": list(self.mae), "bias": list(self.bias), "score": self.score}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Errors:
+        return cls(data["samples"], tuple(data["mae"]), tuple(data["bias"]), data["score"])
+
+    def to_proto(self) -> trainer_pb2.QualityErrors:
+        return trainer_pb2.QualityErrors(
+            samples=self.samples,
+            mae=nutrition_proto(self.mae),
+            bias=nutrition_proto(self.bias),
+            score=self.score,
+        )
+
+
+@dataclass
+class Score:
+    overall: Errors
+    dishes: dict[str, Errors]  # only dishes with at least min_dish_samples
+
+    @classmethod
+    def of(cls, predictions, truths, dishes: list[str], min_dish_samples: int) -> Score:
+        rows: dict[str, list[int]] = defaultdict(list)
+        for index, dish in enumerate(dishes):
+            rows[dish or "unknown"].append(index)
+        return cls(
+            Errors.of(predictions, truths),
+            {
+                dish: Errors.of(predictions[index], truths[index])
+                for dish, index in rows.items()
+                if len(index) >= min_dish_samples
+            },
+        )
+
+    def worst(self, count: int) -> list[tuple[str, Errors]]:
+        return sorted(self.dishes.items(), key=lambda item: (-item[1].score, item[0]))[:count]
+
+    def to_proto(self, worst_dishes: int) -> trainer_pb2.QualityScore:
+        return trainer_pb2.QualityScore(
+            overall=self.overall.to_proto(),
+            worst_dishes=[
+                trainer_pb2.DishQuality(dish=dish, errors=errors.to_proto())
+                for dish, errors in self.worst(worst_dishes)
+            ],
+        )
+
+
+@dataclass
+class TestSet:
+    """Test-set samples embedded by one classifier; truths are NaN where a sample has none."""
+
+    embeddings: np.ndarray
+    probabilities: np.ndarray
+    labels: np.ndarray  # [n, 4] ChatGPT's label
+    corrections: np.ndarray  # [n, 4] a person's values
+    dishes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.dishes)
+
+
+def load_test_set(db: Database, classifier: str) -> TestSet:
+    with db.session() as session:
+        rows = session.exec(
+            select(Sample)
+            .where(Sample.classifier_version == classifier, col(Sample.embedding).is_not(None))
+            .where(or_(Sample.label_status == LabelStatus.LABELED, col(Sample.corrected_at).is_not(None)))
+            .order_by(Sample.id)
+        ).all()
+    rows = [row for row in rows if in_test_set(row.image_sha256, row.corrected_at is not None)]
+    nan = (float("nan"),) * 4
+
+    def truths(prefix: str, keep) -> np.ndarray:
+        return np.array([(row.values(prefix) if keep(row) else None) or nan for row in rows], "f8").reshape(
+            -1, 4
+        )
+
+    return TestSet(
+        embeddings=np.stack([np.frombuffer(row.embedding, "<f4") for row in rows])
+        if rows
+        else np.zeros((0, 0), "f4"),
+        probabilities=(
+            np.stack([np.frombuffer(row.class_probabilities, "<f4") for row in rows])
+            if rows
+            else np.zeros((0, 101), "f4")
+        ),
+        labels=truths("label", lambda row: row.label_status == LabelStatus.LABELED),
+        corrections=truths("correction", lambda row: row.corrected_at is not None),
+        dishes=[row.top1_dish for row in rows],
+    )
+
+
+def newest_classifier(db: Database) -> str:
+    """The classifier of the newest embedded sample (when TorchServe cannot say which it serves)."""
+    with db.session() as session:
+        query = select(Sample.classifier_version).where(col(Sample.embedding).is_not(None))
+        return session.exec(query.order_by(col(Sample.created_at).desc()).limit(1)).first() or ""
+
+
+def predict(model: NutritionModel, data: TestSet) -> np.ndarray:
+    with torch.inference_mode():
+        return model.eval()(torch.from_numpy(data.embeddings), torch.from_numpy(data.probabilities)).numpy()
+
+
+def score_test_set(
+    model: NutritionModel, data: TestSet, min_dish_samples: int = MIN_DISH_SAMPLES
+) -> tuple[Score, Score]:
+    """(against ChatGPT's labels, against corrections) on the samples that have each."""
+    predictions = predict(model, data) if len(data) else np.zeros((0, 4))
+    scores = []
+    for truths in (data.labels, data.corrections):
+        has = ~np.isnan(truths).any(axis=1)
+        dishes = [dish for dish, keep in zip(data.dishes, has, strict=True) if keep]
+        scores.append(Score.of(predictions[has], truths[has], dishes, min_dish_samples))
+    return scores[0], scores[1]
+
+
+def live_scores(db: Database, min_dish_samples: int = MIN_DISH_SAMPLES) -> dict[int, Score]:
+    """Per version: what it answered against the ChatGPT label the sample got later."""
+    columns = [getattr(Sample, name) for name in (*_COLUMNS["pred"], *_COLUMNS["label"])]
+    with db.session() as session:
+        rows = session.exec(
+            select(Sample.pred_model_version, Sample.top1_dish, *columns)
+            .where(Sample.label_status == LabelStatus.LABELED, col(Sample.pred_model_version).is_not(None))
+            .where(*(column.is_not(None) for column in columns))
+        ).all()
+    by_version: dict[int, list] = defaultdict(list)
+    for row in rows:
+        by_version[row[0]].append(row)
+    scores = {}
+    for version, group in by_version.items():
+        values = np.array([row[2:] for row in group], dtype=np.float64)
+        scores[version] = Score.of(values[:, :4], values[:, 4:], [row[1] for row in group], min_dish_samples)
+    return scores
+
+
+@dataclass
+class VersionReport:
+    row: ModelVersionRow
+    test_chatgpt: Score | None = None
+    test_corrections: Score | None = None
+    live: Score | None = None
+    unscored_reason: str = ""
+    at_creation: Errors | None = field(default=None)
+
+    def to_proto(self, worst_dishes: int) -> trainer_pb2.VersionQuality:
+        empty = Score(Errors.of(np.zeros((0, 4)), np.zeros((0, 4))), {})
+        return trainer_pb2.VersionQuality(
+            version=self.row.version,
+            served=self.row.served,
+            created_at=timestamp(self.row.created_at),
+            description=self.row.description,
+            classifier=self.row.classifier_version,
+            test_chatgpt=(self.test_chatgpt or empty).to_proto(worst_dishes),
+            test_corrections=(self.test_corrections or empty).to_proto(worst_dishes),
+            live=(self.live or empty).to_proto(worst_dishes),
+            test_chatgpt_at_creation=self.at_creation.to_proto() if self.at_creation else None,
+            unscored_reason=self.unscored_reason,
+        )
+
+
+def report(
+    db: Database,
+    rows: list[ModelVersionRow],
+    load_model,
+    current_classifier: str,
+    min_dish_samples: int = MIN_DISH_SAMPLES,
+) -> list[VersionReport]:
+    """Every version in `rows`, scored now; `load_model(row)` reads its archive."""
+    live = live_scores(db, min_dish_samples)
+    test_sets: dict[str, TestSet] = {}
+    reports = []
+    for row in rows:
+        entry = VersionReport(row, live=live.get(row.version))
+        created = (row.metrics or {}).get("test_set")
+        entry.at_creation = Errors.from_dict(created["chatgpt"]) if created else None
+        classifier = row.classifier_version or current_classifier  # version 0 reads no embedding
+        if classifier not in test_sets:
+            test_sets[classifier] = load_test_set(db, classifier)
+        try:
+            entry.test_chatgpt, entry.test_corrections = score_test_set(
+                load_model(row), test_sets[classifier], min_dish_samples
+            )
+        except (OSError, KeyError, RuntimeError) as error:  # archive gone, or features of another shape
+            entry.unscored_reason = f"{type(error).__name__}: {error}"
+        reports.append(entry)
+    return reports
+
+
+def report_proto(reports: list[VersionReport], worst_dishes: int, min_dish_samples: int):
+    served = next((entry.row.version for entry in reports if entry.row.served), 0)
+    return trainer_pb2.GetQualityReportResponse(
+        versions=[entry.to_proto(worst_dishes) for entry in reports],
+        served_version=served,
+        test_percent=TEST_PERCENT,
+        min_dish_samples=min_dish_samples,
+        primary_score=PRIMARY_SCORE,
+    )
+
+
+def at_creation(model: NutritionModel, db: Database, classifier: str) -> dict:
+    """What a run stores with the version it makes: its test-set errors on that day."""
+    chatgpt, corrections = score_test_set(model, load_test_set(db, classifier))
+    return {"chatgpt": chatgpt.overall.as_dict(), "corrections": corrections.overall.as_dict()}

@@ -311,6 +311,8 @@ def quality_chart(path: Path, quality: dict) -> None:
         label="reachable (kcal)",
     )
     left.set(xscale="log", xlabel="labelled photos", ylabel="share of the v0 → floor gap closed")
+    left.set_xticks(samples, [f"{s:,}" for s in samples], minor=False)
+    left.minorticks_off()
     left.set_title("held-out error, original defaults (20 epochs, batch 8, lr 0.001)")
     left.legend(fontsize=8)
     headline = next(run for run in quality["runs"] if run["labelled"] == QUALITY_HEADLINE)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import API_TOKEN, INTERNAL_TOKEN, photo
+from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, photo
 from tests.test_trainer import add_samples, learnable
 from trainer.backfill import current_classifier
 
@@ -49,6 +49,7 @@ async def test_readme_examples_work_as_written(system, torchserve, tmp_path):
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "FOODCAL_TOKEN": API_TOKEN,
+        "FOODCAL_ADMIN_TOKEN": ADMIN_TOKEN,
         "FOODCAL_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "FOODCAL_ADDRESS": f"127.0.0.1:{port}",
         "PYTHONPATH": str(ROOT),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -26,3 +27,14 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def public_provider(endpoint: str | None) -> str:
+    """Who answered, as a client may learn it: `openai`, `openai-compatible` or our own name, never
+    the labeler's endpoint (OPENAI_BASE_URL can name an internal host). Labels stored before this
+    hold the URL itself: they are mapped the same way on the way out."""
+    if not endpoint:
+        return "openai"
+    if "://" not in endpoint:
+        return endpoint
+    return "openai" if urlsplit(endpoint).hostname == "api.openai.com" else "openai-compatible"

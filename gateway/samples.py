@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from foodcal.convert import nutrition_proto, timestamp
+from foodcal.convert import nutrition_proto, public_provider, timestamp
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall, LabelCache, LabelStatus, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
@@ -33,7 +33,7 @@ def label_proto(sample: Sample) -> common_pb2.Label | None:
         dish=data["dish"],
         portion_g=data["portion_g"],
         confidence=data["confidence"],
-        provider=data["provider"],
+        provider=public_provider(data["provider"]),
         model=data["model"],
         flags=data["flags"],
     )

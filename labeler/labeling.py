@@ -9,6 +9,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from foodcal import metrics
+from foodcal.convert import public_provider
 from foodcal.settings import Settings
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from foodcal.store.images import sha256_of
@@ -59,7 +60,7 @@ class LabelResult:
 class Labeler:
     def __init__(self, settings: Settings, db: Database, chatgpt: ChatGPT | None) -> None:
         self.settings, self.db, self.chatgpt = settings, db, chatgpt
-        self.provider = settings.openai_base_url or "https://api.openai.com/v1"
+        self.provider = public_provider(settings.openai_base_url)  # a name, never the endpoint
         # One in-flight call per photo, so two identical photos at once are paid for once.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 

@@ -116,3 +116,22 @@ def test_a_token_cannot_be_both_a_clients_and_an_admins(tmp_path):
 
     with pytest.raises(SettingsError, match="ADMIN_TOKENS"):
         make_settings(tmp_path, admin_tokens=[API_TOKEN]).require_admin_tokens()
+
+
+async def test_no_answer_names_the_labelers_endpoint(system, openai_stub):
+    app = await system(services=("labeler", "gateway"))
+    endpoint = openai_stub.base_url.split("://", 1)[1]  # 127.0.0.1:PORT/v1
+    answer = await app.gateway.AnalyzeMeal(gateway_pb2.AnalyzeMealRequest(image=photo()), metadata=CLIENT)
+    assert answer.chatgpt_label.provider == "openai-compatible"
+    with app.db.session() as session:  # a label stored before the labeler named its provider
+        sample = session.get(Sample, answer.sample_id)
+        assert endpoint not in str(sample.label)
+        sample.label = {**sample.label, "provider": openai_stub.base_url}
+        session.add(sample)
+    got = await app.gateway.GetSample(
+        gateway_pb2.GetSampleRequest(sample_id=answer.sample_id), metadata=CLIENT
+    )
+    listed = await app.gateway.ListSamples(gateway_pb2.ListSamplesRequest(), metadata=auth(ADMIN_TOKEN))
+    assert got.sample.chatgpt_label.provider == "openai-compatible"
+    for message in (answer, got, listed):
+        assert endpoint not in str(message)

@@ -62,7 +62,9 @@ def grpcurl(method: str, request: dict | None = None, *, auth: bool = True, retr
     argv += ["-d", "@", ADDRESS, method]
     deadline = time.monotonic() + retry_s
     while True:
-        done = subprocess.run(argv, input=json.dumps(request or {}), capture_output=True, text=True, timeout=150)
+        done = subprocess.run(
+            argv, input=json.dumps(request or {}), capture_output=True, text=True, timeout=150
+        )
         if done.returncode == 0:
             return json.loads(done.stdout) if done.stdout.strip() else {}
         if time.monotonic() > deadline or "Unavailable" not in done.stderr:
@@ -104,7 +106,12 @@ def snapshot() -> dict:
         "training_data_samples": stats["training_data_samples"],
         "served": stats["served"]["nutrition"],
         "samples": sorted(
-            (s["sample_id"], s["image_sha256"], s["label_status"], json.dumps(s.get("chatgpt_label"), sort_keys=True))
+            (
+                s["sample_id"],
+                s["image_sha256"],
+                s["label_status"],
+                json.dumps(s.get("chatgpt_label"), sort_keys=True),
+            )
             for s in samples
         ),
         "versions": sorted(v["version"] for v in versions["versions"]),
@@ -148,7 +155,9 @@ def test_only_the_gateway_is_published():
     published = {}
     for line in compose("ps", "--format", "json").splitlines():
         container = json.loads(line)
-        published[container["Service"]] = {p["PublishedPort"] for p in container["Publishers"] if p["PublishedPort"]}
+        published[container["Service"]] = {
+            p["PublishedPort"] for p in container["Publishers"] if p["PublishedPort"]
+        }
     assert published.pop("gateway") == {int(ADDRESS.rsplit(":", 1)[1])}
     assert not any(published.values()), published
 
@@ -158,7 +167,9 @@ def test_only_the_gateway_is_published():
 
 def test_grpcurl_reaches_health_and_reflection_without_a_token():
     assert grpcurl("grpc.health.v1.Health/Check", auth=False)["status"] == "SERVING"
-    listed = subprocess.run([GRPCURL, "-plaintext", ADDRESS, "list"], capture_output=True, text=True, timeout=30)
+    listed = subprocess.run(
+        [GRPCURL, "-plaintext", ADDRESS, "list"], capture_output=True, text=True, timeout=30
+    )
     assert GATEWAY in listed.stdout.split(), listed.stderr
 
 

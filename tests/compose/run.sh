@@ -87,4 +87,4 @@ say "docker compose up --wait (gateway on 127.0.0.1:$FOODCAL_TEST_PORT)"
 "${COMPOSE[@]}" up -d --wait --wait-timeout 900 --quiet-pull
 say "stack healthy; driving it from outside"
 FOODCAL_COMPOSE="${COMPOSE[*]}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
-  --timeout 1800 tests/compose/stack_checks.py "$@"
+  -s --timeout 1800 tests/compose/stack_checks.py "$@"

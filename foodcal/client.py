@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from foodcal import quality_report
 from foodcal.grpc_server import message_size_options
 from foodcal.summaries import summary
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("versions", help="nutrition model versions and which is served")
     rollback = commands.add_parser("rollback", help="serve an earlier nutrition version again")
     rollback.add_argument("version", type=int)
+    quality = commands.add_parser("quality", help="every version's errors on the test set and live; a chart")
+    quality.add_argument("--chart", type=Path, default=Path("quality.png"), help="the PNG to write")
+    quality.add_argument("--worst-dishes", type=int, default=5)
+    quality.add_argument("--min-dish-samples", type=int, default=3)
     for command in commands.choices.values():  # `--json` after the command works too
         command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=json_help)
     args = parser.parse_args(argv)
@@ -140,6 +145,15 @@ def _run(args, stub, metadata) -> int:
         _print(stub.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=metadata))
     elif args.command == "rollback":
         _print(stub.RollbackModel(trainer_pb2.RollbackModelRequest(version=args.version), metadata=metadata))
+    elif args.command == "quality":
+        request = trainer_pb2.GetQualityReportRequest(
+            worst_dishes=args.worst_dishes, min_dish_samples=args.min_dish_samples
+        )
+        report = stub.GetQualityReport(request, metadata=metadata, timeout=120)
+        _print(report)
+        print(
+            f"chart: {quality_report.chart(report, args.chart)}", file=sys.stderr if args.json else sys.stdout
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from foodcal import quality_report
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
 
 NS = common_pb2
@@ -164,4 +165,6 @@ def summary(message: Message) -> str:
             return versions(message)
         case trainer_pb2.RollbackModelResponse():
             return f"serving nutrition version {message.served_version} (was {message.previous_version})"
+        case trainer_pb2.GetQualityReportResponse():
+            return quality_report.text(message)
     raise TypeError(f"no summary for {type(message).__name__}")

@@ -294,6 +294,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def RollbackModel(self, request, context):
         return await self._forward("RollbackModel", request, context)
 
+    async def GetQualityReport(self, request, context):
+        return await self._forward("GetQualityReport", request, context)
+
     async def WatchTrainingRun(self, request, context):
         try:
             async for event in self.trainer.WatchTrainingRun(

@@ -1,0 +1,90 @@
+"""The quality ledger for people: a text table per version, and a PNG chart (matplotlib).
+
+Reads a GetQualityReportResponse (trainer/quality.py computes it); imports matplotlib only to draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from foodcal.nutrition import NUTRIENTS
+from foodcal.v1 import trainer_pb2
+
+SHORT = {"calories_kcal": "kcal", "proteins_g": "prot g", "fats_g": "fats g", "carbs_g": "carbs g"}
+SCORES = (
+    ("test_chatgpt", "test vs ChatGPT"),
+    ("test_corrections", "test vs corrections"),
+    ("live", "live vs ChatGPT"),
+)
+
+
+def _errors(errors: trainer_pb2.QualityErrors) -> str:
+    if errors.samples == 0:
+        return "n=0"
+    mae = " ".join(f"{SHORT[n]} {getattr(errors.mae, n):.1f}" for n in NUTRIENTS)
+    bias = " ".join(f"{getattr(errors.bias, n):+.1f}" for n in NUTRIENTS)
+    return f"n={errors.samples:<5} score {errors.score:.4f}  MAE {mae}  bias {bias}"
+
+
+def text(report: trainer_pb2.GetQualityReportResponse) -> str:
+    lines = [
+        f"test set: {report.test_percent}% of photos (by image hash) + every corrected sample; "
+        "never trained on",
+        f"score: {report.primary_score}; bias = mean(ours - truth); "
+        f"dishes need {report.min_dish_samples}+ samples",
+    ]
+    for version in report.versions:
+        made = version.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
+        served = "  (served)" if version.served else ""
+        lines += ["", f"v{version.version}{served}  made {made}  {version.description}"]
+        if version.unscored_reason:
+            lines.append(f"  test set not scored: {version.unscored_reason}")
+        for name, title in SCORES:
+            lines.append(f"  {title:<20} {_errors(getattr(version, name).overall)}")
+        if version.HasField("test_chatgpt_at_creation"):
+            lines.append(f"  {'test when made':<20} {_errors(version.test_chatgpt_at_creation)}")
+        for name, title in SCORES:
+            worst = getattr(version, name).worst_dishes
+            if worst:
+                dishes = ", ".join(f"{d.dish} {d.errors.score:.3f} (n={d.errors.samples})" for d in worst)
+                lines.append(f"  worst dishes, {title}: {dishes}")
+    return "\n".join(lines)
+
+
+def chart(report: trainer_pb2.GetQualityReportResponse, path: Path) -> Path:
+    """MAE by version per nutrient (test set and live), and the served version's worst dishes."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen: render to a file
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(14, 8))
+    numbers = [v.version for v in report.versions]
+    for axis, nutrient in zip(axes.flat[:4], NUTRIENTS, strict=False):
+        for name, title in SCORES:
+            points = [
+                (v.version, getattr(getattr(v, name).overall.mae, nutrient))
+                for v in report.versions
+                if getattr(v, name).overall.samples
+            ]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=title)
+        axis.set(title=f"{SHORT[nutrient]}: MAE by version", xlabel="version", ylabel="MAE")
+        axis.set_xticks(numbers)
+        axis.legend(fontsize=7)
+    served = next((v for v in report.versions if v.version == report.served_version), None)
+    bars = axes.flat[4]
+    worst = list(served.test_chatgpt.worst_dishes) if served else []
+    if worst:
+        bars.barh(
+            [f"{d.dish} (n={d.errors.samples})" for d in worst][::-1], [d.errors.score for d in worst][::-1]
+        )
+    bars.set(
+        title=f"served v{report.served_version}: worst dishes (test set)", xlabel="score (lower is better)"
+    )
+    axes.flat[5].axis("off")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path

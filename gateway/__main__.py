@@ -15,6 +15,7 @@ from gateway.auth import RoleInterceptor, Roles
 from gateway.health import ModelServerHealth
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
+from gateway.rate_limit import RateLimiter
 from gateway.service import GatewayServicer
 from model_store.client import TorchServeClient
 
@@ -61,6 +62,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         metadata,
         settings.openai_model if settings.use_chatgpt else "",
         roles,
+        RateLimiter(db, settings.client_rate_per_minute, settings.client_rate_burst),
     )
 
     service_name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name

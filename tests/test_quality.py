@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from sqlmodel import select
 
 from foodcal.store import LabelStatus, ModelVersionRow, Sample
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
-from tests.conftest import auth
+from tests.conftest import API_TOKEN, auth
 from tests.test_trainer import add_samples, learnable, start_run, watch
 from trainer.backfill import current_classifier
 from trainer.data import TEST_PERCENT, Dataset, in_test_set, is_early_stopping, is_validation
@@ -149,3 +150,12 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
     assert "v1  (served)" in result.stdout and "test vs corrections  n=6" in result.stdout
     assert "worst dishes, test vs ChatGPT: " in result.stdout
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+
+    # Admin only; bad options are the caller's to fix.
+    for metadata, request, code in (
+        (auth(API_TOKEN), trainer_pb2.GetQualityReportRequest(), grpc.StatusCode.PERMISSION_DENIED),
+        (auth(), trainer_pb2.GetQualityReportRequest(worst_dishes=500), grpc.StatusCode.INVALID_ARGUMENT),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await app.gateway.GetQualityReport(request, metadata=metadata)
+        assert raised.value.code() == code, raised.value.details()

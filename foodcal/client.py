@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 
 from foodcal import quality_report
 from foodcal.grpc_server import message_size_options
+from foodcal.nutrition import NUTRIENTS
 from foodcal.summaries import summary
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
 
@@ -41,6 +42,20 @@ def _printer(as_json: bool):
             print(summary(message))
 
     return show
+
+
+def _item(text: str) -> common_pb2.FoodItem:
+    """NAME:GRAMS:KCAL:PROTEINS:FATS:CARBS, e.g. "rice:150:195:4:0.5:42"."""
+    name, *numbers = text.rsplit(":", 5)
+    try:
+        grams, *values = (float(n) for n in numbers)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: numbers expected after the name") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:GRAMS:KCAL:PROTEINS:FATS:CARBS")
+    return common_pb2.FoodItem(
+        name=name, grams=grams, nutrition=common_pb2.Nutrition(**dict(zip(NUTRIENTS, values, strict=True)))
+    )
 
 
 def _progress(epoch: common_pb2.EpochMetrics, width: int = 30) -> str:
@@ -76,16 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     analyze = commands.add_parser("analyze", help="send a photo, print dish and nutrition")
     analyze.add_argument("photo", type=Path)
+    analyze.add_argument("--note", default="", help='what the photo cannot show: "two slices, no cheese"')
     commands.add_parser("stats", help="totals, training_data_samples, costs, served versions")
     samples = commands.add_parser("samples", help="the newest samples")
     samples.add_argument("--page-size", type=int, default=10)
     samples.add_argument("--page-token", default="")
     sample = commands.add_parser("sample", help="one sample")
     sample.add_argument("sample_id")
-    correct = commands.add_parser("correct", help="store a person's true values for a sample")
+    correct = commands.add_parser(
+        "correct", help="store a person's true values for a sample: totals, items, or both"
+    )
     correct.add_argument("sample_id")
     for name in ("calories", "proteins", "fats", "carbs"):
-        correct.add_argument(f"--{name}", type=float, required=True)
+        correct.add_argument(f"--{name}", type=float, help="with the other three totals")
+    correct.add_argument(
+        "--item",
+        action="append",
+        default=[],
+        type=_item,
+        metavar="NAME:GRAMS:KCAL:PROTEINS:FATS:CARBS",
+        help="one item on the plate (repeat); items alone set the totals to their sum",
+    )
     train = commands.add_parser("train", help="start a training run and watch it")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=8)
@@ -117,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, stub, metadata) -> int:
     _print = _printer(args.json)
     if args.command == "analyze":
-        request = gateway_pb2.AnalyzeMealRequest(image=args.photo.read_bytes(), filename=args.photo.name)
+        request = gateway_pb2.AnalyzeMealRequest(
+            image=args.photo.read_bytes(), filename=args.photo.name, note=args.note
+        )
         _print(stub.AnalyzeMeal(request, metadata=metadata, timeout=120))
     elif args.command == "stats":
         _print(stub.GetStats(gateway_pb2.GetStatsRequest(), metadata=metadata, timeout=30))
@@ -127,10 +155,16 @@ def _run(args, stub, metadata) -> int:
     elif args.command == "sample":
         _print(stub.GetSample(gateway_pb2.GetSampleRequest(sample_id=args.sample_id), metadata=metadata))
     elif args.command == "correct":
-        nutrition = common_pb2.Nutrition(
-            calories_kcal=args.calories, proteins_g=args.proteins, fats_g=args.fats, carbs_g=args.carbs
+        totals = (args.calories, args.proteins, args.fats, args.carbs)
+        if any(v is None for v in totals) and (any(v is not None for v in totals) or not args.item):
+            print("error: give --calories, --proteins, --fats and --carbs, or --item", file=sys.stderr)
+            return 2
+        nutrition = (
+            None if totals[0] is None else common_pb2.Nutrition(**dict(zip(NUTRIENTS, totals, strict=True)))
         )
-        request = gateway_pb2.CorrectSampleRequest(sample_id=args.sample_id, nutrition=nutrition)
+        request = gateway_pb2.CorrectSampleRequest(
+            sample_id=args.sample_id, nutrition=nutrition, items=args.item
+        )
         _print(stub.CorrectSample(request, metadata=metadata))
     elif args.command == "train":
         request = trainer_pb2.StartTrainingRunRequest(

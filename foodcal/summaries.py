@@ -53,6 +53,41 @@ def chatgpt(label: common_pb2.Label) -> str:
     return text + (f", flagged {', '.join(label.flags)}" if label.flags else "")
 
 
+def grams(value: float) -> str:
+    """A portion next to the numbers: "for 250 g"; empty when unknown (0)."""
+    return f"  for {value:.0f} g" if value > 0 else ""
+
+
+def own_portion(portion: common_pb2.Portion) -> str:
+    return f"{portion.grams:.0f} g: {portion.basis}" if portion.grams > 0 else ""
+
+
+def items(title: str, rows) -> str:
+    """A small table of items on the plate, one line each, and their sum."""
+    if not rows:
+        return ""
+    width = max(len(title), *(len(item.name[:30]) for item in rows)) + 2
+    header = f"{title:<{width}}{'grams':>7}{'kcal':>7}{'proteins':>10}{'fats':>7}{'carbs':>7}"
+
+    def line(name: str, g: float, n: common_pb2.Nutrition) -> str:
+        macros = f"{n.proteins_g:>10.1f}{n.fats_g:>7.1f}{n.carbs_g:>7.1f}"
+        return f"{name[:30]:<{width}}{g:>7.0f}{n.calories_kcal:>7.0f}{macros}"
+
+    lines = [header, *(line(item.name, item.grams, item.nutrition) for item in rows)]
+    total = common_pb2.Nutrition(
+        **{
+            f: sum(getattr(i.nutrition, f) for i in rows)
+            for f in ("calories_kcal", "proteins_g", "fats_g", "carbs_g")
+        }
+    )
+    lines.append(line("(sum)", sum(item.grams for item in rows), total))
+    return "\n".join(lines)
+
+
+def _with_table(text: str, table: str) -> str:
+    return f"{text}\n\n{table}" if table else text
+
+
 def _rows(rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows) + 2
     return "\n".join(f"{name:<{width}}{value}" for name, value in rows)
@@ -62,17 +97,23 @@ def analyzed(r: gateway_pb2.AnalyzeMealResponse) -> str:
     shown = source(r.source)
     if r.source == NS.NUTRITION_SOURCE_CHATGPT and r.chatgpt_label.model:
         shown += f" ({r.chatgpt_label.model})"
+    from_label = r.source == NS.NUTRITION_SOURCE_CHATGPT
+    portion = grams(r.chatgpt_label.portion_g if from_label else r.own_portion.grams)
     rows = [
         ("sample", r.sample_id + ("  (this photo was sent before)" if r.duplicate_image else "")),
         ("dish", dish(r.dishes)),
-        ("nutrition", nutrients(r.nutrition)),
+        ("nutrition", nutrients(r.nutrition) + portion),
         ("source", f"{shown} · nutrition version {r.model_versions.nutrition}"),
         ("classifier", classifier(r.model_versions)),
         ("label", label_status(r.label_status)),
     ]
     if r.HasField("chatgpt_label") and r.chatgpt_label.source == NS.NUTRITION_SOURCE_CHATGPT:
         rows.insert(2, ("ChatGPT says", chatgpt(r.chatgpt_label)))
-    return _rows(rows)
+    if r.note:
+        rows.insert(1, ("note", r.note))
+    if r.own_portion.grams > 0:
+        rows.append(("our portion", own_portion(r.own_portion)))
+    return _with_table(_rows(rows), items("items", r.chatgpt_label.items))
 
 
 def sample(s: gateway_pb2.Sample) -> str:
@@ -81,11 +122,22 @@ def sample(s: gateway_pb2.Sample) -> str:
         ("sample", s.sample_id),
         ("created", s.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("dish", dish(s.dishes)),
-        ("ours", f"{nutrients(s.own_prediction)}  (nutrition version {s.own_prediction_version})"),
+        (
+            "ours",
+            f"{nutrients(s.own_prediction)}{grams(s.own_portion.grams)}"
+            f"  (nutrition version {s.own_prediction_version})",
+        ),
     ]
+    if s.note:
+        rows.insert(2, ("note", s.note))
+    if s.own_portion.grams > 0:
+        rows.append(("our portion", own_portion(s.own_portion)))
     if s.chatgpt_label.HasField("nutrition"):
         rows += [
-            (source(s.chatgpt_label.source), nutrients(s.chatgpt_label.nutrition)),
+            (
+                source(s.chatgpt_label.source),
+                nutrients(s.chatgpt_label.nutrition) + grams(s.chatgpt_label.portion_g),
+            ),
             ("", chatgpt(s.chatgpt_label)),
             ("ours - label", nutrients(s.difference, sign="+")),
         ]
@@ -95,7 +147,8 @@ def sample(s: gateway_pb2.Sample) -> str:
         rows.append(("shown", source(s.shown_source)))
     attempts = f" (attempts: {s.label_attempts})" if s.label_attempts else ""
     rows.append(("label", status + attempts))
-    return _rows(rows)
+    tables = [items("items", s.chatgpt_label.items), items("corrected items", s.correction_items)]
+    return _with_table(_rows(rows), "\n\n".join(t for t in tables if t))
 
 
 def samples(r: gateway_pb2.ListSamplesResponse) -> str:

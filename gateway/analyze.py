@@ -20,6 +20,7 @@ from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
 from gateway.label_queue import LabelCall
 from gateway.labels import RetryPolicy, apply_failure, apply_label
+from gateway.portion import Portion, own_portion
 from model_store.client import Classification, NutritionPrediction, TorchServeClient
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Analysis:
     shown: tuple[float, float, float, float]
     duplicate_image: bool
     own_range: OwnRange
+    own_portion: Portion | None = None
 
 
 class Analyzer:
@@ -70,10 +72,16 @@ class Analyzer:
         self.label_policy = PolicySettings.from_settings(settings)
 
     async def analyze(
-        self, image: bytes, filename: str, budget: Budget = Budget.unlimited(), owner: str | None = None
+        self,
+        image: bytes,
+        filename: str,
+        budget: Budget = Budget.unlimited(),
+        owner: str | None = None,
+        note: str = "",
     ) -> Analysis:
         """`budget`: what is left of the caller's deadline; every inner call gets at most that.
-        `owner`: the caller's identity (gateway/auth.py), stored with the sample."""
+        `owner`: the caller's identity (gateway/auth.py), stored with the sample.
+        `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo."""
         valid = await asyncio.to_thread(validate_image, image)  # raises InvalidImage
         limit = self.settings.torchserve_timeout_s
         classification = await self.torchserve.classify(valid.model_input, timeout=budget.timeout(limit))
@@ -100,10 +108,14 @@ class Analyzer:
             owner=owner,
         )
         sample.set_values("pred", prediction.values)
+        sample.note = note
+        portion = own_portion(classification.dishes, prediction.version, prediction.values[0])
+        if portion is not None:
+            sample.pred_portion_g, sample.pred_portion_basis = portion.grams, portion.basis
         sample.top1_dish = classification.dishes[0][0][:100]
         calibration = await self.calibrations.of_version(prediction.version)
         own_range = self._range(calibration, prediction, classification)
-        decision = await self._decide(calibration, prediction, classification, own_range)
+        decision = await self._decide(calibration, prediction, classification, own_range, note)
         sample.label_policy_reason = decision.reason if self.settings.use_chatgpt else "USE_CHATGPT=false"
         shown, source = prediction.values, OWN_MODEL if prediction.version > 0 else REFERENCE
         if not self.settings.use_chatgpt or not decision.ask:
@@ -124,13 +136,15 @@ class Analyzer:
             sample.id, classification.dishes[0][0], classification.dishes[0][1], prediction.version,
             sample.label_status,
         )  # fmt: skip
-        return Analysis(sample, classification, prediction, shown, duplicate, own_range)
+        return Analysis(sample, classification, prediction, shown, duplicate, own_range, portion)
 
     def _range(self, calibration: Calibration, prediction, classification) -> OwnRange:
         low, high, group = calibration.ranges(prediction.values, classification.probabilities)
         return OwnRange(tuple(low), tuple(high), calibration.level, calibration.calibrated, group)
 
-    async def _decide(self, calibration: Calibration, prediction, classification, own_range) -> Decision:
+    async def _decide(
+        self, calibration: Calibration, prediction, classification, own_range, note: str = ""
+    ) -> Decision:
         dish, top1 = classification.dishes[0]
         calories = prediction.values[0]
         half_width = (own_range.high[0] - own_range.low[0]) / 2
@@ -140,12 +154,13 @@ class Analyzer:
             dish_labels=await self.calibrations.dish_labels(dish[:100]),
             relative_width=half_width / max(calories, calibration.denominators[0], 1e-6),
             explore_draw=random.random(),
+            has_note=bool(note),
         )
 
     async def _label_now(self, sample: Sample, image: bytes, sha256: str, budget: Budget) -> None:
         """Synchronous mode; any failure, or a label slower than the caller's deadline allows,
         leaves the label pending for the background worker."""
-        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sha256)
+        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sha256, note=sample.note)
         for label, probability in sample.dishes[:3]:
             request.dish_hints.add(label=label, probability=probability)
         try:

@@ -1,6 +1,8 @@
 """When to ask ChatGPT: always (the original design), or only where the answer teaches something.
 
 `uncertain` asks when any of these holds, in this order, and records the first reason:
+- a note: the person wrote something the photo cannot show ("two slices", "no cheese"); only
+  ChatGPT reads it, and it can change the answer, so such a photo is always labelled;
 - exploration: a random share of photos is always labelled, so calibration and quality
   measurements keep seeing photos the policy would skip (they would be biased otherwise);
 - the classifier is unsure: top-1 probability below a threshold (a dish not in Food-101 at all
@@ -51,12 +53,15 @@ def decide(
     dish_labels: int,
     relative_width: float,  # the calories range's half-width / the prediction
     explore_draw: float,  # uniform in [0, 1): the caller's random number
+    has_note: bool = False,  # the person sent a note with the photo
 ) -> Decision:
     uncertainty = max(relative_width, 1.0 - top1_probability) + (
         1.0 if dish_labels < settings.min_dish_labels else 0.0
     )
     if settings.policy == ALWAYS:
         return Decision(True, "policy always", uncertainty)
+    if has_note:
+        return Decision(True, "note: only ChatGPT reads it, and it can change the answer", uncertainty)
     if explore_draw < settings.exploration:
         return Decision(True, f"exploration ({settings.exploration:.0%} of photos)", uncertainty)
     if top1_probability < settings.min_confidence:

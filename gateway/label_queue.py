@@ -135,7 +135,9 @@ class LabelQueue:
                 self._finish, sample_id, None, (grpc.StatusCode.DATA_LOSS, f"image: {error}")
             )
             return
-        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sample.image_sha256)
+        request = labeler_pb2.LabelMealRequest(
+            image=image, image_sha256=sample.image_sha256, note=sample.note
+        )
         for label, probability in sample.dishes[:3]:
             request.dish_hints.add(label=label, probability=probability)
         try:

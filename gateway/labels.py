@@ -9,6 +9,7 @@ from datetime import timedelta
 import grpc
 
 from foodcal.convert import nutrition_values
+from foodcal.items import FoodItem
 from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, labeler_pb2
@@ -56,6 +57,7 @@ def apply_label(sample: Sample, response: labeler_pb2.LabelMealResponse) -> None
         "completion_tokens": response.usage.completion_tokens,
         "cost_usd": response.usage.estimated_cost_usd,
         "rejection_reason": response.rejection_reason,
+        "items": [FoodItem.from_proto(item).to_json() for item in label.items],
     }
     sample.label_cached = response.cached
     sample.labeled_at = utcnow()

@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from foodcal.convert import nutrition_proto, public_provider, timestamp
+from foodcal.items import FoodItem
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall, LabelCache, LabelStatus, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
@@ -36,6 +37,7 @@ def label_proto(sample: Sample) -> common_pb2.Label | None:
         provider=public_provider(data["provider"]),
         model=data["model"],
         flags=data["flags"],
+        items=[FoodItem.from_json(item).to_proto() for item in data.get("items", [])],
     )
     values = sample.values("label")
     if values is not None:
@@ -62,8 +64,18 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         classifier=sample.classifier_version,
         filename=sample.filename,
         label_policy_reason=sample.label_policy_reason,
+        note=sample.note,
+        own_portion=portion_proto(sample),
+        correction_items=[FoodItem.from_json(item).to_proto() for item in sample.correction_items or []],
     )
     return message
+
+
+def portion_proto(sample: Sample) -> common_pb2.Portion | None:
+    """The weight our prediction assumes (gateway/portion.py); None for samples from before it."""
+    if sample.pred_portion_g is None:
+        return None
+    return common_pb2.Portion(grams=sample.pred_portion_g, basis=sample.pred_portion_basis)
 
 
 def encode_page_token(sample: Sample) -> str:

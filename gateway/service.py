@@ -7,9 +7,9 @@ import logging
 
 import grpc
 
-from foodcal.convert import nutrition_proto, nutrition_values
+from foodcal.convert import nutrition_proto
 from foodcal.errors import abort, abort_with, details_of
-from foodcal.nutrition import NUTRIENTS, out_of_bounds
+from foodcal.notes import InvalidNote, clean_note
 from foodcal.photos import InvalidImage
 from foodcal.store import Database, Sample
 from foodcal.store.db import DatabaseUnavailable
@@ -18,6 +18,7 @@ from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
 from gateway.auth import Caller, Roles
+from gateway.corrections import InvalidCorrection, correction_of
 from gateway.deadlines import Budget
 from gateway.samples import (
     PROTO_TO_STATUS,
@@ -25,6 +26,7 @@ from gateway.samples import (
     label_proto,
     list_samples,
     own_stats,
+    portion_proto,
     sample_proto,
     stats,
 )
@@ -43,6 +45,8 @@ RETRY_AFTER_S = 1.0
 async def _translate_errors(context: grpc.aio.ServicerContext, error: Exception) -> None:
     """One place that turns our exceptions into status codes with messages a person can act on,
     and google.rpc details (ErrorInfo, RetryInfo) a program can act on."""
+    if isinstance(error, InvalidNote):
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "NOTE_TOO_LONG")
     if isinstance(error, InvalidImage):
         await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_IMAGE")
     if isinstance(error, ModelServerError):
@@ -122,8 +126,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def AnalyzeMeal(self, request, context):
         caller = self._caller(context)
         try:
+            note = clean_note(request.note)
             analysis = await self.analyzer.analyze(
-                request.image, request.filename, Budget.of(context), owner=caller.identity
+                request.image, request.filename, Budget.of(context), owner=caller.identity, note=note
             )
         except Exception as error:
             await _translate_errors(context, error)
@@ -152,6 +157,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 group=analysis.own_range.group,
             ),
             label_policy_reason=sample.label_policy_reason,
+            own_portion=portion_proto(sample),
+            note=sample.note,
         )
 
     async def _sample(self, context, sample_id: str, caller: Caller) -> Sample:
@@ -213,27 +220,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def CorrectSample(self, request, context):
-        if not request.HasField("nutrition"):
-            await abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "nutrition is required", "NUTRITION_MISSING"
-            )
-        values = nutrition_values(request.nutrition)
-        for name, value in zip(NUTRIENTS, values, strict=True):
-            reason = out_of_bounds(name, value)
-            if reason:
-                await abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    reason,
-                    "NUTRITION_OUT_OF_BOUNDS",
-                    nutrient=name,
-                )
+        try:
+            correction = correction_of(request)
+        except InvalidCorrection as error:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), error.reason, **error.metadata)
         await self._sample(context, request.sample_id, self._caller(context))
 
         def correct() -> Sample:
             with self.db.session() as session:
                 sample = session.get(Sample, request.sample_id)
-                sample.set_values("correction", values)
+                sample.set_values("correction", correction.values)
+                items = correction.items
+                sample.correction_items = [item.to_json() for item in items] if items else None
                 sample.corrected_at = utcnow()
                 session.add(sample)
                 return sample

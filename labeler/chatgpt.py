@@ -24,7 +24,7 @@ from labeler.answer import RESPONSE_FORMAT, SYSTEM_PROMPT, Answer, InvalidAnswer
 log = logging.getLogger(__name__)
 
 MAX_SIDE_PX = 768  # enough for a plate; keeps image tokens and upload size small
-ANSWER_TOKENS = 300  # the JSON answer itself is ~100 tokens
+ANSWER_TOKENS = 1500  # the JSON answer: ~100 tokens, plus ~50 per item (at most 20)
 REASONING_TOKENS = 4000  # reasoning models spend hidden tokens first, counted in the same limit
 
 # Reasoning models (o1, o3, o4-mini, gpt-5, gpt-5-mini, ...) refuse `max_tokens` and any
@@ -110,14 +110,14 @@ class ChatGPT:
         await self.client.close()
 
     @metrics.chatgpt_call
-    async def ask(self, image: bytes, hints: list[tuple[str, float]]) -> ChatGPTAnswer:
+    async def ask(self, image: bytes, hints: list[tuple[str, float]], note: str = "") -> ChatGPTAnswer:
         url = await asyncio.to_thread(prepare_image, image)  # decode and re-encode: off the event loop
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": user_prompt(hints)},
+                    {"type": "text", "text": user_prompt(hints, note)},
                     {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
                 ],
             },

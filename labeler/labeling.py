@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from foodcal import metrics
 from foodcal.convert import public_provider
+from foodcal.items import FoodItem
+from foodcal.notes import note_sha256
 from foodcal.settings import Settings
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from foodcal.store.images import sha256_of
@@ -20,6 +22,7 @@ from model_store.reference import lookup
 log = logging.getLogger(__name__)
 
 CHATGPT, REFERENCE = "chatgpt", "reference"
+NOTE_NOT_USED = "note_not_used"  # the reference table cannot read the person's note
 
 
 @dataclass
@@ -36,6 +39,7 @@ class LabelResult:
     cached: bool = False
     rejected: bool = False
     rejection_reason: str = ""
+    items: list[FoodItem] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -49,12 +53,14 @@ class LabelResult:
             "flags": self.flags,
             "rejected": self.rejected,
             "rejection_reason": self.rejection_reason,
+            "items": [item.to_json() for item in self.items],
         }
 
     @classmethod
     def from_json(cls, data: dict, cached: bool) -> LabelResult:
         nutrients = tuple(data["nutrients"]) if data.get("nutrients") else None
-        return cls(**{**data, "nutrients": nutrients}, cached=cached)
+        items = [FoodItem.from_json(item) for item in data.get("items", [])]
+        return cls(**{**data, "nutrients": nutrients, "items": items}, cached=cached)
 
 
 class Labeler:
@@ -64,12 +70,16 @@ class Labeler:
         # One in-flight call per photo, so two identical photos at once are paid for once.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    async def label(self, image: bytes, hints: list[tuple[str, float]]) -> tuple[str, LabelResult]:
+    async def label(
+        self, image: bytes, hints: list[tuple[str, float]], note: str = ""
+    ) -> tuple[str, LabelResult]:
+        """`note`: the person's note, already cleaned (foodcal.notes); part of the cache key."""
         sha256 = sha256_of(image)
         if self.chatgpt is None:
-            return sha256, self._from_reference(hints)
+            return sha256, self._from_reference(hints, note)
         lock = self._locks.setdefault(sha256, asyncio.Lock())
-        key = (sha256, self.chatgpt.model, PROMPT_VERSION)  # read here, so a test can bump it
+        # PROMPT_VERSION read here, so a test can bump it
+        key = (sha256, self.chatgpt.model, PROMPT_VERSION, note_sha256(note))
         async with lock:
             cached = await asyncio.to_thread(self._cached, key)
             if cached is not None:
@@ -77,7 +87,7 @@ class Labeler:
                 log.info("label %s… answered from cache (%s)", sha256[:12], key[1])
                 return sha256, cached
             try:
-                reply = await self.chatgpt.ask(image, hints)
+                reply = await self.chatgpt.ask(image, hints, note)
             except LabelFailure as failure:
                 if failure.usage is not None:
                     await asyncio.to_thread(
@@ -122,10 +132,11 @@ class Labeler:
             nutrients=answer.nutrients,
             confidence=answer.confidence,
             flags=answer.flags,
+            items=answer.items,
             **common,
         )
 
-    def _from_reference(self, hints: list[tuple[str, float]]) -> LabelResult:
+    def _from_reference(self, hints: list[tuple[str, float]], note: str = "") -> LabelResult:
         if not hints:
             raise ValueError("offline labels come from the classifier's top dish: send dish_hints")
         dish = lookup(hints[0][0])
@@ -137,9 +148,10 @@ class Labeler:
             confidence=hints[0][1],
             model="reference-table",
             provider="foodcal",
+            flags=[NOTE_NOT_USED] if note else [],
         )
 
-    def _cached(self, key: tuple[str, str, int]) -> LabelResult | None:
+    def _cached(self, key: tuple[str, str, int, str]) -> LabelResult | None:
         with self.db.session() as session:
             row = session.get(LabelCache, key)
             if row is None:
@@ -148,8 +160,8 @@ class Labeler:
             session.add(row)
             return LabelResult.from_json(row.label, cached=True)
 
-    def _store(self, key: tuple[str, str, int], result: LabelResult) -> None:
-        sha256, model, prompt_version = key
+    def _store(self, key: tuple[str, str, int, str], result: LabelResult) -> None:
+        sha256, model, prompt_version, note_key = key
         outcome = "rejected" if result.rejected else "labeled"
         with self.db.session() as session:
             session.merge(
@@ -157,6 +169,7 @@ class Labeler:
                     image_sha256=sha256,
                     model=model,
                     prompt_version=prompt_version,
+                    note_sha256=note_key,
                     outcome=outcome,
                     label=result.to_json(),
                 )

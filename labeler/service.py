@@ -9,6 +9,7 @@ import grpc
 from PIL import Image, UnidentifiedImageError
 
 from foodcal.convert import nutrition_proto
+from foodcal.notes import InvalidNote, clean_note
 from foodcal.v1 import common_pb2, labeler_pb2, labeler_pb2_grpc
 from labeler.chatgpt import LabelFailure
 from labeler.labeling import CHATGPT, Labeler, LabelResult
@@ -35,6 +36,7 @@ def label_to_proto(result: LabelResult) -> common_pb2.Label:
         provider=result.provider,
         model=result.model,
         flags=result.flags,
+        items=[item.to_proto() for item in result.items],
     )
     if result.nutrients is not None:
         label.nutrition.CopyFrom(nutrition_proto(result.nutrients))
@@ -58,7 +60,11 @@ class LabelerServicer(labeler_pb2_grpc.LabelerServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image is not a readable picture")
         hints = [(hint.label, hint.probability) for hint in request.dish_hints]
         try:
-            sha256, result = await self.labeler.label(request.image, hints)
+            note = clean_note(request.note)
+        except InvalidNote as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        try:
+            sha256, result = await self.labeler.label(request.image, hints, note)
         except LabelFailure as failure:
             context.set_trailing_metadata(((ERROR_METADATA_KEY, failure.reason),))
             await context.abort(_CODES.get(failure.reason, grpc.StatusCode.INTERNAL), str(failure))

@@ -39,7 +39,15 @@ GOOD_ANSWER = {
     "fats_g": 24.0,
     "carbs_g": 80.0,
     "confidence": 0.8,
-}
+    "items": [  # add up to the totals above
+        {"name": "pizza crust", "grams": 150.0, "calories_kcal": 400.0, "proteins_g": 13.0, "fats_g": 6.0,
+         "carbs_g": 72.0},
+        {"name": "mozzarella", "grams": 60.0, "calories_kcal": 180.0, "proteins_g": 13.0, "fats_g": 14.0,
+         "carbs_g": 1.0},
+        {"name": "tomato sauce", "grams": 40.0, "calories_kcal": 70.0, "proteins_g": 1.0, "fats_g": 4.0,
+         "carbs_g": 7.0},
+    ],
+}  # fmt: skip
 
 
 def completion(content: str | None, refusal: str | None = None, model: str | None = None) -> dict:

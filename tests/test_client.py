@@ -54,9 +54,36 @@ STATS = gateway_pb2.GetStatsResponse(
 )
 
 
+ITEMS = [
+    NS.FoodItem(name="pizza crust", grams=150, nutrition=nutrition(kcal=400, proteins=13, fats=6, carbs=72)),
+    NS.FoodItem(name="mozzarella", grams=60, nutrition=nutrition(kcal=180, proteins=13, fats=14, carbs=1)),
+]
+NOTED = gateway_pb2.AnalyzeMealResponse()
+NOTED.CopyFrom(ANALYZED)
+NOTED.note = "two slices, no cheese"
+NOTED.chatgpt_label.portion_g = 210.0
+NOTED.chatgpt_label.items.extend(ITEMS)
+NOTED.own_portion.CopyFrom(NS.Portion(grams=203.4, basis="reference servings (version 0)"))
+RECEIVED = []
+
+
 class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
     async def AnalyzeMeal(self, request, context):
-        return ANALYZED
+        RECEIVED.append(request)
+        return NOTED if request.note else ANALYZED
+
+    async def CorrectSample(self, request, context):
+        RECEIVED.append(request)
+        sample = gateway_pb2.Sample(
+            sample_id=request.sample_id,
+            own_prediction=nutrition(kcal=612.4),
+            own_portion=NOTED.own_portion,
+            note="no cheese",
+            corrected=True,
+            correction=request.nutrition,
+            correction_items=request.items,
+        )
+        return gateway_pb2.CorrectSampleResponse(sample=sample)
 
     async def ListModelVersions(self, request, context):
         return VERSIONS
@@ -118,3 +145,48 @@ async def test_json_prints_the_full_message_with_defaults(gateway, capsys, monke
     assert printed["versions"][0]["run_id"] == ""  # defaults included
     analyzed = json.loads(await run(gateway, capsys, monkeypatch, "analyze", __file__, "--json"))
     assert analyzed["model_versions"]["nutrition"] == 0 and analyzed["duplicate_image"] is False
+
+
+async def test_analyze_with_a_note_shows_it_with_the_items_table_and_both_portions(
+    gateway, capsys, monkeypatch, tmp_path
+):
+    (tmp_path / "meal.jpg").write_bytes(b"x")
+    note = "two slices, no cheese"
+    out = await run(gateway, capsys, monkeypatch, "analyze", str(tmp_path / "meal.jpg"), "--note", note)
+    assert RECEIVED[-1].note == note
+    assert re.search(rf"^note\s+{note}$", out, flags=re.M), out
+    assert re.search(r"^nutrition\s+650 kcal .* carbs 80.0 g  for 210 g$", out, flags=re.M), out
+    assert re.search(r"^our portion\s+203 g: reference servings \(version 0\)$", out, flags=re.M), out
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == ["items", "grams", "kcal", "proteins", "fats", "carbs"]
+    assert table[1].split() == ["pizza", "crust", "150", "400", "13.0", "6.0", "72.0"]
+    assert table[-1].split() == ["(sum)", "210", "580", "26.0", "20.0", "73.0"]
+
+
+async def test_correct_sends_items_alone_or_totals_and_refuses_half_totals(gateway, capsys, monkeypatch):
+    sample_id = "6" * 32
+    out = await run(
+        gateway, capsys, monkeypatch, "correct", sample_id, "--item", "rice:150:195:4:0.5:42",
+        "--item", "chicken: grilled:100:165:31:3.6:0",
+    )  # fmt: skip
+    request = RECEIVED[-1]
+    assert not request.HasField("nutrition") and [i.name for i in request.items] == [
+        "rice",
+        "chicken: grilled",
+    ]
+    assert request.items[1].nutrition.proteins_g == 31 and request.items[0].grams == 150
+    assert "corrected items" in out and "chicken: grilled" in out and "note" in out
+    await run(
+        gateway,
+        capsys,
+        monkeypatch,
+        "correct",
+        sample_id,
+        *["--calories", "1", "--proteins", "0", "--fats", "0", "--carbs", "0"],
+    )
+    assert RECEIVED[-1].HasField("nutrition") and not RECEIVED[-1].items
+    monkeypatch.setenv("FOODCAL_TOKEN", "t")
+    half = ["--address", gateway, "correct", sample_id, "--calories", "500"]
+    assert await asyncio.to_thread(client.main, half) == 2
+    with pytest.raises(SystemExit):
+        client.main(["--address", gateway, "correct", sample_id, "--item", "rice:lots"])

@@ -2,6 +2,8 @@ import asyncio
 import json
 
 import sqlalchemy
+from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlmodel import select
 
@@ -61,7 +63,7 @@ def test_label_cache_rows_from_before_the_model_key_survive_keyed_by_their_model
         (row,) = session.exec(select(LabelCache)).all()
         assert (row.image_sha256, row.model, row.prompt_version) == ("ab" * 32, "gpt-4o-mini", 1)
         assert (row.outcome, row.label, row.hits) == ("labeled", label, 3)
-        assert session.get(LabelCache, ("ab" * 32, "gpt-4o-mini", 1)) is not None
+        assert session.get(LabelCache, ("ab" * 32, "gpt-4o-mini", 1, "")) is not None  # no note: ""
         session.add(LabelCache(image_sha256="ab" * 32, model="gpt-5-mini", prompt_version=1, outcome="x"))
     with db.session() as session:  # the same photo under another model is another row
         assert len(session.exec(select(LabelCache)).all()) == 2
@@ -223,4 +225,48 @@ def test_samples_from_before_0003_get_their_top1_dish_and_versions_a_calibration
         session.add(ModelVersionRow(version=7, calibration={"level": 0.8, "samples": 40}))
     with db.session() as session:
         assert session.get(ModelVersionRow, 7).calibration == {"level": 0.8, "samples": 40}
+    db.dispose()
+
+
+def test_samples_and_cached_answers_from_before_0005_have_no_note_and_keep_their_answers(database_url):
+    """0005 keys the label cache by note too; older answers were asked without one."""
+    from foodcal.store import Database, LabelCache, Sample
+
+    db = Database(database_url)
+    db.migrate("0004")
+    label = {"source": "chatgpt", "dish": "pizza", "model": "gpt-4o-mini", "nutrients": [650, 27, 24, 80]}
+    with db.engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO label_cache (image_sha256, created_at, outcome, label, model, prompt_version, "
+                "hits) VALUES (:sha, :created, 'labeled', :label, 'gpt-4o-mini', 1, 2)"
+            ),
+            {"sha": "ef" * 32, "created": utcnow(), "label": json.dumps(label)},
+        )
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO samples (id, created_at, image_sha256, image_path, filename, width, height, "
+                "classifier_version, dishes, shown_source, label_status, label_attempts, label_error, "
+                "label_cached, top1_dish, label_policy_reason) VALUES ('s1', :created, :sha, 'p', '', 0, 0, "
+                "'c', '[]', '', 'labeled', 0, '', :cached, '', '')"
+            ),
+            {"created": utcnow(), "sha": "ef" * 32, "cached": False},
+        )
+    db.migrate()
+    with db.session() as session:
+        row = session.get(LabelCache, ("ef" * 32, "gpt-4o-mini", 1, ""))
+        assert (row.label, row.hits) == (label, 2)
+        session.add(LabelCache(image_sha256="ef" * 32, model="gpt-4o-mini", prompt_version=1,
+                               note_sha256="ab" * 32, outcome="labeled"))  # fmt: skip
+        sample = session.get(Sample, "s1")
+        assert (sample.note, sample.pred_portion_g, sample.correction_items) == ("", None, None)
+    with db.session() as session:  # the same photo with a note is another row
+        assert len(session.exec(select(LabelCache)).all()) == 2
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with db.engine.begin() as connection:  # down: the noted answer cannot be keyed without its note
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    with db.engine.connect() as connection:
+        assert connection.execute(sqlalchemy.text("SELECT count(*) FROM label_cache")).scalar() == 1
     db.dispose()

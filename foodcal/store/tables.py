@@ -67,6 +67,10 @@ class Sample(SQLModel, table=True):
     # teach (pending labels held by the daily budget go most uncertain first).
     label_policy_reason: str = ""
     label_uncertainty: float = 0.0
+    # The person's note sent with the photo (foodcal/notes.py), and the weight our numbers assume.
+    note: str = ""
+    pred_portion_g: float | None = None
+    pred_portion_basis: str = ""
     # Who sent the photo: gateway.auth.identity_of(token), never the token; None before 0004.
     owner: str | None = Field(default=None, index=True, max_length=64)
 
@@ -90,6 +94,8 @@ class Sample(SQLModel, table=True):
     correction_proteins_g: float | None = None
     correction_fats_g: float | None = None
     correction_carbs_g: float | None = None
+    # foodcal.items.FoodItem.to_json() of each corrected item; None = totals only.
+    correction_items: list | None = Field(default=None, sa_column=Column(JSON))
     corrected_at: datetime | None = None
 
     def values(self, prefix: str) -> tuple[float, float, float, float] | None:
@@ -115,14 +121,15 @@ class Sample(SQLModel, table=True):
 
 
 class LabelCache(SQLModel, table=True):
-    """One paid answer per photo, model and prompt: a photo is never paid for twice, and another
-    model (OPENAI_MODEL changed) or another prompt is never answered with this one's numbers."""
+    """One paid answer per photo, model, prompt and note: a photo is never paid for twice, and
+    another model (OPENAI_MODEL changed), prompt or note is never answered with this one's numbers."""
 
     __tablename__ = "label_cache"
 
     image_sha256: str = Field(primary_key=True, max_length=64)
     model: str = Field(primary_key=True)  # the model asked (OPENAI_MODEL); `label` names who answered
     prompt_version: int = Field(primary_key=True)  # labeler.answer.PROMPT_VERSION
+    note_sha256: str = Field(default="", primary_key=True, max_length=64)  # "" = no note
     created_at: datetime = Field(default_factory=utcnow)
     outcome: str = Field(max_length=20)  # "labeled" or "rejected"
     label: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,50 @@
+"""A person's correction: totals, items, or both, checked before anything is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from foodcal.convert import nutrition_values
+from foodcal.items import FoodItem, items_problem, mismatches, totals
+from foodcal.nutrition import NUTRIENTS, out_of_bounds
+from foodcal.v1 import gateway_pb2
+
+
+class InvalidCorrection(ValueError):
+    """`reason` is the ErrorInfo reason; `metadata` names what was wrong."""
+
+    def __init__(self, message: str, reason: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.reason, self.metadata = reason, metadata
+
+
+@dataclass(frozen=True)
+class Correction:
+    values: tuple[float, float, float, float]
+    items: list[FoodItem] | None  # None: totals only
+
+
+def correction_of(request: gateway_pb2.CorrectSampleRequest) -> Correction:
+    """Items alone set the totals to their sum; with both, the items must add up to the totals
+    (the same tolerance as ChatGPT's items); totals alone carry no items."""
+    has_totals, items = request.HasField("nutrition"), [FoodItem.from_proto(i) for i in request.items]
+    if not has_totals and not items:
+        raise InvalidCorrection("nutrition or items is required", "NUTRITION_MISSING")
+    problem = items_problem(items)
+    if problem:
+        raise InvalidCorrection(problem, "INVALID_ITEMS")
+    values = nutrition_values(request.nutrition) if has_totals else totals(items)
+    for name, value in zip(NUTRIENTS, values, strict=True):
+        reason = out_of_bounds(name, value)
+        if reason:
+            raise InvalidCorrection(reason, "NUTRITION_OUT_OF_BOUNDS", nutrient=name)
+    if has_totals and items:
+        off = mismatches(items, values)
+        if off:
+            raise InvalidCorrection(
+                f"the items do not add up to the totals ({', '.join(off)}): send matching totals, or "
+                "items alone",
+                "ITEMS_DO_NOT_ADD_UP",
+                nutrient=off[0],
+            )
+    return Correction(values, items or None)

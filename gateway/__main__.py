@@ -12,6 +12,7 @@ from foodcal.store import Database, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
 from gateway.auth import RoleInterceptor, Roles
+from gateway.budget import DailyBudget
 from gateway.health import ModelServerHealth
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
@@ -51,6 +52,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         worker_name(port),
         settings.label_lease_s,
         settings.label_poll_interval_s,
+        budget=DailyBudget(db, settings.chatgpt_daily_budget_usd),
     )
     analyzer = Analyzer(settings, db, images, torchserve, call_labeler, policy, queue.wake)
     roles = Roles(settings.api_tokens, settings.admin_tokens)

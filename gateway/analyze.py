@@ -15,6 +15,7 @@ from foodcal.photos import validate_image
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.v1 import labeler_pb2
+from gateway.budget import DailyBudget, next_midnight
 from gateway.calibrations import Calibrations
 from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
@@ -69,6 +70,7 @@ class Analyzer:
         self.settings, self.db, self.images, self.torchserve = settings, db, images, torchserve
         self.call_labeler, self.policy, self.wake_queue = call_labeler, policy, wake_queue
         self.calibrations = Calibrations(db)
+        self.budget = DailyBudget(db, settings.chatgpt_daily_budget_usd)
         self.label_policy = PolicySettings.from_settings(settings)
 
     async def analyze(
@@ -117,9 +119,14 @@ class Analyzer:
         own_range = self._range(calibration, prediction, classification)
         decision = await self._decide(calibration, prediction, classification, own_range, note)
         sample.label_policy_reason = decision.reason if self.settings.use_chatgpt else "USE_CHATGPT=false"
+        sample.label_uncertainty = decision.uncertainty
         shown, source = prediction.values, OWN_MODEL if prediction.version > 0 else REFERENCE
         if not self.settings.use_chatgpt or not decision.ask:
             sample.label_status = LabelStatus.NOT_REQUESTED
+        elif await self.budget.exhausted():  # fetched after midnight UTC, never dropped
+            sample.label_status = LabelStatus.PENDING
+            sample.label_next_attempt_at = next_midnight(sample.created_at)
+            sample.label_policy_reason += "; today's ChatGPT budget is spent: waits for midnight UTC"
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
         else:

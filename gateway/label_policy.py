@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ALWAYS, UNCERTAIN = "always", "uncertain"
+CONFIDENT_REASON = "confident"  # how a skipped photo's reason starts (GetStats counts them)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def decide(
         )
     return Decision(
         False,
-        f"confident: top-1 {top1_probability:.2f}, {dish_labels} labels, calories ±{relative_width:.0%}",
+        f"{CONFIDENT_REASON}: top-1 {top1_probability:.2f}, {dish_labels} labels, "
+        f"calories ±{relative_width:.0%}",
         uncertainty,
     )

@@ -26,6 +26,7 @@ from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
+from gateway.budget import DailyBudget
 from gateway.labels import RetryPolicy, apply_failure, apply_label
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,13 @@ class LabelQueue:
         lease_s: float = 30.0,
         poll_s: float = 1.0,
         concurrency: int = 4,
+        budget: DailyBudget | None = None,
     ) -> None:
         self.db, self.images, self.call_labeler, self.policy = db, images, call_labeler, policy
         self.worker, self.lease_s, self.poll_s, self.concurrency = worker, lease_s, poll_s, concurrency
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.budget = budget or DailyBudget(db, 0.0)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -94,7 +97,7 @@ class LabelQueue:
                 or_(col(Sample.label_next_attempt_at).is_(None), col(Sample.label_next_attempt_at) <= now),
                 or_(col(Sample.label_claimed_until).is_(None), col(Sample.label_claimed_until) < now),
             )
-            .order_by(col(Sample.created_at))
+            .order_by(col(Sample.label_uncertainty).desc(), col(Sample.created_at))
             .limit(limit)
         )
         lease = {
@@ -203,7 +206,7 @@ class LabelQueue:
             while True:
                 self._wake.clear()  # before claiming: a wake during the claim is not lost
                 free = self.concurrency - len(running)
-                if free > 0:
+                if free > 0 and not await self.budget.exhausted():  # at the limit: wait for midnight
                     try:
                         claimed = await asyncio.to_thread(self.claim, free)
                     except DatabaseUnavailable as error:

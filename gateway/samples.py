@@ -13,6 +13,8 @@ from foodcal.items import FoodItem
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall, LabelCache, LabelStatus, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
+from gateway.budget import spent_today
+from gateway.label_policy import CONFIDENT_REASON
 
 STATUS_TO_PROTO = {
     LabelStatus.NOT_REQUESTED: common_pb2.LABEL_STATUS_NOT_REQUESTED,
@@ -124,7 +126,7 @@ def _means(values) -> tuple[float, ...]:
     return tuple(float(m or 0.0) for m in values)
 
 
-def stats(session: Session) -> gateway_pb2.GetStatsResponse:
+def stats(session: Session, daily_budget_usd: float = 0.0) -> gateway_pb2.GetStatsResponse:
     """A fixed number of queries, however many samples and versions there are."""
     by_status = dict(
         session.exec(select(Sample.label_status, func.count()).group_by(Sample.label_status)).all()
@@ -155,7 +157,11 @@ def stats(session: Session) -> gateway_pb2.GetStatsResponse:
         )
     ).one()
     hits = session.exec(select(func.coalesce(func.sum(LabelCache.hits), 0))).one()
-    return gateway_pb2.GetStatsResponse(
+    avoided = session.exec(
+        select(func.count()).where(col(Sample.label_policy_reason).startswith(CONFIDENT_REASON))
+    ).one()
+    today = spent_today(session)
+    response = gateway_pb2.GetStatsResponse(
         total_samples=sum(by_status.values()),
         training_data_samples=by_status.get(LabelStatus.LABELED, 0),
         pending_labels=by_status.get(LabelStatus.PENDING, 0),
@@ -172,7 +178,12 @@ def stats(session: Session) -> gateway_pb2.GetStatsResponse:
             total_tokens=prompt + completion,
             estimated_cost_usd=float(cost),
         ),
+        chatgpt_calls_avoided=avoided,
+        chatgpt_spent_today_usd=today,
     )
+    if daily_budget_usd > 0:
+        response.chatgpt_budget_left_usd = max(daily_budget_usd - today, 0.0)
+    return response
 
 
 def own_stats(session: Session, owner: str) -> gateway_pb2.GetStatsResponse:

@@ -250,7 +250,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             with self.db.session() as session:
                 if owner is not None:  # a client's stats count its own samples only
                     return own_stats(session, owner)
-                return stats(session)
+                return stats(session, self.analyzer.settings.chatgpt_daily_budget_usd)
 
         try:
             response = await asyncio.to_thread(read)

@@ -102,7 +102,7 @@ def replay(policy: str, stream: Dataset, test: Dataset) -> dict:
             best, _, _ = train(served, train_data, early_stopping, params, lambda _: None)
             if compare(best, served, validation).better:
                 served, deployed = best, deployed + 1
-            counts = np.bincount(train_data.probabilities.argmax(axis=1), minlength=CLASSES)
+            counts = np.bincount(data.probabilities.argmax(axis=1), minlength=CLASSES)  # as runs.py
             calibrated = calibration.fit(
                 predict(served, validation), validation.targets, validation.probabilities, counts
             )

@@ -14,6 +14,7 @@ from gateway.analyze import Analyzer
 from gateway.auth import RoleInterceptor, Roles
 from gateway.budget import DailyBudget
 from gateway.health import ModelServerHealth
+from gateway.idempotency import RequestIds
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
 from gateway.rate_limit import RateLimiter
@@ -65,6 +66,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         settings.openai_model if settings.use_chatgpt else "",
         roles,
         RateLimiter(db, settings.client_rate_per_minute, settings.client_rate_burst),
+        RequestIds(db),
     )
 
     service_name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name

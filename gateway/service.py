@@ -20,6 +20,8 @@ from gateway.analyze import Analyzer
 from gateway.auth import Caller, Roles
 from gateway.corrections import InvalidCorrection, correction_of
 from gateway.deadlines import Budget
+from gateway.idempotency import RequestIds, idempotent
+from gateway.rate_limit import RateLimiter
 from gateway.samples import (
     PROTO_TO_STATUS,
     STATUS_TO_PROTO,
@@ -112,8 +114,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         internal_metadata,
         labeler_model: str,
         roles: Roles | None = None,
+        limiter: RateLimiter | None = None,
+        request_ids: RequestIds | None = None,
     ) -> None:
-        self.roles = roles
+        self.roles, self.limiter, self.request_ids = roles, limiter, request_ids
         self.db, self.analyzer, self.torchserve = db, analyzer, torchserve
         self.trainer, self.internal_metadata, self.labeler_model = trainer, internal_metadata, labeler_model
         self.classifier = ("", False)  # (version, is demo), learnt from the classifier's answers
@@ -123,8 +127,30 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise RuntimeError("GatewayServicer needs its Roles to serve callers")
         return self.roles.of_context(context)
 
+    async def _spend(self, context, caller: Caller) -> None:
+        """A client's AnalyzeMeal spends one call of its bucket; admins are not limited."""
+        if caller.admin or self.limiter is None:
+            return
+        try:
+            wait_s = await asyncio.to_thread(self.limiter.take, caller.identity)
+        except DatabaseUnavailable as error:
+            await _translate_errors(context, error)
+        if wait_s is not None:
+            log.warning("rate limited %s for %.1f s", caller.identity, wait_s)
+            await abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many AnalyzeMeal calls for this token ({self.limiter}); retry in {wait_s:.1f} s",
+                "RATE_LIMITED",
+                wait_s,
+                per_minute=self.limiter.per_minute,
+                burst=self.limiter.burst,
+            )
+
+    @idempotent  # a retry with the same request_id returns the first answer
     async def AnalyzeMeal(self, request, context):
         caller = self._caller(context)
+        await self._spend(context, caller)
         try:
             note = clean_note(request.note)
             analysis = await self.analyzer.analyze(

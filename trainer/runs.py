@@ -9,12 +9,11 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from sqlmodel import col, select
 
 from foodcal import logs, metrics
-from foodcal.calibration import DEFAULT_LEVEL, Calibration
+from foodcal.calibration import DEFAULT_LEVEL
 from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
@@ -194,7 +193,7 @@ class RunManager:
         # Ranges from the held-out split, which no version ever trains on: the served version is
         # recalibrated on it as it grows, the candidate calibrated for the day it is served.
         candidate_calibration, served_calibration = await asyncio.to_thread(
-            self._calibrations, best, served_model, served_row, train_data, early_stopping, val_data
+            self._calibrations, best, served_model, train_data, early_stopping, val_data
         )
         await asyncio.to_thread(self.versions.set_calibration, served_row.version, served_calibration)
         # The quality ledger (trainer/quality.py): both versions on the fixed test set, today.
@@ -252,15 +251,13 @@ class RunManager:
             f"{served.score:.4f} ({comparison.summary()})"
         )
 
-    def _calibrations(self, best, served_model, served_row, train_data, early_stopping, val_data):
-        trained_on = label_counts(train_data, early_stopping)
-        served_counts = np.asarray(
-            Calibration.from_dict(served_row.calibration).label_counts
-            or np.zeros(len(trained_on), dtype=np.int64)
-        )  # version 0 learnt from no labels
+    def _calibrations(self, best, served_model, train_data, early_stopping, val_data):
+        # Grouped by the labels each dish has now, as the label policy counts them when it decides:
+        # then the policy's choice depends only on the group, and each group stays calibrated.
+        labels = label_counts(train_data, early_stopping, val_data)
         return (
-            calibrate(best, val_data, trained_on, self.range_level),
-            calibrate(served_model, val_data, served_counts, self.range_level),
+            calibrate(best, val_data, labels, self.range_level),
+            calibrate(served_model, val_data, labels, self.range_level),
         )
 
     def versions_row(self, version: int) -> ModelVersionRow:

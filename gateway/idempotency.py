@@ -1,0 +1,201 @@
+"""Idempotent AnalyzeMeal: a retry with the same `request_id` from the same client returns the
+first answer and stores nothing new.
+
+The id is claimed in the database before any work (so gateways on one database agree), the
+answer is recorded with it, and a retry that arrives while the first call still runs waits for
+that answer. The work runs shielded from the caller's cancellation: a client that times out and
+retries gets the answer of the call it gave up on, not a second sample. A claim whose call died
+with its gateway is taken over after STALE_CLAIM_S; ids are kept for RETENTION_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+
+from foodcal.errors import abort
+from foodcal.store import AnalyzeRequest, Database
+from foodcal.store.db import DatabaseUnavailable
+from foodcal.store.tables import utcnow
+from foodcal.v1 import gateway_pb2
+from gateway.deadlines import Budget
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_ID_CHARS = 128
+STALE_CLAIM_S = 300.0  # longer than any AnalyzeMeal (LABELER_TIMEOUT_S and TorchServe included)
+RETENTION_S = 24 * 3600.0
+WAIT_POLL_S = 0.2
+MAX_WAIT_S = 30.0
+
+
+class Outcome(enum.Enum):
+    NEW = "new"  # this call does the work
+    ANSWERED = "answered"
+    RUNNING = "running"  # another call with this id is still at work
+    OTHER_REQUEST = "other_request"  # the id came with a different request
+
+
+@dataclass
+class Claim:
+    outcome: Outcome
+    response: bytes | None = None
+
+
+def fingerprint(request: gateway_pb2.AnalyzeMealRequest) -> str:
+    """The request without its id: the same id with another photo or note is refused."""
+    copy = gateway_pb2.AnalyzeMealRequest()
+    copy.CopyFrom(request)
+    copy.request_id = ""
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class RequestIds:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def claim(self, owner: str, request_id: str, digest: str) -> Claim:
+        for _ in range(3):  # a race with another gateway's first claim is lost at most once
+            now = utcnow()
+            with self.db.session() as session:
+                row = session.get(AnalyzeRequest, (owner, request_id))
+                if row is not None and _aware(row.created_at) < now - timedelta(seconds=RETENTION_S):
+                    session.delete(row)
+                    session.flush()
+                    row = None
+                if row is not None:
+                    return self._existing(session, row, digest, now)
+            try:
+                with self.db.session() as session:
+                    cutoff = now - timedelta(seconds=RETENTION_S)
+                    session.connection().execute(
+                        delete(AnalyzeRequest).where(AnalyzeRequest.created_at < cutoff)
+                    )
+                    session.add(AnalyzeRequest(owner=owner, request_id=request_id, request_sha256=digest))
+                return Claim(Outcome.NEW)
+            except IntegrityError:
+                continue
+        return Claim(Outcome.RUNNING)  # pragma: no cover
+
+    def _existing(self, session, row: AnalyzeRequest, digest: str, now) -> Claim:
+        if row.request_sha256 != digest:
+            return Claim(Outcome.OTHER_REQUEST)
+        if row.response is not None:
+            return Claim(Outcome.ANSWERED, row.response)
+        if _aware(row.claimed_at) > now - timedelta(seconds=STALE_CLAIM_S):
+            return Claim(Outcome.RUNNING)
+        taken = session.connection().execute(
+            update(AnalyzeRequest)
+            .where(
+                AnalyzeRequest.owner == row.owner,
+                AnalyzeRequest.request_id == row.request_id,
+                AnalyzeRequest.claimed_at == row.claimed_at,
+                AnalyzeRequest.response.is_(None),
+            )
+            .values(claimed_at=now)
+        )
+        return Claim(Outcome.NEW if taken.rowcount == 1 else Outcome.RUNNING)
+
+    def record(self, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse) -> None:
+        with self.db.session() as session:
+            session.connection().execute(
+                update(AnalyzeRequest)
+                .where(AnalyzeRequest.owner == owner, AnalyzeRequest.request_id == request_id)
+                .values(sample_id=response.sample_id, response=response.SerializeToString())
+            )
+
+    def release(self, owner: str, request_id: str) -> None:
+        """The call failed: nothing was stored, so a retry may do the work again."""
+        with self.db.session() as session:
+            session.connection().execute(
+                delete(AnalyzeRequest).where(
+                    AnalyzeRequest.owner == owner,
+                    AnalyzeRequest.request_id == request_id,
+                    AnalyzeRequest.response.is_(None),
+                )
+            )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+def idempotent(analyze):
+    """Wraps GatewayServicer.AnalyzeMeal; needs `self.request_ids` and `self._caller`."""
+
+    @functools.wraps(analyze)
+    async def wrapper(self, request, context):
+        store: RequestIds | None = self.request_ids
+        if not request.request_id or store is None:
+            return await analyze(self, request, context)
+        if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request_id is at most {MAX_REQUEST_ID_CHARS} characters (got {len(request.request_id)})",
+                "REQUEST_ID_TOO_LONG",
+            )
+        owner, request_id, digest = self._caller(context).identity, request.request_id, fingerprint(request)
+        try:
+            claim = await asyncio.to_thread(store.claim, owner, request_id, digest)
+            if claim.outcome is Outcome.RUNNING:
+                claim = await _wait(store, owner, request_id, digest, Budget.of(context))
+        except DatabaseUnavailable:
+            await abort(
+                context, grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly",
+                "DATABASE_UNAVAILABLE", 1.0,
+            )  # fmt: skip
+        if claim.outcome is Outcome.ANSWERED:
+            log.info("request_id replayed: the first answer, nothing stored")
+            return gateway_pb2.AnalyzeMealResponse.FromString(claim.response)
+        if claim.outcome is Outcome.OTHER_REQUEST:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "this request_id was already used for a different request; use a new id per photo",
+                "REQUEST_ID_REUSED",
+            )
+        if claim.outcome is Outcome.RUNNING:
+            await abort(
+                context,
+                grpc.StatusCode.ABORTED,
+                "a call with this request_id is still running; retry with the same id",
+                "REQUEST_IN_PROGRESS",
+                1.0,
+            )
+
+        async def work():
+            try:
+                response = await analyze(self, request, context)
+            except BaseException:
+                await asyncio.to_thread(store.release, owner, request_id)
+                raise
+            await asyncio.to_thread(store.record, owner, request_id, response)
+            return response
+
+        # A caller that gives up (deadline, cancel) does not stop the work: its retry gets this answer.
+        task = asyncio.ensure_future(work())
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(task)
+
+    return wrapper
+
+
+async def _wait(store: RequestIds, owner: str, request_id: str, digest: str, budget: Budget) -> Claim:
+    """Until the running call answers (or fails: then this call claims the id and does the work)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget.timeout(MAX_WAIT_S)
+    claim = Claim(Outcome.RUNNING)
+    while claim.outcome is Outcome.RUNNING and loop.time() < deadline:
+        await asyncio.sleep(WAIT_POLL_S)
+        claim = await asyncio.to_thread(store.claim, owner, request_id, digest)
+    return claim

@@ -1,0 +1,91 @@
+"""A retry of AnalyzeMeal with the same request_id returns the first answer and stores nothing."""
+
+import asyncio
+import dataclasses
+
+import grpc
+import pytest
+
+from foodcal.errors import details_of, error_info
+from foodcal.v1 import gateway_pb2
+from tests.conftest import API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo
+from tests.openai_stub import answer
+
+CLIENT = auth(API_TOKEN)
+
+
+def request(request_id: str, shade: int = 0) -> gateway_pb2.AnalyzeMealRequest:
+    return gateway_pb2.AnalyzeMealRequest(image=photo((shade, 40, 40)), request_id=request_id)
+
+
+async def test_a_retry_with_the_same_request_id_returns_the_first_answer(system):
+    app = await system(services=("gateway",), use_chatgpt=False)
+    first = await app.gateway.AnalyzeMeal(request("meal-1"), metadata=CLIENT, timeout=60)
+    again = await app.gateway.AnalyzeMeal(request("meal-1"), metadata=CLIENT, timeout=60)
+    assert again == first and app.sample_count() == 1
+    # ids belong to a client: another client's "meal-1" is its own request
+    theirs = await app.gateway.AnalyzeMeal(request("meal-1"), metadata=auth(OTHER_CLIENT_TOKEN), timeout=60)
+    assert theirs.sample_id != first.sample_id and app.sample_count() == 2
+    # without an id, the same photo twice is two samples, as before
+    for _ in range(2):
+        await app.gateway.AnalyzeMeal(request(""), metadata=CLIENT, timeout=60)
+    assert app.sample_count() == 4
+
+
+async def test_a_request_id_reused_for_another_photo_is_refused(system):
+    app = await system(services=("gateway",), use_chatgpt=False)
+    await app.gateway.AnalyzeMeal(request("meal-2"), metadata=CLIENT, timeout=60)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await app.gateway.AnalyzeMeal(request("meal-2", shade=99), metadata=CLIENT, timeout=60)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(details_of(raised.value)).reason == "REQUEST_ID_REUSED"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await app.gateway.AnalyzeMeal(request("x" * 129), metadata=CLIENT, timeout=60)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert app.sample_count() == 1
+
+
+async def test_a_retry_after_a_timeout_or_while_the_first_call_runs_stores_one_sample(system, openai_stub):
+    openai_stub.reset(default=dataclasses.replace(answer(), delay_s=2.0))  # ChatGPT takes 2 s
+    app = await system()
+    try:  # the client gives up after 0.3 s; the gateway finishes the call for its retry
+        first = await app.gateway.AnalyzeMeal(request("slow-1"), metadata=CLIENT, timeout=0.3)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        first = None
+    retried = await app.gateway.AnalyzeMeal(request("slow-1"), metadata=CLIENT, timeout=60)
+    assert first is None or retried == first
+    assert app.sample_count() == 1
+
+    # two calls with one id at once: the second waits for the first's answer
+    both = await asyncio.gather(
+        *(app.gateway.AnalyzeMeal(request("slow-2", 7), metadata=CLIENT, timeout=60) for _ in range(2))
+    )
+    assert both[0] == both[1] and app.sample_count() == 2
+
+
+def test_claims_on_both_databases(db):
+    from datetime import timedelta
+
+    from foodcal.store import AnalyzeRequest
+    from gateway.idempotency import STALE_CLAIM_S, Outcome, RequestIds
+
+    ids = RequestIds(db)
+    assert ids.claim("a", "r", "d1").outcome is Outcome.NEW
+    assert ids.claim("a", "r", "d1").outcome is Outcome.RUNNING
+    assert ids.claim("a", "r", "d2").outcome is Outcome.OTHER_REQUEST
+    assert ids.claim("b", "r", "d1").outcome is Outcome.NEW  # another client
+    ids.release("a", "r")  # the call failed: a retry does the work
+    assert ids.claim("a", "r", "d1").outcome is Outcome.NEW
+    ids.record("a", "r", gateway_pb2.AnalyzeMealResponse(sample_id="s1"))
+    claim = ids.claim("a", "r", "d1")
+    assert claim.outcome is Outcome.ANSWERED
+    assert gateway_pb2.AnalyzeMealResponse.FromString(claim.response).sample_id == "s1"
+    ids.release("a", "r")  # an answered id is never released
+    assert ids.claim("a", "r", "d1").outcome is Outcome.ANSWERED
+    with db.session() as session:  # the gateway running "b" died long ago
+        row = session.get(AnalyzeRequest, ("b", "r"))
+        row.claimed_at = row.claimed_at - timedelta(seconds=STALE_CLAIM_S + 1)
+        session.add(row)
+    assert ids.claim("b", "r", "d1").outcome is Outcome.NEW
+    assert ids.claim("b", "r", "d1").outcome is Outcome.RUNNING

@@ -3,7 +3,8 @@
 Prints a short summary of each answer; `--json` prints the full message, defaults included.
 
 The token comes from FOODCAL_TOKEN (or the first of API_TOKENS); the address from
-FOODCAL_ADDRESS (default 127.0.0.1:50051).
+FOODCAL_ADDRESS (default 127.0.0.1:50051). A gateway serving TLS: `--tls` trusts the system's
+certificate authorities, `--ca-file PATH` (or FOODCAL_CA_FILE) a certificate of your own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def _token() -> str:
     if not token:
         sys.exit("set FOODCAL_TOKEN to one of the gateway's API_TOKENS")
     return token
+
+
+def _channel(args) -> grpc.Channel:
+    options = message_size_options(12 * 1024 * 1024)
+    if args.ca_file is None and not args.tls:
+        return grpc.insecure_channel(args.address, options=options)
+    roots = Path(args.ca_file).read_bytes() if args.ca_file is not None else None
+    return grpc.secure_channel(args.address, grpc.ssl_channel_credentials(roots), options=options)
 
 
 def _printer(as_json: bool):
@@ -86,6 +95,10 @@ def watch(stub, run_id: str, metadata) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m foodcal.client", description=__doc__)
     parser.add_argument("--address", default=os.environ.get("FOODCAL_ADDRESS", "127.0.0.1:50051"))
+    parser.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs")
+    ca_help = "TLS, trusting this PEM certificate or CA (FOODCAL_CA_FILE)"
+    ca_file = os.environ.get("FOODCAL_CA_FILE") or None
+    parser.add_argument("--ca-file", type=Path, default=ca_file, help=ca_help)
     json_help = "print the full message as JSON, defaults included"
     parser.add_argument("--json", action="store_true", help=json_help)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     metadata = (("authorization", f"Bearer {_token()}"),)
-    with grpc.insecure_channel(args.address, options=message_size_options(12 * 1024 * 1024)) as channel:
+    with _channel(args) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         try:
             return _run(args, stub, metadata)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from grpc_health.v1 import health
 
@@ -21,6 +23,8 @@ from gateway.rate_limit import RateLimiter
 from gateway.service import GatewayServicer
 from model_store.client import TorchServeClient
 
+log = logging.getLogger(__name__)
+
 
 def internal_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {settings.internal_token}"),)
@@ -30,6 +34,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     """Wire the gateway; `port` names this instance's queue worker (stable across restarts)."""
     settings.require_api_tokens()
     settings.require_admin_tokens()
+    settings.require_gateway_tls()
     settings.require_internal_token()
     options = message_size_options(settings.grpc_max_message_bytes)
     labeler_channel = grpc.aio.insecure_channel(settings.labeler_address, options=options)
@@ -95,7 +100,17 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         on_stop=on_stop,
         health=health_servicer,
         auth=RoleInterceptor(roles),
+        tls=tls_files(settings),
     )
+
+
+def tls_files(settings: Settings) -> tuple[bytes, bytes] | None:
+    """(certificate chain, private key) when GATEWAY_TLS_* are set; None serves plaintext."""
+    if settings.gateway_tls_cert_file is None or settings.gateway_tls_key_file is None:
+        if settings.bind_host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("the gateway serves plaintext on %s: tokens travel in the clear", settings.bind_host)
+        return None
+    return settings.gateway_tls_cert_file.read_bytes(), settings.gateway_tls_key_file.read_bytes()
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import grpc
 
 from foodcal.errors import abort
 from foodcal.grpc_server import OPEN_METHOD_PREFIXES, bearer_token, deny_like, token_matches
+from gateway.shield import shield
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
             return deny_like(handler)
         name = method.removeprefix(SERVICE_PREFIX)
         if caller.admin or (method.startswith(SERVICE_PREFIX) and name in CLIENT_METHODS):
-            return handler
+            return shield(handler)
         log.warning("refused %s for %s: needs an admin token", method, caller.identity)
         return deny_like(handler, _admin_required(name))
 

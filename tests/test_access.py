@@ -135,3 +135,20 @@ async def test_no_answer_names_the_labelers_endpoint(system, openai_stub):
     assert got.sample.chatgpt_label.provider == "openai-compatible"
     for message in (answer, got, listed):
         assert endpoint not in str(message)
+
+
+async def test_an_unexpected_error_reaches_the_client_without_internal_detail(system, monkeypatch):
+    import gateway.service
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("/srv/foodcal/secret_module.py: postgresql://admin:pw@db-internal:5432 exploded")
+
+    monkeypatch.setattr(gateway.service, "stats", broken)
+    app = await system(services=("gateway",), use_chatgpt=False)
+    error = await failure(
+        lambda: app.gateway.GetStats(gateway_pb2.GetStatsRequest(), metadata=auth(ADMIN_TOKEN))
+    )
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error_info(details_of(error)).reason == "INTERNAL_ERROR"
+    for secret in ("secret_module", "db-internal", "RuntimeError", "Traceback"):
+        assert secret not in error.details() and secret not in str(error.trailing_metadata())

@@ -152,3 +152,55 @@ async def test_an_unexpected_error_reaches_the_client_without_internal_detail(sy
     assert error_info(details_of(error)).reason == "INTERNAL_ERROR"
     for secret in ("secret_module", "db-internal", "RuntimeError", "Traceback"):
         assert secret not in error.details() and secret not in str(error.trailing_metadata())
+
+
+async def test_the_rules_hold_against_a_gateway_process(torchserve, tmp_path):
+    """The same rules with `python -m gateway` as its own process, configured from the environment."""
+    from foodcal.errors import retry_info
+    from foodcal.v1 import gateway_pb2_grpc
+    from tests.conftest import INTERNAL_TOKEN, free_port
+    from tests.processes import ServiceProcess, env_for
+
+    port = free_port()
+    env = env_for(
+        {
+            **torchserve.settings(),
+            "api_tokens": [API_TOKEN, OTHER_CLIENT_TOKEN],
+            "admin_tokens": [ADMIN_TOKEN],
+            "internal_token": INTERNAL_TOKEN,
+            "use_chatgpt": False,
+            "client_rate_per_minute": 1,
+            "client_rate_burst": 2,
+            "database_url": f"sqlite:///{tmp_path}/foodcal.db",
+            "upload_dir": tmp_path / "uploads",
+            "models_dir": tmp_path / "models",
+            "gateway_port": port,
+        }
+    )
+    process = ServiceProcess("gateway", port, env, tmp_path / "gateway.log").start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            gw = gateway_pb2_grpc.GatewayServiceStub(channel)
+
+            def analyze(shade: int, request_id: str = ""):
+                request = gateway_pb2.AnalyzeMealRequest(image=photo((shade, 3, 3)), request_id=request_id)
+                return gw.AnalyzeMeal(request, metadata=CLIENT, timeout=60)
+
+            mine = await analyze(1, "first")
+            error = await failure(
+                lambda: gw.GetSample(gateway_pb2.GetSampleRequest(sample_id=mine.sample_id), metadata=OTHER)
+            )
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            error = await failure(
+                lambda: gw.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(), metadata=CLIENT)
+            )
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED and "admin" in error.details()
+            await analyze(2)
+            error = await failure(lambda: analyze(3))  # the burst of 2 is spent
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert retry_info(details_of(error)).retry_delay.ToTimedelta().total_seconds() > 50
+            assert await analyze(1, "first") == mine  # a replay is answered, spends nothing, stores nothing
+            listed = await gw.ListSamples(gateway_pb2.ListSamplesRequest(), metadata=CLIENT)
+            assert len(listed.samples) == 2
+    finally:
+        process.stop()

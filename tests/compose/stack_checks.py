@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = shlex.split(os.environ.get("FOODCAL_COMPOSE", ""))
 ADDRESS = f"127.0.0.1:{os.environ.get('FOODCAL_TEST_PORT', '0')}"
 TOKEN = "compose-test-token"  # API_TOKENS in docker-compose.test.yml
+ADMIN_TOKEN = "compose-test-admin"  # ADMIN_TOKENS: training runs and model versions
+ADMIN_METHODS = ("StartTrainingRun", "WatchTrainingRun", "ListModelVersions", "RollbackModel")
 GRPCURL = str(ROOT / ".venv" / "bin" / "grpcurl")
 GATEWAY = "foodcal.v1.GatewayService"
 PHOTOS = 14  # MIN_TRAINING_SAMPLES is 12 in docker-compose.test.yml
@@ -58,7 +60,8 @@ def grpcurl(method: str, request: dict | None = None, *, auth: bool = True, retr
     """One call with the real grpcurl; retried on UNAVAILABLE for up to retry_s (after a restart)."""
     argv = [GRPCURL, "-plaintext", "-max-time", "120", "-emit-defaults"]
     if auth:
-        argv += ["-H", f"authorization: Bearer {TOKEN}"]
+        token = ADMIN_TOKEN if method.endswith(ADMIN_METHODS) else TOKEN
+        argv += ["-H", f"authorization: Bearer {token}"]
     argv += ["-d", "@", ADDRESS, method]
     deadline = time.monotonic() + retry_s
     while True:
@@ -72,8 +75,8 @@ def grpcurl(method: str, request: dict | None = None, *, auth: bool = True, retr
         time.sleep(1)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FOODCAL_TOKEN": TOKEN, "FOODCAL_ADDRESS": ADDRESS}
+def cli(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FOODCAL_TOKEN": token, "FOODCAL_ADDRESS": ADDRESS}
     return subprocess.run(
         [sys.executable, "-m", "foodcal.client", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -205,9 +208,9 @@ def test_chatgpt_labels_come_from_the_openai_service():
 
 
 def test_a_training_run_deploys_and_hot_swaps_into_torchserve():
-    done = cli("train", "--epochs", "40")
+    done = cli("train", "--epochs", "40", token=ADMIN_TOKEN)
     assert done.returncode == 0 and "TRAINING_RUN_STATUS_DEPLOYED" in done.stdout, done.stdout + done.stderr
-    versions = json.loads(cli("--json", "versions").stdout)
+    versions = json.loads(cli("--json", "versions", token=ADMIN_TOKEN).stdout)
     assert versions["served_version"] == 1
     answer = served_in_answers(1, index=100)
     assert answer["source"] != "NUTRITION_SOURCE_UNSPECIFIED"

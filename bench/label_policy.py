@@ -33,10 +33,9 @@ RETRAIN_EVERY, MIN_SAMPLES = 200, 50
 WIDTH = 768
 TARGET_FEWER_CALLS, TARGET_MAE_INCREASE, TARGET_COVERAGE_POINTS = 0.60, 0.10, 0.05
 # `python -m bench.label_policy min_dish_labels=20 ...`: other policy settings than the defaults.
-OVERRIDES = {
-    key: type(getattr(PolicySettings(), key))(value)
-    for key, value in (argument.split("=", 1) for argument in sys.argv[1:])
-}
+ARGUMENTS = dict(argument.split("=", 1) for argument in sys.argv[1:])
+WEIGHTED = ARGUMENTS.pop("weighted", "1") == "1"  # weighted=0: the unweighted calibration, to compare
+OVERRIDES = {key: type(getattr(PolicySettings(), key))(value) for key, value in ARGUMENTS.items()}
 
 
 def with_out_of_distribution(
@@ -72,6 +71,7 @@ def replay(policy: str, stream: Dataset, test: Dataset) -> dict:
     calibrated = calibration.Calibration()
     label_counts = np.zeros(CLASSES, dtype=np.int64)  # labels asked so far, by top-1 dish
     labelled: list[int] = []
+    weights = np.ones(len(stream))  # 1 / labelling propensity, for weighted calibration
     reasons: dict[str, int] = {}
     since_training, deployed = 0, 0
     params = TrainingParameters()  # the original defaults
@@ -93,6 +93,7 @@ def replay(policy: str, stream: Dataset, test: Dataset) -> dict:
         if not decision.ask:
             continue
         labelled.append(index)
+        weights[index] = 1.0 / decision.propensity
         label_counts[top1] += 1
         since_training += 1
         if since_training >= RETRAIN_EVERY and len(labelled) >= MIN_SAMPLES:
@@ -103,9 +104,11 @@ def replay(policy: str, stream: Dataset, test: Dataset) -> dict:
             if compare(best, served, validation).better:
                 served, deployed = best, deployed + 1
             counts = np.bincount(data.probabilities.argmax(axis=1), minlength=CLASSES)  # as runs.py
+            held_out_weights = weights[np.isin(stream.ids, validation.ids)] if WEIGHTED else None
             calibrated = calibration.fit(
-                predict(served, validation), validation.targets, validation.probabilities, counts
-            )
+                predict(served, validation), validation.targets, validation.probabilities, counts,
+                weights=held_out_weights,
+            )  # fmt: skip
     predictions = predict(served, test)
     mae = np.abs(predictions - test.targets).mean(axis=0)
     covered = calibration.coverage(calibrated, predictions, test.targets, test.probabilities)
@@ -196,7 +199,11 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     say(text)
-    name = "label_policy" + "".join(f"-{k}={v}" for k, v in OVERRIDES.items())
+    name = (
+        "label_policy"
+        + "".join(f"-{k}={v}" for k, v in OVERRIDES.items())
+        + ("" if WEIGHTED else "-unweighted")
+    )
     json_path, _ = save(
         name, {"machine": info, "overrides": OVERRIDES, "runs": runs, "targets": targets}, text
     )

@@ -26,6 +26,17 @@ UNCALIBRATED_HALF_WIDTH = 0.6  # ±60%: about what version 0 misses by on a typi
 MIN_RELATIVE_DENOMINATOR = 0.1  # of the nutrient's mean label: 0 g of fat is not a 100% error
 
 
+EXPLORATION_REASON = "exploration"  # how the label policy's reason starts for a chance label
+
+
+def label_weight(reason: str, exploration: float) -> float:
+    """1 / the chance a labelled photo had of being labelled: one that no rule of the label policy
+    asked for (gateway/label_policy.py) stands for 1/exploration photos like it that were answered
+    without ChatGPT. Weighing by it (weighted split-conformal) keeps ranges calibrated for all
+    traffic, not just for the photos that were asked about."""
+    return 1.0 / exploration if reason.startswith(EXPLORATION_REASON) and exploration > 0 else 1.0
+
+
 def _bucket(value: float, edges: tuple[float, ...]) -> int:
     return int(np.searchsorted(edges, value, side="right"))
 
@@ -73,10 +84,16 @@ class Calibration:
         return cls(**data) if data else cls()
 
 
-def _conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """The split-conformal quantile: the ceil((n + 1) * level)-th smallest score."""
-    rank = math.ceil((len(scores) + 1) * level)
-    return float(np.sort(scores)[min(rank, len(scores)) - 1])
+def _conformal_quantile(scores: np.ndarray, level: float, weights: np.ndarray | None = None) -> float:
+    """The split-conformal quantile: the ceil((n + 1) * level)-th smallest score. With weights
+    (inverse labelling propensities), the weighted version: the smallest score whose weight share,
+    counting one more sample of average weight for the photo being answered, reaches `level`."""
+    if weights is None:
+        rank = math.ceil((len(scores) + 1) * level)
+        return float(np.sort(scores)[min(rank, len(scores)) - 1])
+    order = np.argsort(scores)
+    cumulative = np.cumsum(weights[order]) / (weights.sum() + weights.mean())
+    return float(scores[order][min(int(np.searchsorted(cumulative, level)), len(scores) - 1)])
 
 
 def fit(
@@ -85,6 +102,7 @@ def fit(
     probabilities: np.ndarray,  # [n, classes]
     label_counts: np.ndarray,  # [classes] training labels per dish
     level: float = DEFAULT_LEVEL,
+    weights: np.ndarray | None = None,  # 1 / the chance each sample had to be labelled (the policy)
 ) -> Calibration:
     denominators = (
         MIN_RELATIVE_DENOMINATOR * np.maximum(np.abs(targets).mean(axis=0), 1e-6)
@@ -108,8 +126,10 @@ def fit(
         for key in {k[depth] for k in keys}:
             members = np.array([k[depth] == key for k in keys])
             if members.sum() >= MIN_GROUP:
+                member_weights = None if weights is None else np.asarray(weights, dtype=np.float64)[members]
                 calibration.half_widths[key] = [
-                    _conformal_quantile(scores[members, n], level) for n in range(scores.shape[1])
+                    _conformal_quantile(scores[members, n], level, member_weights)
+                    for n in range(scores.shape[1])
                 ]
     return calibration
 

@@ -3,12 +3,12 @@
 `uncertain` asks when any of these holds, in this order, and records the first reason:
 - a note: the person wrote something the photo cannot show ("two slices", "no cheese"); only
   ChatGPT reads it, and it can change the answer, so such a photo is always labelled;
-- exploration: a random share of photos is always labelled, so calibration and quality
-  measurements keep seeing photos the policy would skip (they would be biased otherwise);
 - the classifier is unsure: top-1 probability below a threshold (a dish not in Food-101 at all
   spreads its probabilities);
 - the dish has few labels yet;
-- the calibrated calories range is wider than a threshold (relative half-width).
+- the calibrated calories range is wider than a threshold (relative half-width);
+- exploration: a random share of the photos no rule asked for, so calibration and quality
+  measurements keep seeing what the policy skips (each such photo is weighed by 1/share).
 Otherwise our number is shown and no call is made. Pure: the gateway and bench/label_policy.py
 run exactly this code.
 """
@@ -16,6 +16,8 @@ run exactly this code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from foodcal.calibration import EXPLORATION_REASON
 
 ALWAYS, UNCERTAIN = "always", "uncertain"
 CONFIDENT_REASON = "confident"  # how a skipped photo's reason starts (GetStats counts them)
@@ -45,6 +47,7 @@ class Decision:
     ask: bool
     reason: str
     uncertainty: float  # higher = more to learn; orders labels that wait for the budget
+    propensity: float = 1.0  # the chance this photo had to be labelled: 1 when a rule asked
 
 
 def decide(
@@ -63,8 +66,6 @@ def decide(
         return Decision(True, "policy always", uncertainty)
     if has_note:
         return Decision(True, "note: only ChatGPT reads it, and it can change the answer", uncertainty)
-    if explore_draw < settings.exploration:
-        return Decision(True, f"exploration ({settings.exploration:.0%} of photos)", uncertainty)
     if top1_probability < settings.min_confidence:
         return Decision(
             True,
@@ -78,6 +79,13 @@ def decide(
             True,
             f"calories range ±{relative_width:.0%} wider than ±{settings.max_relative_width:.0%}",
             uncertainty,
+        )
+    if explore_draw < settings.exploration:  # only photos no rule asks for: see `propensity`
+        return Decision(
+            True,
+            f"{EXPLORATION_REASON} ({settings.exploration:.0%} of photos)",
+            uncertainty,
+            settings.exploration,
         )
     return Decision(
         False,

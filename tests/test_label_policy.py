@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from foodcal.calibration import UNCALIBRATED_HALF_WIDTH, Calibration
+from foodcal.calibration import UNCALIBRATED_HALF_WIDTH, Calibration, label_weight
 from foodcal.store import LabelStatus, ModelVersionRow, Sample
 from foodcal.v1 import common_pb2
 from gateway.label_policy import PolicySettings, decide
@@ -141,3 +141,39 @@ def test_ranges_cover_their_level_on_held_out_samples():
     covered = coverage(calibration, predictions[n // 2 :], targets[n // 2 :], probabilities[n // 2 :])
     assert np.all(np.abs(covered - 0.8) < 0.04), covered  # seeded: the same numbers every run
     assert calibration.half_widths["c2"][0] < calibration.half_widths["c0"][0]  # sure photos: narrower
+
+
+def test_exploration_is_only_for_photos_no_rule_asks_for_and_says_how_likely_it_was():
+    settings = PolicySettings(policy="uncertain", exploration=0.05)
+    unsure = decide(settings, top1_probability=0.3, dish_labels=50, relative_width=0.1, explore_draw=0.0)
+    assert unsure.reason.startswith("classifier unsure") and unsure.propensity == 1.0
+    chance = decide(settings, top1_probability=0.95, dish_labels=50, relative_width=0.1, explore_draw=0.01)
+    assert chance.reason.startswith("exploration") and chance.propensity == 0.05
+    assert (
+        label_weight(chance.reason, 0.05) == pytest.approx(20.0) and label_weight(unsure.reason, 0.05) == 1.0
+    )
+
+
+def test_weighing_chance_labels_keeps_ranges_calibrated_for_the_photos_the_policy_skipped():
+    """Within one group the policy labels every hard photo (say, a rarely labelled dish) but only
+    5% of the easy ones; unweighted, the ranges fit the hard ones and are too wide for traffic."""
+    from foodcal.calibration import coverage, fit
+
+    rng = np.random.default_rng(11)
+    n = 40000
+    probabilities = np.full((n, 101), 0.0005)
+    probabilities[:, 7] = 0.95  # one confident group
+    hard = rng.random(n) < 0.2
+    predictions = np.full((n, 4), 500.0)
+    targets = predictions * (1 + rng.normal(0, 1, (n, 4)) * np.where(hard, 0.4, 0.1)[:, None])
+    asked = hard | (rng.random(n) < 0.05)
+    weights = np.where(hard, 1.0, 20.0)[asked]
+    counts = np.full(101, 100)
+    cal = asked.copy()
+    cal[n // 2 :] = False
+    unweighted = fit(predictions[cal], targets[cal], probabilities[cal], counts)
+    weighted = fit(predictions[cal], targets[cal], probabilities[cal], counts, weights=weights[: cal.sum()])
+    traffic = slice(n // 2, n)  # every photo, asked or not
+    args = (predictions[traffic], targets[traffic], probabilities[traffic])
+    assert np.all(coverage(unweighted, *args) > 0.9)  # far above the level: too wide
+    assert np.all(np.abs(coverage(weighted, *args) - 0.8) < 0.03)

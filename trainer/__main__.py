@@ -87,6 +87,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
         settings.min_training_samples,
         lambda: current_classifier(torchserve),
         range_level=settings.range_level,
+        label_exploration=settings.label_policy_exploration if settings.label_policy == "uncertain" else 0.0,
     )
     interrupted = runs.fail_interrupted()
     if interrupted:

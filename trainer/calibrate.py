@@ -20,10 +20,16 @@ def label_counts(*parts: Dataset, classes: int = 101) -> np.ndarray:
 
 
 def calibrate(
-    model: NutritionModel, held_out: Dataset, counts: np.ndarray, level: float
+    model: NutritionModel,
+    held_out: Dataset,
+    counts: np.ndarray,
+    level: float,
+    weights: np.ndarray | None = None,
 ) -> calibration.Calibration:
     with torch.inference_mode():
         predictions = model.eval()(
             torch.from_numpy(held_out.embeddings), torch.from_numpy(held_out.probabilities)
         )
-    return calibration.fit(predictions.numpy(), held_out.targets, held_out.probabilities, counts, level)
+    return calibration.fit(
+        predictions.numpy(), held_out.targets, held_out.probabilities, counts, level, weights
+    )

@@ -9,12 +9,13 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from sqlmodel import col, select
 
 from foodcal import logs, metrics
-from foodcal.calibration import DEFAULT_LEVEL
-from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
+from foodcal.calibration import DEFAULT_LEVEL, EXPLORATION_REASON, label_weight
+from foodcal.store import Database, ModelVersionRow, RunStatus, Sample, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
 from trainer import quality
@@ -50,6 +51,7 @@ class RunManager:
         min_samples: int,
         current_classifier,
         range_level: float = DEFAULT_LEVEL,
+        label_exploration: float = 0.0,  # LABEL_POLICY_EXPLORATION: weighs photos labelled by chance
     ) -> None:
         self.db, self.versions, self.models_dir, self.min_samples = (
             db,
@@ -58,7 +60,7 @@ class RunManager:
             min_samples,
         )
         self.current_classifier = current_classifier  # async () -> str
-        self.range_level = range_level
+        self.range_level, self.label_exploration = range_level, label_exploration
         self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -255,10 +257,19 @@ class RunManager:
         # Grouped by the labels each dish has now, as the label policy counts them when it decides:
         # then the policy's choice depends only on the group, and each group stays calibrated.
         labels = label_counts(train_data, early_stopping, val_data)
+        weights = self._label_weights(val_data.ids)
         return (
-            calibrate(best, val_data, labels, self.range_level),
-            calibrate(served_model, val_data, labels, self.range_level),
+            calibrate(best, val_data, labels, self.range_level, weights),
+            calibrate(served_model, val_data, labels, self.range_level, weights),
         )
+
+    def _label_weights(self, sample_ids: list[str]) -> np.ndarray:
+        """1 / each sample's chance of having been labelled under the label policy: only photos
+        labelled by chance (exploration) weigh more, so only those are read."""
+        chance = col(Sample.label_policy_reason).startswith(EXPLORATION_REASON)
+        with self.db.session() as session:
+            reasons = dict(session.exec(select(Sample.id, Sample.label_policy_reason).where(chance)).all())
+        return np.array([label_weight(reasons.get(i, ""), self.label_exploration) for i in sample_ids])
 
     def versions_row(self, version: int) -> ModelVersionRow:
         with self.db.session() as session:

@@ -130,15 +130,18 @@ async def test_two_workers_never_claim_the_same_sample(db, tmp_path):
     _pending(db, 30)
     policy = RetryPolicy(3, 0.1, 1.0)
     queues = [LabelQueue(db, ImageStore(tmp_path), None, policy, f"worker-{i}") for i in range(2)]
-    claimed: list[str] = []
-    for _ in range(10):  # concurrent rounds until the queue is empty
-        claims = await asyncio.gather(*(asyncio.to_thread(q.claim, 5) for q in queues for _ in range(2)))
-        claimed += [sample_id for batch in claims for sample_id in batch]
+    workers = [q for q in queues for _ in range(2)]  # two concurrent claims per worker each round
+    claimed: list[tuple[str, str]] = []  # (sample, the worker whose claim returned it)
+    for _ in range(20):  # concurrent rounds until the queue is empty
+        claims = await asyncio.gather(*(asyncio.to_thread(q.claim, 5) for q in workers))
+        claimed += [
+            (sample_id, q.worker) for q, batch in zip(workers, claims, strict=True) for sample_id in batch
+        ]
     assert len(claimed) == 30
-    assert len(set(claimed)) == 30  # nobody got a sample twice
-    with db.session() as session:
-        owners = session.exec(select(Sample.label_claimed_by)).all()
-    assert set(owners) == {"worker-0", "worker-1"}
+    assert len({sample_id for sample_id, _ in claimed}) == 30  # nobody got a sample twice
+    with db.session() as session:  # and the database agrees with every claim that was returned
+        owners = dict(session.exec(select(Sample.id, Sample.label_claimed_by)).all())
+    assert owners == dict(claimed)
 
 
 async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db, tmp_path):

@@ -180,3 +180,20 @@ async def serve_until_signalled(spec: ServiceSpec, host: str, port: int) -> None
     await stop.wait()
     log.info("%s: shutdown requested", spec.name)
     await running.stop()
+
+
+def internal_tls(settings) -> tuple[bytes, bytes] | None:
+    """(certificate chain, key) the labeler and the trainer serve when INTERNAL_TLS_* are set."""
+    settings.require_internal_tls()
+    if settings.internal_tls_cert_file is None or settings.internal_tls_key_file is None:
+        return None
+    return settings.internal_tls_cert_file.read_bytes(), settings.internal_tls_key_file.read_bytes()
+
+
+def internal_channel(settings, address: str, options) -> grpc.aio.Channel:
+    """A channel to one of our own services: TLS trusting INTERNAL_TLS_CA_FILE (by default the
+    certificate itself) when internal TLS is on, plaintext otherwise."""
+    if settings.internal_tls_cert_file is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    ca = settings.internal_tls_ca_file or settings.internal_tls_cert_file
+    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes()), options=options)

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # TLS for the gateway (both set, or neither: plaintext, meant for loopback only).
     gateway_tls_cert_file: Path | None = None
     gateway_tls_key_file: Path | None = None
+    # TLS between our own services: the labeler and the trainer serve it with this certificate
+    # and key; the gateway trusts INTERNAL_TLS_CA_FILE (default: the certificate itself).
+    internal_tls_cert_file: Path | None = None
+    internal_tls_key_file: Path | None = None
+    internal_tls_ca_file: Path | None = None
 
     # Storage
     database_url: str = "sqlite:///data/foodcal.db"
@@ -145,7 +150,14 @@ class Settings(BaseSettings):
     def _empty_is_default(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("gateway_tls_cert_file", "gateway_tls_key_file", mode="before")
+    @field_validator(
+        "gateway_tls_cert_file",
+        "gateway_tls_key_file",
+        "internal_tls_cert_file",
+        "internal_tls_key_file",
+        "internal_tls_ca_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_no_file(cls, value: object) -> object:
         return value or None
@@ -188,20 +200,36 @@ class Settings(BaseSettings):
             raise SettingsError("ADMIN_TOKENS: a token is a client's (API_TOKENS) or an admin's, not both")
 
     def require_gateway_tls(self) -> None:
-        files = {
-            "GATEWAY_TLS_CERT_FILE": self.gateway_tls_cert_file,
-            "GATEWAY_TLS_KEY_FILE": self.gateway_tls_key_file,
-        }
-        if any(files.values()) and not all(files.values()):
-            missing = " and ".join(name for name, path in files.items() if not path)
-            raise SettingsError(f"{missing}: TLS needs both the certificate and its key")
-        for name, path in files.items():
-            if path is not None and not path.is_file():
-                raise SettingsError(f"{name}: no such file: {path}")
+        _require_tls_pair(
+            {
+                "GATEWAY_TLS_CERT_FILE": self.gateway_tls_cert_file,
+                "GATEWAY_TLS_KEY_FILE": self.gateway_tls_key_file,
+            }
+        )
+
+    def require_internal_tls(self) -> None:
+        _require_tls_pair(
+            {
+                "INTERNAL_TLS_CERT_FILE": self.internal_tls_cert_file,
+                "INTERNAL_TLS_KEY_FILE": self.internal_tls_key_file,
+            }
+        )
+        if self.internal_tls_ca_file is not None and not self.internal_tls_ca_file.is_file():
+            raise SettingsError(f"INTERNAL_TLS_CA_FILE: no such file: {self.internal_tls_ca_file}")
 
     def require_internal_token(self) -> None:
         if len(self.internal_token) < 8:
             raise SettingsError("INTERNAL_TOKEN: set a token of at least 8 characters shared by our services")
+
+
+def _require_tls_pair(files: dict[str, Path | None]) -> None:
+    """A certificate and its key: both or neither, and files that exist."""
+    if any(files.values()) and not all(files.values()):
+        missing = " and ".join(name for name, path in files.items() if not path)
+        raise SettingsError(f"{missing}: TLS needs both the certificate and its key")
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{name}: no such file: {path}")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import grpc
 from grpc_health.v1 import health
 
 from foodcal.entrypoint import run_service
-from foodcal.grpc_server import ServiceSpec, message_size_options
+from foodcal.grpc_server import ServiceSpec, internal_channel, message_size_options
 from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
@@ -37,8 +36,9 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     settings.require_gateway_tls()
     settings.require_internal_token()
     options = message_size_options(settings.grpc_max_message_bytes)
-    labeler_channel = grpc.aio.insecure_channel(settings.labeler_address, options=options)
-    trainer_channel = grpc.aio.insecure_channel(settings.trainer_address, options=options)
+    settings.require_internal_tls()
+    labeler_channel = internal_channel(settings, settings.labeler_address, options)
+    trainer_channel = internal_channel(settings, settings.trainer_address, options)
     labeler = labeler_pb2_grpc.LabelerServiceStub(labeler_channel)
     metadata = internal_metadata(settings)
 

@@ -145,3 +145,35 @@ async def test_the_gateway_serves_tls_to_grpcurl_and_the_cli(torchserve, tmp_pat
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+async def test_our_services_talk_tls_to_each_other_and_refuse_plaintext(system, openai_stub, tmp_path):
+    """INTERNAL_TLS_*: the labeler and the trainer serve TLS; the gateway reaches both over it."""
+    import grpc
+
+    from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, labeler_pb2_grpc, trainer_pb2
+    from tests.conftest import auth
+
+    cert, key = self_signed(tmp_path)
+    app = await system(internal_tls_cert_file=cert, internal_tls_key_file=key)
+    answer = await app.gateway.AnalyzeMeal(
+        gateway_pb2.AnalyzeMealRequest(image=photo()), metadata=auth(), timeout=60
+    )
+    assert (
+        answer.label_status == common_pb2.LABEL_STATUS_LABELED and openai_stub.calls == 1
+    )  # via the labeler
+    versions = await app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
+    assert versions.served_version == 0  # via the trainer
+    metadata = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
+    async with grpc.aio.insecure_channel(app.settings.labeler_address) as plaintext:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await labeler_pb2_grpc.LabelerServiceStub(plaintext).LabelMeal(
+                labeler_pb2.LabelMealRequest(image=photo()), metadata=metadata, timeout=5
+            )
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_internal_tls_needs_the_certificate_and_its_key(tmp_path):
+    cert, _ = self_signed(tmp_path)
+    with pytest.raises(SettingsError, match="INTERNAL_TLS_KEY_FILE: TLS needs both"):
+        make_settings(tmp_path, internal_tls_cert_file=cert).require_internal_tls()

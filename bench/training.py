@@ -264,7 +264,8 @@ def measure_quality() -> dict:
                 ),
                 "gap_closed_score": (_score(v0, test.data) - _score(trained, test.data))
                 / (_score(v0, test.data) - _score(floor, test.data)),
-                "best_epoch": min(epochs, key=lambda e: e.val_loss).epoch,
+                # the checkpoint train() returned: the epoch whose loss is the final best
+                "best_epoch": next(e.epoch for e in epochs if e.val_loss == epochs[-1].best_val_loss),
                 "epochs": [[e.epoch, e.train_loss, e.val_loss] for e in epochs],
                 "version0_early_stopping_loss": _huber_loss(table_on_es, early_stopping, scale),
             }

@@ -18,6 +18,7 @@ from trainer.data import Dataset
 
 log = logging.getLogger(__name__)
 SEED = 1234
+SELECTION_Z = 1.0  # standard errors an epoch must beat the closed-form start by to replace it
 
 
 @dataclass
@@ -67,6 +68,25 @@ def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         torch.from_numpy(data.probabilities),
         torch.from_numpy(data.targets),
     )
+
+
+def _sample_losses(model: NutritionModel, embeddings, probabilities, targets) -> torch.Tensor:
+    """The training loss of each sample (Huber on standardised values, mean over nutrients)."""
+    predictions = model.forward_unclamped(embeddings, probabilities)
+    errors = nn.functional.huber_loss(
+        predictions / model.target_scale, targets / model.target_scale, reduction="none", delta=1.0
+    )
+    return errors.mean(dim=1)
+
+
+def _clearly_better(losses: torch.Tensor, than: torch.Tensor) -> bool:
+    """Lower on average by more than one standard error of the paired difference: a few dozen
+    early-stopping samples otherwise pick an epoch by luck (measured: at 250 labels they preferred
+    epoch 4 by 0.3%, which closed 62% of the gap on held-out photos; the closed form closes 64%)."""
+    difference = (than - losses).double()
+    if len(difference) < 2:
+        return bool(difference.mean() > 0)
+    return bool(difference.mean() > difference.std() / math.sqrt(len(difference)) * SELECTION_Z)
 
 
 def _loss(model: NutritionModel, embeddings, probabilities, targets, loss_fn) -> torch.Tensor:
@@ -149,7 +169,9 @@ def _train(reference, train_data, val_data, params, on_epoch, should_stop):
     train_t, val_t = _tensors(train_data), _tensors(val_data)
     model.eval()
     with torch.inference_mode():  # epoch 0: the closed-form start, before any optimiser step
-        start_train, best_loss = _loss(model, *train_t, loss_fn).item(), _loss(model, *val_t, loss_fn).item()
+        start_train = _loss(model, *train_t, loss_fn).item()
+        start_losses = _sample_losses(model, *val_t)
+    best_loss = start_losses.mean().item()
     best_state, stale = copy.deepcopy(model.state_dict()), 0
     epochs = [EpochResult(0, params.epochs, start_train, best_loss, best_loss)]
     on_epoch(epochs[0])
@@ -169,13 +191,15 @@ def _train(reference, train_data, val_data, params, on_epoch, should_stop):
             total += loss.item() * len(batch[0])
         model.eval()
         with torch.inference_mode():
-            val_loss = _loss(model, *val_t, loss_fn).item()
+            losses = _sample_losses(model, *val_t)
+        val_loss = losses.mean().item()
         train_loss = total / len(train_data)
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate"
             )
-        if val_loss < best_loss:
+        # The best epoch so far, if it is clearly better than the closed form it would replace.
+        if val_loss < best_loss and _clearly_better(losses, than=start_losses):
             best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1

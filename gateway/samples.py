@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import and_, func, true
 from sqlmodel import Session, col, select
 
 from foodcal.convert import nutrition_proto, public_provider, timestamp
@@ -126,77 +126,16 @@ def _means(values) -> tuple[float, ...]:
     return tuple(float(m or 0.0) for m in values)
 
 
-def stats(session: Session, daily_budget_usd: float = 0.0) -> gateway_pb2.GetStatsResponse:
-    """A fixed number of queries, however many samples and versions there are."""
-    by_status = dict(
-        session.exec(select(Sample.label_status, func.count()).group_by(Sample.label_status)).all()
-    )
-    corrected = session.exec(select(func.count()).where(col(Sample.corrected_at).is_not(None))).one()
-    labelled = Sample.label_status == LabelStatus.LABELED
-    _, *overall = session.exec(select(func.count(), *_mean_abs_diff_columns()).where(labelled)).one()
-    per_version = session.exec(
-        select(Sample.pred_model_version, func.count(), *_mean_abs_diff_columns())
-        .where(labelled)
-        .group_by(Sample.pred_model_version)
-        .order_by(Sample.pred_model_version)
-    ).all()
-    by_version = [
-        gateway_pb2.VersionDifference(
-            nutrition_version=version or 0,
-            samples=count,
-            mean_absolute_difference=nutrition_proto(_means(means)),
-        )
-        for version, count, *means in per_version
-    ]
-    calls, prompt, completion, cost = session.exec(
-        select(
-            func.count(),
-            func.coalesce(func.sum(ChatGPTCall.prompt_tokens), 0),
-            func.coalesce(func.sum(ChatGPTCall.completion_tokens), 0),
-            func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0),
-        )
-    ).one()
-    hits = session.exec(select(func.coalesce(func.sum(LabelCache.hits), 0))).one()
-    avoided = session.exec(
-        select(func.count()).where(col(Sample.label_policy_reason).startswith(CONFIDENT_REASON))
-    ).one()
-    today = spent_today(session)
-    response = gateway_pb2.GetStatsResponse(
-        total_samples=sum(by_status.values()),
-        training_data_samples=by_status.get(LabelStatus.LABELED, 0),
-        pending_labels=by_status.get(LabelStatus.PENDING, 0),
-        failed_labels=by_status.get(LabelStatus.FAILED, 0),
-        rejected_labels=by_status.get(LabelStatus.REJECTED, 0),
-        corrected_samples=corrected,
-        mean_absolute_difference=nutrition_proto(_means(overall)),
-        by_version=by_version,
-        chatgpt_calls=calls,
-        chatgpt_cache_hits=hits,
-        usage=common_pb2.TokenUsage(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
-            estimated_cost_usd=float(cost),
-        ),
-        chatgpt_calls_avoided=avoided,
-        chatgpt_spent_today_usd=today,
-    )
-    if daily_budget_usd > 0:
-        response.chatgpt_budget_left_usd = max(daily_budget_usd - today, 0.0)
-    return response
-
-
-def own_stats(session: Session, owner: str) -> gateway_pb2.GetStatsResponse:
-    """A client's stats: its own samples only. ChatGPT's calls, cost and cache are the service's,
-    not the client's, and stay empty (an admin's GetStats has them)."""
-    mine = Sample.owner == owner
+def _sample_stats(session: Session, which=true()) -> gateway_pb2.GetStatsResponse:
+    """What the samples chosen by `which` say: counts by label status and our difference from
+    ChatGPT, overall and per version. A fixed number of queries, however many there are."""
     by_status = dict(
         session.exec(
-            select(Sample.label_status, func.count()).where(mine).group_by(Sample.label_status)
+            select(Sample.label_status, func.count()).where(which).group_by(Sample.label_status)
         ).all()
     )
-    corrected = session.exec(select(func.count()).where(mine, col(Sample.corrected_at).is_not(None))).one()
-    labelled = (Sample.label_status == LabelStatus.LABELED) & mine
+    corrected = session.exec(select(func.count()).where(which, col(Sample.corrected_at).is_not(None))).one()
+    labelled = and_(Sample.label_status == LabelStatus.LABELED, which)
     _, *overall = session.exec(select(func.count(), *_mean_abs_diff_columns()).where(labelled)).one()
     per_version = session.exec(
         select(Sample.pred_model_version, func.count(), *_mean_abs_diff_columns())
@@ -216,8 +155,45 @@ def own_stats(session: Session, owner: str) -> gateway_pb2.GetStatsResponse:
             gateway_pb2.VersionDifference(
                 nutrition_version=version or 0,
                 samples=count,
-                mean_absolute_difference=nutrition_proto(_means(m)),
+                mean_absolute_difference=nutrition_proto(_means(means)),
             )
-            for version, count, *m in per_version
+            for version, count, *means in per_version
         ],
     )
+
+
+def stats(session: Session, daily_budget_usd: float = 0.0) -> gateway_pb2.GetStatsResponse:
+    """An admin's stats: every sample, plus ChatGPT's calls, tokens, cost, cache and budget."""
+    response = _sample_stats(session)
+    calls, prompt, completion, cost = session.exec(
+        select(
+            func.count(),
+            func.coalesce(func.sum(ChatGPTCall.prompt_tokens), 0),
+            func.coalesce(func.sum(ChatGPTCall.completion_tokens), 0),
+            func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0),
+        )
+    ).one()
+    hits = session.exec(select(func.coalesce(func.sum(LabelCache.hits), 0))).one()
+    avoided = session.exec(
+        select(func.count()).where(col(Sample.label_policy_reason).startswith(CONFIDENT_REASON))
+    ).one()
+    today = spent_today(session)
+    response.chatgpt_calls, response.chatgpt_cache_hits = calls, hits
+    response.usage.CopyFrom(
+        common_pb2.TokenUsage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            estimated_cost_usd=float(cost),
+        )
+    )
+    response.chatgpt_calls_avoided, response.chatgpt_spent_today_usd = avoided, today
+    if daily_budget_usd > 0:
+        response.chatgpt_budget_left_usd = max(daily_budget_usd - today, 0.0)
+    return response
+
+
+def own_stats(session: Session, owner: str) -> gateway_pb2.GetStatsResponse:
+    """A client's stats: its own samples only. ChatGPT's calls, cost and cache are the service's,
+    not the client's, and stay empty (an admin's GetStats has them)."""
+    return _sample_stats(session, Sample.owner == owner)

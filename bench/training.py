@@ -22,6 +22,7 @@ Printed as ratios; saved to bench/results/training.{json,txt,png}. Never a timed
 from __future__ import annotations
 
 import asyncio
+import copy
 import shutil
 import sys
 import tempfile
@@ -47,7 +48,7 @@ from bench.common import (
 from bench.synthetic import ClassFeatureWorld, real_dishes, reference_model, unstructured_dataset
 from model_store.nutrition_model import NUTRIENTS, NutritionModel
 from trainer.data import Dataset
-from trainer.training import TrainingParameters, target_scale, train
+from trainer.training import TrainingParameters, dataset_tensors, sample_losses, train
 
 SAMPLES, EPOCHS, BATCH, LEARNING_RATE = 5000, 20, 8, 0.001
 REPEATS = 3  # the machine is shared and noisy: report the median of a few whole runs
@@ -215,10 +216,12 @@ def _score(mae: np.ndarray, data: Dataset) -> float:
     return float((mae / np.abs(data.targets).mean(axis=0)).mean())
 
 
-def _huber_loss(predictions: np.ndarray, data: Dataset, scale: np.ndarray) -> float:
-    """The training loss (Huber on standardised values), for version 0's line on the loss plot."""
-    error = np.abs(predictions - data.targets) / scale
-    return float(np.where(error < 1, 0.5 * error**2, error - 0.5).mean())
+def _version0_loss(reference: NutritionModel, trained: NutritionModel, data: Dataset) -> float:
+    """Version 0's training loss on `data`, standardised as the trained model was: its loss plot's line."""
+    version0 = copy.deepcopy(reference)
+    version0.target_scale.copy_(trained.target_scale)
+    with torch.inference_mode():
+        return sample_losses(version0, *dataset_tensors(data)).mean().item()
 
 
 def measure_quality() -> dict:
@@ -244,11 +247,6 @@ def measure_quality() -> dict:
             labelled.perceived_dish[fitted], labelled.data.targets[fitted]
         )
         oracle = np.abs(oracle_values[perceived] - test.data.targets).mean(axis=0)
-        scale = target_scale(train_data.targets)
-        with torch.inference_mode():
-            table_on_es = reference(
-                torch.from_numpy(early_stopping.embeddings), torch.from_numpy(early_stopping.probabilities)
-            ).numpy()
         runs.append(
             {
                 "labelled": samples,
@@ -267,7 +265,7 @@ def measure_quality() -> dict:
                 # the checkpoint train() returned: the epoch whose loss is the final best
                 "best_epoch": next(e.epoch for e in epochs if e.val_loss == epochs[-1].best_val_loss),
                 "epochs": [[e.epoch, e.train_loss, e.val_loss] for e in epochs],
-                "version0_early_stopping_loss": _huber_loss(table_on_es, early_stopping, scale),
+                "version0_early_stopping_loss": _version0_loss(reference, best, early_stopping),
             }
         )
         progress(

@@ -50,23 +50,23 @@ class NutritionModel(nn.Module):
 
     def forward_unclamped(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
         prediction = probabilities @ self.table
-        if self.linear is None and self.residual is None:
-            return prediction
-        features = torch.cat([embedding, probabilities], dim=-1)
         correction = torch.zeros_like(prediction)
         if self.linear is not None:
-            correction = correction + self.linear(self.linear_features(embedding, probabilities))
+            blocks = self.linear_feature_blocks(embedding, probabilities, prediction)
+            correction = correction + self.linear(torch.cat(blocks, dim=-1))
         if self.residual is not None:
-            correction = correction + self.residual(features)
+            correction = correction + self.residual(torch.cat([embedding, probabilities], dim=-1))
         return prediction + correction * self.target_scale
 
-    def linear_features(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
-        """The linear part's inputs. The top-1 one-hot says "this dish" even when the probabilities
-        are spread; the table's own prediction lets one weight scale every dish at once (labels
-        that are 20% above the table for every dish)."""
+    def linear_feature_blocks(
+        self, embedding: torch.Tensor, probabilities: torch.Tensor, table_prediction: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The linear part's inputs, block by block: [embedding, probabilities, top-1 one-hot, the
+        table's prediction (standardised)]. The top-1 one-hot says "this dish" even when the
+        probabilities are spread; the table's own prediction lets one weight scale every dish at
+        once (labels that are 20% above the table for every dish)."""
         top1 = nn.functional.one_hot(probabilities.argmax(dim=-1), self.num_classes).to(probabilities.dtype)
-        table_prediction = (probabilities @ self.table) / self.target_scale
-        return torch.cat([embedding, probabilities, top1, table_prediction], dim=-1)
+        return [embedding, probabilities, top1, table_prediction / self.target_scale]
 
     def forward(self, embedding: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
         # Nutrients are never negative; nan_to_num keeps every served number finite.

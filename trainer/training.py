@@ -62,7 +62,7 @@ class EpochResult:
     best_val_loss: float
 
 
-def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dataset_tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return (
         torch.from_numpy(data.embeddings),
         torch.from_numpy(data.probabilities),
@@ -70,8 +70,9 @@ def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
-def _sample_losses(model: NutritionModel, embeddings, probabilities, targets) -> torch.Tensor:
-    """The training loss of each sample (Huber on standardised values, mean over nutrients)."""
+def sample_losses(model: NutritionModel, embeddings, probabilities, targets) -> torch.Tensor:
+    """The training loss of each sample: Huber (robust to the occasional wild label) on
+    standardised values, so every nutrient weighs the same whatever its unit; mean over nutrients."""
     predictions = model.forward_unclamped(embeddings, probabilities)
     errors = nn.functional.huber_loss(
         predictions / model.target_scale, targets / model.target_scale, reduction="none", delta=1.0
@@ -89,10 +90,8 @@ def _clearly_better(losses: torch.Tensor, than: torch.Tensor) -> bool:
     return bool(difference.mean() > difference.std() / math.sqrt(len(difference)) * SELECTION_Z)
 
 
-def _loss(model: NutritionModel, embeddings, probabilities, targets, loss_fn) -> torch.Tensor:
-    # Standardised: every nutrient weighs the same, whatever its unit.
-    predictions = model.forward_unclamped(embeddings, probabilities)
-    return loss_fn(predictions / model.target_scale, targets / model.target_scale)
+def _loss(model: NutritionModel, embeddings, probabilities, targets) -> torch.Tensor:
+    return sample_losses(model, embeddings, probabilities, targets).mean()
 
 
 def train(
@@ -123,19 +122,13 @@ def target_scale(targets: np.ndarray) -> np.ndarray:
 
 def closed_form_start(model: NutritionModel, data: Dataset) -> None:
     """Set the model's linear part to the ridge solution of the residual the table leaves."""
-    embeddings, probabilities, targets = _tensors(data)
+    embeddings, probabilities, targets = dataset_tensors(data)
     with torch.inference_mode():
-        residual = (targets - model.forward_unclamped(embeddings, probabilities)) / model.target_scale
-        features = model.linear_features(embeddings, probabilities).numpy()
-    widths = np.cumsum([model.embedding_dim, model.num_classes, model.num_classes])
-    embedding, probabilities_, top1, table_prediction = np.split(features, widths, axis=1)
-    blocks = [
-        (embedding, Scaling.DENSE_WIDE),
-        (probabilities_, Scaling.INDICATOR),
-        (top1, Scaling.INDICATOR),
-        (table_prediction, Scaling.DENSE),
-    ]
-    fit = fit_ridge(blocks, residual.numpy())
+        prediction = model.forward_unclamped(embeddings, probabilities)  # the table's: linear is still 0
+        blocks = model.linear_feature_blocks(embeddings, probabilities, prediction)
+        residual = (targets - prediction) / model.target_scale
+    scalings = (Scaling.DENSE_WIDE, Scaling.INDICATOR, Scaling.INDICATOR, Scaling.DENSE)
+    fit = fit_ridge([(b.numpy(), s) for b, s in zip(blocks, scalings, strict=True)], residual.numpy())
     assert model.linear is not None
     with torch.no_grad():
         model.linear.weight.copy_(torch.from_numpy(fit.weight))
@@ -163,14 +156,13 @@ def _train(reference, train_data, val_data, params, on_epoch, should_stop):
         weight_decay=params.weight_decay,
         fused=True,
     )
-    loss_fn = nn.HuberLoss(delta=1.0)  # robust to the occasional wild label
     if len(val_data) == 0:  # too few samples to spare any: the training loss picks the epoch
         val_data = train_data
-    train_t, val_t = _tensors(train_data), _tensors(val_data)
+    train_t, val_t = dataset_tensors(train_data), dataset_tensors(val_data)
     model.eval()
     with torch.inference_mode():  # epoch 0: the closed-form start, before any optimiser step
-        start_train = _loss(model, *train_t, loss_fn).item()
-        start_losses = _sample_losses(model, *val_t)
+        start_train = _loss(model, *train_t).item()
+        start_losses = sample_losses(model, *val_t)
     best_loss = start_losses.mean().item()
     best_state, stale = copy.deepcopy(model.state_dict()), 0
     epochs = [EpochResult(0, params.epochs, start_train, best_loss, best_loss)]
@@ -184,14 +176,14 @@ def _train(reference, train_data, val_data, params, on_epoch, should_stop):
         total = 0.0
         for start in range(0, len(order), params.batch_size):
             batch = [t[start : start + params.batch_size] for t in shuffled]
-            loss = _loss(model, *batch, loss_fn)
+            loss = _loss(model, *batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch[0])
         model.eval()
         with torch.inference_mode():
-            losses = _sample_losses(model, *val_t)
+            losses = sample_losses(model, *val_t)
         val_loss = losses.mean().item()
         train_loss = total / len(train_data)
         if not math.isfinite(train_loss):
@@ -207,8 +199,8 @@ def _train(reference, train_data, val_data, params, on_epoch, should_stop):
         epochs.append(result)
         log.info("Epoch %d/%d - Train Loss: %.4f, Val Loss: %.4f", epoch, params.epochs, train_loss, val_loss)
         on_epoch(result)
-        if (params.patience and stale >= params.patience) or should_stop():
-            break
+        if params.patience and stale >= params.patience:
+            break  # (a stop request is checked before the next epoch)
     final = model.eval()
     best = NutritionModel(reference.embedding_dim, reference.num_classes, params.hidden_size, linear=True)
     best.load_state_dict(best_state)

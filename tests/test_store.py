@@ -43,22 +43,34 @@ def test_tables_and_migrations_describe_the_same_schema(db):
     assert differences == []
 
 
-def test_label_cache_rows_from_before_the_model_key_survive_keyed_by_their_model(database_url):
-    """0002 keys the cache by (image, model, prompt version); a 0001 row keeps its answer."""
-    from foodcal.store import Database, LabelCache
+def migrated_from(database_url: str, revision: str, *rows: tuple[str, dict]):
+    """A database at an older `revision`, with rows inserted as that schema takes them (raw SQL),
+    then migrated to the head: what an upgrade does to existing data."""
+    from foodcal.store import Database
 
     db = Database(database_url)
-    db.migrate("0001")
-    label = {"source": "chatgpt", "dish": "pizza", "model": "gpt-4o-mini", "nutrients": [650, 27, 24, 80]}
+    db.migrate(revision)
     with db.engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "INSERT INTO label_cache (image_sha256, created_at, outcome, label, model, hits) "
-                "VALUES (:sha, :created, 'labeled', :label, 'gpt-4o-mini', 3)"
-            ),
-            {"sha": "ab" * 32, "created": utcnow(), "label": json.dumps(label)},
-        )
+        for statement, values in rows:
+            connection.execute(sqlalchemy.text(statement), values)
     db.migrate()
+    return db
+
+
+def test_label_cache_rows_from_before_the_model_key_survive_keyed_by_their_model(database_url):
+    """0002 keys the cache by (image, model, prompt version); a 0001 row keeps its answer."""
+    from foodcal.store import LabelCache
+
+    label = {"source": "chatgpt", "dish": "pizza", "model": "gpt-4o-mini", "nutrients": [650, 27, 24, 80]}
+    db = migrated_from(
+        database_url,
+        "0001",
+        (
+            "INSERT INTO label_cache (image_sha256, created_at, outcome, label, model, hits) "
+            "VALUES (:sha, :created, 'labeled', :label, 'gpt-4o-mini', 3)",
+            {"sha": "ab" * 32, "created": utcnow(), "label": json.dumps(label)},
+        ),
+    )
     with db.session() as session:
         (row,) = session.exec(select(LabelCache)).all()
         assert (row.image_sha256, row.model, row.prompt_version) == ("ab" * 32, "gpt-4o-mini", 1)
@@ -206,22 +218,20 @@ def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):
 
 def test_samples_from_before_0003_get_their_top1_dish_and_versions_a_calibration_column(database_url):
     """0003: the label policy counts labels per top-1 dish, including samples stored before it."""
-    from foodcal.store import Database, ModelVersionRow, Sample
+    from foodcal.store import ModelVersionRow, Sample
 
-    db = Database(database_url)
-    db.migrate("0002")
-    with db.engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "INSERT INTO samples (id, created_at, image_sha256, image_path, filename, width, height, "
-                "classifier_version, dishes, shown_source, label_status, label_attempts, label_error, "
-                "label_cached) VALUES ('s1', :created, :sha, 'p', '', 0, 0, 'c', :dishes, '', 'labeled', "
-                "0, '', :cached)"
-            ),
+    db = migrated_from(
+        database_url,
+        "0002",
+        (
+            "INSERT INTO samples (id, created_at, image_sha256, image_path, filename, width, height, "
+            "classifier_version, dishes, shown_source, label_status, label_attempts, label_error, "
+            "label_cached) VALUES ('s1', :created, :sha, 'p', '', 0, 0, 'c', :dishes, '', 'labeled', "
+            "0, '', :cached)",
             {"created": utcnow(), "sha": "cd" * 32, "dishes": json.dumps([["pizza", 0.9], ["lasagna", 0.05]]),
              "cached": False},
-        )  # fmt: skip
-    db.migrate()
+        ),
+    )  # fmt: skip
     with db.session() as session:
         sample = session.get(Sample, "s1")
         assert (sample.top1_dish, sample.label_policy_reason) == ("pizza", "")
@@ -233,29 +243,25 @@ def test_samples_from_before_0003_get_their_top1_dish_and_versions_a_calibration
 
 def test_samples_and_cached_answers_from_before_0005_have_no_note_and_keep_their_answers(database_url):
     """0005 keys the label cache by note too; older answers were asked without one."""
-    from foodcal.store import Database, LabelCache, Sample
+    from foodcal.store import LabelCache, Sample
 
-    db = Database(database_url)
-    db.migrate("0004")
     label = {"source": "chatgpt", "dish": "pizza", "model": "gpt-4o-mini", "nutrients": [650, 27, 24, 80]}
-    with db.engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "INSERT INTO label_cache (image_sha256, created_at, outcome, label, model, prompt_version, "
-                "hits) VALUES (:sha, :created, 'labeled', :label, 'gpt-4o-mini', 1, 2)"
-            ),
+    db = migrated_from(
+        database_url,
+        "0004",
+        (
+            "INSERT INTO label_cache (image_sha256, created_at, outcome, label, model, prompt_version, "
+            "hits) VALUES (:sha, :created, 'labeled', :label, 'gpt-4o-mini', 1, 2)",
             {"sha": "ef" * 32, "created": utcnow(), "label": json.dumps(label)},
-        )
-        connection.execute(
-            sqlalchemy.text(
-                "INSERT INTO samples (id, created_at, image_sha256, image_path, filename, width, height, "
-                "classifier_version, dishes, shown_source, label_status, label_attempts, label_error, "
-                "label_cached, top1_dish, label_policy_reason) VALUES ('s1', :created, :sha, 'p', '', 0, 0, "
-                "'c', '[]', '', 'labeled', 0, '', :cached, '', '')"
-            ),
+        ),
+        (
+            "INSERT INTO samples (id, created_at, image_sha256, image_path, filename, width, height, "
+            "classifier_version, dishes, shown_source, label_status, label_attempts, label_error, "
+            "label_cached, top1_dish, label_policy_reason) VALUES ('s1', :created, :sha, 'p', '', 0, 0, "
+            "'c', '[]', '', 'labeled', 0, '', :cached, '', '')",
             {"created": utcnow(), "sha": "ef" * 32, "cached": False},
-        )
-    db.migrate()
+        ),
+    )
     with db.session() as session:
         row = session.get(LabelCache, ("ef" * 32, "gpt-4o-mini", 1, ""))
         assert (row.label, row.hits) == (label, 2)

@@ -3,14 +3,13 @@ pending (most uncertain first when they go) and are fetched after midnight UTC; 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 
 from foodcal.store import ChatGPTCall, Database
 from foodcal.store.tables import utcnow
+from gateway.recent import Recent
 
 REFRESH_S = 5.0  # spend is read at most this often: a few calls may overshoot by one refresh
 
@@ -34,17 +33,12 @@ def spent_today(session: Session, now: datetime | None = None) -> float:
 class DailyBudget:
     def __init__(self, db: Database, limit_usd: float, refresh_s: float | None = None) -> None:
         self.db, self.limit_usd = db, limit_usd
-        self.refresh_s = REFRESH_S if refresh_s is None else refresh_s
-        self._read: tuple[float, bool] = (-float("inf"), False)
+        self._recent = Recent(REFRESH_S if refresh_s is None else refresh_s)
 
     async def exhausted(self) -> bool:
         if self.limit_usd <= 0:
             return False
-        read_at, exhausted = self._read
-        if time.monotonic() - read_at > self.refresh_s:
-            exhausted = await asyncio.to_thread(self._spent) >= self.limit_usd
-            self._read = (time.monotonic(), exhausted)
-        return exhausted
+        return await self._recent.get("spent today", self._spent) >= self.limit_usd
 
     def _spent(self) -> float:
         with self.db.session() as session:

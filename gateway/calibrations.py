@@ -4,36 +4,25 @@ while every AnalyzeMeal needs them: kept for a few seconds, read in a thread."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from sqlmodel import col, func, or_, select
 
 from foodcal.calibration import Calibration
 from foodcal.store import Database, LabelStatus, ModelVersionRow, Sample
+from gateway.recent import Recent
 
 REFRESH_S = 10.0
 
 
 class Calibrations:
     def __init__(self, db: Database, refresh_s: float | None = None) -> None:
-        self.db, self.refresh_s = db, REFRESH_S if refresh_s is None else refresh_s
-        self._versions: dict[int, tuple[float, Calibration]] = {}
-        self._dish_labels: tuple[float, dict[str, int]] = (-float("inf"), {})
+        self.db = db
+        self._recent = Recent(REFRESH_S if refresh_s is None else refresh_s)
 
     async def of_version(self, version: int) -> Calibration:
-        read_at, calibration = self._versions.get(version, (-float("inf"), Calibration()))
-        if time.monotonic() - read_at > self.refresh_s:
-            calibration = await asyncio.to_thread(self._read_version, version)
-            self._versions[version] = (time.monotonic(), calibration)
-        return calibration
+        return await self._recent.get(("version", version), lambda: self._read_version(version))
 
     async def dish_labels(self, dish: str) -> int:
-        read_at, counts = self._dish_labels
-        if time.monotonic() - read_at > self.refresh_s:
-            counts = await asyncio.to_thread(self._read_dish_labels)
-            self._dish_labels = (time.monotonic(), counts)
-        return counts.get(dish, 0)
+        return (await self._recent.get("dish labels", self._read_dish_labels)).get(dish, 0)
 
     def _read_version(self, version: int) -> Calibration:
         with self.db.session() as session:

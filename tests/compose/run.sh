@@ -30,6 +30,7 @@ if ! engine_ok; then
   if [ "$(id -u)" = 0 ]; then runner=(); elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then runner=(sudo -n); else
     skip "no Docker engine is running and setting one up needs root (no passwordless sudo)"
   fi
+  mkdir -p build
   say "starting a Docker engine: $SETUP"
   "${runner[@]}" "$SETUP" > build/compose-engine.log 2>&1 || { tail -20 build/compose-engine.log; skip "the engine setup failed (log: build/compose-engine.log)"; }
   engine_ok || skip "the engine setup ran but no engine answers (log: build/compose-engine.log)"

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     food101_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     torchserve_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7070"])
     torchserve_management: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7071"])
+    # Inference is balanced over the replicas by gRPC (round_robin); empty = the replicas above, which
+    # must then be IP addresses if several; else one DNS name that resolves to each (dns:///host:port).
+    torchserve_inference_target: str = ""
     torchserve_http_port: int = Field(8080, ge=0, le=65535)
     torchserve_management_http_port: int = Field(8081, ge=0, le=65535)
     torchserve_metrics_port: int = Field(8082, ge=0, le=65535)

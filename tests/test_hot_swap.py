@@ -1,8 +1,9 @@
-"""TorchServeClient.hot_swap's failure report: what is actually served after the undo."""
+"""NutritionReplicas.hot_swap's failure report: what is actually served after the undo."""
 
 import pytest
 
 from model_store.client import ModelServerError, NutritionPrediction, TorchServeClient
+from trainer.hot_swap import NutritionReplicas
 
 
 class Replicas:
@@ -29,6 +30,7 @@ class Replicas:
 
     async def register(self, replica, mar_name, **_):
         version = mar_name.removeprefix("nutrition-v").removesuffix(".mar")
+        self.check("register", self.index(replica), version)
         self.registered[self.index(replica)].add(version)
 
     async def predict_nutrition(self, embedding, probabilities, version=None, replica=None):
@@ -59,7 +61,7 @@ async def test_a_failed_swap_whose_undo_worked_says_the_old_version_is_served(tw
     client, fake = two_replicas
     fake.fail.add(("set_default", 1, "3"))
     with pytest.raises(ModelServerError) as raised:
-        await client.hot_swap("nutrition-v3.mar", 3, 48, drain_s=0)
+        await NutritionReplicas(client).hot_swap("nutrition-v3.mar", 3, 48, drain_s=0)
     assert fake.served == ["1", "1"]
     assert "the old version is still served (v1 on every replica)" in str(raised.value)
 
@@ -68,7 +70,7 @@ async def test_a_failed_swap_whose_undo_failed_says_what_each_replica_serves(two
     client, fake = two_replicas
     fake.fail |= {("set_default", 1, "3"), ("set_default", 0, "1")}  # the swap, then its undo, fail
     with pytest.raises(ModelServerError) as raised:
-        await client.hot_swap("nutrition-v3.mar", 3, 48, drain_s=0)
+        await NutritionReplicas(client).hot_swap("nutrition-v3.mar", 3, 48, drain_s=0)
     message = str(raised.value)
     assert fake.served == ["3", "1"]
     assert "still served" not in message
@@ -91,5 +93,34 @@ async def test_a_failed_swap_with_a_replica_unreadable_after_the_undo_says_unkno
 
     client.served_version = served_version
     with pytest.raises(ModelServerError) as raised:
-        await client.hot_swap("nutrition-v3.mar", 3, 48, drain_s=0)
+        await NutritionReplicas(client).hot_swap("nutrition-v3.mar", 3, 48, drain_s=0)
     assert "127.0.0.1:1 serves an unknown version" in str(raised.value)
+
+
+async def test_registering_a_version_that_one_replica_refuses_leaves_it_on_none(two_replicas):
+    client, fake = two_replicas
+    fake.fail.add(("register", 1, "4"))
+    with pytest.raises(ModelServerError, match="registering nutrition v4 failed: register v4 on replica 1"):
+        await NutritionReplicas(client).register("nutrition-v4.mar", 4, 48)
+    assert fake.registered == [{"0", "1"}, {"0", "1"}] and fake.served == ["1", "1"]
+
+
+async def test_a_registered_version_is_served_and_then_unregistered_on_every_replica(two_replicas):
+    client, fake = two_replicas
+    replicas = NutritionReplicas(client)
+    await replicas.register("nutrition-v4.mar", 4, 48)
+    assert fake.registered == [{"0", "1", "4"}, {"0", "1", "4"}] and fake.served == ["1", "1"]
+    await replicas.set_default(4)
+    assert await replicas.defaults() == ["4", "4"]
+    await replicas.set_default(1)
+    await replicas.unregister(4)
+    assert fake.registered == [{"0", "1"}, {"0", "1"}]
+
+
+async def test_setting_a_default_that_one_replica_refuses_switches_none(two_replicas):
+    client, fake = two_replicas
+    await NutritionReplicas(client).register("nutrition-v4.mar", 4, 48)
+    fake.fail.add(("set_default", 1, "4"))
+    with pytest.raises(ModelServerError, match=r"serving nutrition v4 failed: .*still served \(v1 on every"):
+        await NutritionReplicas(client).set_default(4)
+    assert fake.served == ["1", "1"]

@@ -17,11 +17,10 @@ from trainer import versions as versions_module
 from trainer.versions import VersionStore
 
 
-class FakeTorchServe:
-    """Just enough of TorchServeClient for swaps; counts swaps that overlap."""
+class FakeReplicas:
+    """Just enough of NutritionReplicas for swaps, on one replica; counts swaps that overlap."""
 
     def __init__(self) -> None:
-        self.replicas = [object()]
         self.default, self.registered = "0", {"0"}
         self.active = self.peak = 0
 
@@ -40,15 +39,12 @@ class FakeTorchServe:
         finally:
             self.active -= 1
 
-    async def served_version(self, model="nutrition", replica=0):
+    async def defaults(self):
         await asyncio.sleep(0.01)
-        return self.default
+        return [self.default]
 
-    async def registered_versions(self, model="nutrition", replica=0):
-        return sorted(self.registered)
-
-    async def unregister(self, replica, model, version):
-        self.registered.discard(version)
+    async def drop_all_but(self, keep):
+        self.registered &= keep
 
 
 def _mar(path: Path, version: int) -> Path:
@@ -64,20 +60,20 @@ def _mar(path: Path, version: int) -> Path:
 @pytest.fixture
 def two_trainers(database_url, tmp_path):
     """Two VersionStores on one database and one TorchServe, as two trainer processes would be."""
-    torchserve = FakeTorchServe()
+    replicas = FakeReplicas()
     dbs = [Database(database_url) for _ in range(2)]
     dbs[0].migrate()
     with dbs[0].session() as session:
         for version in range(4):
             mar = _mar(tmp_path / f"nutrition-v{version}.mar", version)
             session.add(ModelVersionRow(version=version, mar_path=str(mar), served=version == 0))
-    yield [VersionStore(db, tmp_path, torchserve, drain_s=0.0) for db in dbs], torchserve
+    yield [VersionStore(db, tmp_path, replicas, drain_s=0.0) for db in dbs], replicas
     for db in dbs:
         db.dispose()
 
 
 async def test_deploys_rollbacks_and_reconciles_never_overlap(two_trainers, monkeypatch):
-    (first, second), torchserve = two_trainers
+    (first, second), replicas = two_trainers
     loads_on_loop = []
     real_load = versions_module.load_mar_checkpoint
 
@@ -96,8 +92,8 @@ async def test_deploys_rollbacks_and_reconciles_never_overlap(two_trainers, monk
         second.rollback(0),
         first.rollback(2),
     )
-    assert torchserve.peak == 1  # never two swaps at once
-    assert torchserve.default == str(first.served().version) == str(second.served().version)
+    assert replicas.peak == 1  # never two swaps at once
+    assert replicas.default == str(first.served().version) == str(second.served().version)
     assert loads_on_loop and not any(loads_on_loop)  # torch.load ran in worker threads
 
 
@@ -168,9 +164,9 @@ asyncio.run(main())
 async def test_a_run_does_not_deploy_over_a_version_that_changed_after_its_comparison(two_trainers):
     from trainer.versions import ServedChanged
 
-    (first, second), torchserve = two_trainers
+    (first, second), replicas = two_trainers
     rows = {row.version: row for row in first.all()}
     await second.rollback(1)  # someone rolled back while the run compared its candidate with v0
     with pytest.raises(ServedChanged, match="v1 became the served version"):
         await first.deploy(rows[3], 48, replacing=0)
-    assert torchserve.default == "1" and first.served().version == 1
+    assert replicas.default == "1" and first.served().version == 1

@@ -15,6 +15,7 @@ from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
 from model_store.client import ModelServerError, TorchServeClient
 from trainer.backfill import current_classifier
 from trainer.data import count_labelled
+from trainer.hot_swap import NutritionReplicas
 from trainer.runs import Refused, RunManager
 from trainer.service import TrainerServicer
 from trainer.training import TrainingParameters
@@ -78,7 +79,9 @@ async def keep_reconciled(versions: VersionStore, every_s: float = RECONCILE_EVE
 def build(settings: Settings, db: Database) -> ServiceSpec:
     settings.require_internal_token()
     torchserve = TorchServeClient.from_settings(settings)
-    versions = VersionStore(db, settings.model_store_dir, torchserve, settings.swap_drain_s)
+    versions = VersionStore(
+        db, settings.model_store_dir, NutritionReplicas(torchserve), settings.swap_drain_s
+    )
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     runs = RunManager(
         db,

@@ -1,4 +1,5 @@
-"""Model versions: the .mar store, the served flag in the database, export and hot-swap."""
+"""Model versions: the .mar store, the served flag in the database, export; TorchServe follows it
+(the swap across every replica is `trainer/hot_swap.py`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from sqlmodel import col, select
 from foodcal import metrics
 from foodcal.store import Database, ModelVersionRow
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
-from model_store.client import TorchServeClient
 from model_store.nutrition_model import NutritionModel
+from trainer.hot_swap import NutritionReplicas
 from trainer.swap_lock import SwapBusy, SwapLock
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ def load_mar_checkpoint(mar_path: Path) -> dict:
 
 
 class VersionStore:
-    def __init__(self, db: Database, model_store: Path, torchserve: TorchServeClient, drain_s: float) -> None:
-        self.db, self.model_store, self.torchserve, self.drain_s = db, Path(model_store), torchserve, drain_s
+    def __init__(self, db: Database, model_store: Path, replicas: NutritionReplicas, drain_s: float) -> None:
+        self.db, self.model_store, self.replicas, self.drain_s = db, Path(model_store), replicas, drain_s
         # One change to TorchServe at a time, across trainers: the periodic reconcile must never
         # see a deploy half done (new version default, database not yet updated) and undo it.
         self.swap_lock = SwapLock(db)
@@ -110,7 +111,7 @@ class VersionStore:
 
     async def _swap(self, row: ModelVersionRow, embedding_dim: int) -> None:
         """Only with the swap lock held."""
-        await self.torchserve.hot_swap(
+        await self.replicas.hot_swap(
             Path(row.mar_path).name, row.version, embedding_dim, drain_s=self.drain_s
         )
         await asyncio.to_thread(self._mark_served, row)
@@ -141,19 +142,14 @@ class VersionStore:
         """Only with the swap lock held."""
         row = await asyncio.to_thread(self.served)
         wanted = str(row.version)
-        client = self.torchserve
-        defaults = [await client.served_version(replica=i) for i in range(len(client.replicas))]
+        defaults = await self.replicas.defaults()
         if any(default != wanted for default in defaults):
             model = await asyncio.to_thread(self.model, row)
             log.info("reconciling TorchServe: serving nutrition v%s (was %s)", wanted, defaults)
-            await client.hot_swap(
+            await self.replicas.hot_swap(
                 Path(row.mar_path).name, row.version, model.embedding_dim, drain_s=self.drain_s
             )
-        for index, replica in enumerate(client.replicas):
-            for version in await client.registered_versions(replica=index):
-                if version not in ("0", wanted):
-                    log.info("unregistering stray nutrition v%s", version)
-                    await client.unregister(replica, "nutrition", version)
+        await self.replicas.drop_all_but({"0", wanted})
 
     def _rollback_target(self, version: int) -> ModelVersionRow:
         with self.db.session() as session:

@@ -15,6 +15,7 @@ from model_store.client import ModelServerError, TorchServeClient
 from model_store.reference import food101_labels, lookup
 from model_store.server import wait_until_ready
 from tests.conftest import free_port, photo, start_torchserve
+from trainer.hot_swap import NutritionReplicas
 
 
 async def test_both_models_are_registered(torchserve):
@@ -129,7 +130,9 @@ async def test_hot_swap_under_load_loses_nothing_and_serves_the_new_version(torc
     workers = [asyncio.create_task(_client_loop(client, stop, log, errors)) for _ in range(4)]
     await asyncio.sleep(1.0)
     swap_started = time.monotonic()
-    previous = await client.hot_swap(nutrition_mar_name(1), 1, embedding_dim=48, drain_s=0.5)
+    previous = await NutritionReplicas(client).hot_swap(
+        nutrition_mar_name(1), 1, embedding_dim=48, drain_s=0.5
+    )
     swapped_at = time.monotonic()
     await asyncio.sleep(1.5)
     stop.set()
@@ -148,7 +151,7 @@ async def test_corrupt_archive_is_refused_and_the_old_version_keeps_serving(torc
     (model_store / nutrition_mar_name(7)).write_bytes(b"PK\x03\x04 this is not a model archive")
     client = torchserve.client
     with pytest.raises(ModelServerError, match="old version is still served"):
-        await client.hot_swap(nutrition_mar_name(7), 7, embedding_dim=48)
+        await NutritionReplicas(client).hot_swap(nutrition_mar_name(7), 7, embedding_dim=48)
     assert await client.served_version() == "0"
     answer = await client.predict_nutrition(np.zeros(48, "<f4"), np.full(101, 1 / 101, "<f4"))
     assert answer.version == 0

@@ -16,6 +16,7 @@ from model_store.client import ModelServerError, TorchServeClient
 from model_store.server import wait_until_ready
 from tests.conftest import auth, free_port, photo, start_service, start_torchserve
 from tests.test_gateway import wait_for_status
+from trainer.hot_swap import NutritionReplicas
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ async def test_hot_swap_deploys_to_every_replica_under_load_with_zero_failures(s
     stop, log, errors = asyncio.Event(), [], []
     workers = [asyncio.create_task(_load(client, stop, log, errors)) for _ in range(4)]
     await asyncio.sleep(1.0)
-    await client.hot_swap(name, 1, embedding_dim=48)
+    await NutritionReplicas(client).hot_swap(name, 1, embedding_dim=48)
     swapped = time.monotonic()
     await asyncio.sleep(1.5)
     stop.set()
@@ -74,9 +75,25 @@ async def test_a_failing_replica_rolls_every_replica_back(second_replica, model_
     name = _doubled_mar(model_store, 2)
     process.stop()  # replica 2 dies before the swap
     with pytest.raises(ModelServerError, match=r"serves v0, .* serves an unknown version"):
-        await client.hot_swap(name, 2, embedding_dim=48)  # the report says what is served, not a guess
+        await NutritionReplicas(client).hot_swap(
+            name, 2, embedding_dim=48
+        )  # the report says what is served, not a guess
     assert await client.served_version(replica=0) == "0"
     assert "2" not in await client.registered_versions(replica=0)  # nothing half-deployed left behind
+
+
+@pytest.mark.usefixtures("clean_nutrition")
+async def test_inference_is_spread_over_the_replicas(second_replica, model_store):
+    _, client = second_replica
+    name = _doubled_mar(model_store, 3)
+    second = client.replicas[1]  # serves v3 by default; the first replica v0: answers say who answered
+    await client.register(second, name)
+    await client.set_default(second, "nutrition", "3")
+    embedding, probabilities = np.zeros(48, "<f4"), np.full(101, 1 / 101, "<f4")
+    for _ in range(4):  # until both connections are up
+        await client.predict_nutrition(embedding, probabilities)
+    answers = [(await client.predict_nutrition(embedding, probabilities)).version for _ in range(40)]
+    assert sorted(set(answers)) == [0, 3] and 15 <= answers.count(3) <= 25
 
 
 async def test_inference_fails_over_when_a_replica_dies(second_replica):

@@ -18,12 +18,15 @@ DEFAULT_TIMEOUT_S = 20.0
 
 
 async def ready(
-    inference: Sequence[str], management: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S
+    inference: Sequence[str],
+    management: Sequence[str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    inference_target: str = "",
 ) -> tuple[bool, str]:
     """(ready, why not) after one self-test of every replica within `timeout_s`."""
     from model_store.client import TorchServeClient
 
-    client = TorchServeClient(inference, management, timeout_s=timeout_s)
+    client = TorchServeClient(inference, management, timeout_s=timeout_s, inference_target=inference_target)
     try:
         await asyncio.wait_for(client.self_test(), timeout=timeout_s)
     except TimeoutError:
@@ -44,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline in seconds")
     args = parser.parse_args(argv)
+    target = ""
     if args.addresses:
         inference = management = list(args.addresses)  # self_test only uses the inference API
     else:
@@ -51,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         settings = load_settings()
         inference, management = settings.torchserve_endpoints, settings.torchserve_management
-    ok, why = asyncio.run(ready(inference, management, args.timeout))
+        target = settings.torchserve_inference_target
+    ok, why = asyncio.run(ready(inference, management, args.timeout, target))
     if not ok:
         print(f"torchserve not ready ({', '.join(inference)}): {why}", file=sys.stderr)
         return 1

@@ -48,6 +48,7 @@ from bench.common import (
 from bench.synthetic import ClassFeatureWorld, real_dishes, reference_model, unstructured_dataset
 from model_store.nutrition_model import NUTRIENTS, NutritionModel
 from trainer.data import Dataset
+from trainer.hot_swap import NutritionReplicas
 from trainer.training import TrainingParameters, dataset_tensors, sample_losses, train
 
 SAMPLES, EPOCHS, BATCH, LEARNING_RATE = 5000, 20, 8, 0.001
@@ -174,7 +175,9 @@ async def time_end_to_end(dishes: np.ndarray, work: Path) -> dict:
         t1 = time.perf_counter()
         await asyncio.to_thread(archive.build_nutrition_mar, best, version, mar_path, run_id="bench")
         t2 = time.perf_counter()
-        await client.hot_swap(mar_path.name, version, DEMO_WIDTH, drain_s=settings.swap_drain_s)
+        await NutritionReplicas(client).hot_swap(
+            mar_path.name, version, DEMO_WIDTH, drain_s=settings.swap_drain_s
+        )
         t3 = time.perf_counter()
         probe = (np.zeros(DEMO_WIDTH, "<f4"), np.full(101, 1 / 101, "<f4"))
         answered = None
@@ -462,7 +465,7 @@ def report(info: dict, ours: dict, naive: dict, e2e: dict, quality: dict) -> tup
                 for name, key in (
                     (f"train ({SAMPLES} samples × {EPOCHS} epochs, batch {BATCH})", "train_s"),
                     ("archive.build_nutrition_mar", "build_mar_s"),
-                    (f"client.hot_swap (incl. {e2e['hot_swap_drain_s']} s drain)", "hot_swap_s"),
+                    (f"NutritionReplicas.hot_swap (incl. {e2e['hot_swap_drain_s']} s drain)", "hot_swap_s"),
                     ("default version answers v1", "first_default_answer_s"),
                     ("total", "total_s"),
                 )

@@ -18,6 +18,8 @@ from foodcal.grpc_server import message_size_options
 from foodcal.torchserve import inference_pb2, inference_pb2_grpc, management_pb2_grpc
 
 # gRPC allows at most 5 attempts; the backoff gives a dead replica's connection time to be noticed.
+# TorchServe also answers a handler's exception with UNAVAILABLE ("Prediction failed"); a service
+# config cannot tell the two apart, so such a request is tried again too (at most 3 more times).
 RETRY_POLICY = {
     "maxAttempts": 4,
     "initialBackoff": "0.05s",

@@ -38,3 +38,32 @@ def public_provider(endpoint: str | None) -> str:
     if "://" not in endpoint:
         return endpoint
     return "openai" if urlsplit(endpoint).hostname == "api.openai.com" else "openai-compatible"
+
+
+def mirrors_proto_enum(proto_enum, prefix: str):
+    """Class decorator: a Python enum whose member names are a protobuf enum's names without
+    `prefix` (every one but UNSPECIFIED), given `to_proto()` and `from_proto()` by name. Checked on
+    import, so the two enums cannot drift apart and no hand-written map can go stale."""
+
+    def decorate(cls):
+        names = proto_enum.DESCRIPTOR.values_by_name
+        expected = {name.removeprefix(prefix) for name in names} - {"UNSPECIFIED"}
+        if expected != set(cls.__members__):
+            raise TypeError(
+                f"{cls.__name__} {sorted(cls.__members__)} != {proto_enum.DESCRIPTOR.name} {sorted(expected)}"
+            )
+
+        def to_proto(self) -> int:
+            return proto_enum.Value(prefix + self.name)
+
+        def from_proto(enum_cls, value: int):
+            """ValueError for UNSPECIFIED or a number this enum does not know."""
+            name = proto_enum.Name(value).removeprefix(prefix)
+            if name not in enum_cls.__members__:
+                raise ValueError(f"{proto_enum.DESCRIPTOR.name} {value} names no {enum_cls.__name__}")
+            return enum_cls[name]
+
+        cls.to_proto, cls.from_proto = to_proto, classmethod(from_proto)
+        return cls
+
+    return decorate

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import grpc
 
-from foodcal.convert import nutrition_values
-from foodcal.items import FoodItem
-from foodcal.store import LabelStatus, Sample
+from foodcal.labels import Label, LabelSource, LabelStatus
+from foodcal.store import Sample
 from foodcal.store.tables import utcnow
-from foodcal.v1 import common_pb2, labeler_pb2
+from foodcal.v1 import labeler_pb2
 
 # An outage (labeler or OpenAI down, slow, rate limited) never ends a label: it stays pending,
 # retried at the capped backoff, until the outage is over.
@@ -44,35 +43,21 @@ class RetryPolicy:
 
 
 def apply_label(sample: Sample, response: labeler_pb2.LabelMealResponse) -> None:
-    label = response.label
-    sample.label = {
-        "source": common_pb2.NutritionSource.Name(label.source),
-        "dish": label.dish,
-        "portion_g": label.portion_g,
-        "confidence": label.confidence,
-        "provider": label.provider,
-        "model": label.model,
-        "flags": list(label.flags),
-        "prompt_tokens": response.usage.prompt_tokens,
-        "completion_tokens": response.usage.completion_tokens,
-        "cost_usd": response.usage.estimated_cost_usd,
-        "rejection_reason": response.rejection_reason,
-        "items": [FoodItem.from_proto(item).to_json() for item in label.items],
-    }
+    label = Label.from_proto(response.label, response.rejection_reason if response.rejected else "")
     sample.label_cached = response.cached
     sample.labeled_at = utcnow()
-    sample.label_error = response.rejection_reason
+    sample.label_error = label.rejection_reason
     sample.label_claimed_by = sample.label_claimed_until = sample.label_next_attempt_at = None
-    if response.rejected:
+    if label.rejected:
         sample.label_status = LabelStatus.REJECTED
-        sample.set_values("label", None)
-    elif label.source == common_pb2.NUTRITION_SOURCE_REFERENCE:
-        # No ChatGPT configured: never training data, so kept out of the label columns.
+        label = replace(label, nutrients=None)
+    elif label.source == LabelSource.REFERENCE:
+        # No ChatGPT configured: never training data, so its numbers are not kept.
         sample.label_status = LabelStatus.REFERENCE_ONLY
-        sample.set_values("label", None)
+        label = replace(label, nutrients=None)
     else:
         sample.label_status = LabelStatus.LABELED
-        sample.set_values("label", nutrition_values(label.nutrition))
+    sample.set_label(label)
 
 
 def apply_failure(sample: Sample, code: grpc.StatusCode, message: str, policy: RetryPolicy) -> None:

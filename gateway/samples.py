@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, true
 from sqlmodel import Session, col, select
 
-from foodcal.convert import nutrition_proto, public_provider, timestamp
+from foodcal.convert import nutrition_proto, timestamp
 from foodcal.items import FoodItem
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall, LabelCache, LabelStatus, Sample
@@ -16,35 +16,10 @@ from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import spent_today
 from gateway.label_policy import CONFIDENT_REASON
 
-STATUS_TO_PROTO = {
-    LabelStatus.NOT_REQUESTED: common_pb2.LABEL_STATUS_NOT_REQUESTED,
-    LabelStatus.PENDING: common_pb2.LABEL_STATUS_PENDING,
-    LabelStatus.LABELED: common_pb2.LABEL_STATUS_LABELED,
-    LabelStatus.FAILED: common_pb2.LABEL_STATUS_FAILED,
-    LabelStatus.REJECTED: common_pb2.LABEL_STATUS_REJECTED,
-    LabelStatus.REFERENCE_ONLY: common_pb2.LABEL_STATUS_REFERENCE_ONLY,
-}
-PROTO_TO_STATUS = {value: key for key, value in STATUS_TO_PROTO.items()}
-
 
 def label_proto(sample: Sample) -> common_pb2.Label | None:
-    if not sample.label:
-        return None
-    data = sample.label
-    label = common_pb2.Label(
-        source=common_pb2.NutritionSource.Value(data["source"]),
-        dish=data["dish"],
-        portion_g=data["portion_g"],
-        confidence=data["confidence"],
-        provider=public_provider(data["provider"]),
-        model=data["model"],
-        flags=data["flags"],
-        items=[FoodItem.from_json(item).to_proto() for item in data.get("items", [])],
-    )
-    values = sample.values("label")
-    if values is not None:
-        label.nutrition.CopyFrom(nutrition_proto(values))
-    return label
+    label = sample.label
+    return label.to_proto() if label is not None else None
 
 
 def sample_proto(sample: Sample) -> gateway_pb2.Sample:
@@ -57,7 +32,7 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         own_prediction_version=sample.pred_model_version or 0,
         chatgpt_label=label_proto(sample),
         difference=nutrition_proto(sample.difference),
-        label_status=STATUS_TO_PROTO[LabelStatus(sample.label_status)],
+        label_status=LabelStatus(sample.label_status).to_proto(),
         label_attempts=sample.label_attempts,
         label_error=sample.label_error,
         correction=nutrition_proto(sample.values("correction")),

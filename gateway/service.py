@@ -11,7 +11,7 @@ from foodcal.convert import nutrition_proto
 from foodcal.errors import abort, abort_with, details_of
 from foodcal.notes import InvalidNote, clean_note
 from foodcal.photos import InvalidImage
-from foodcal.store import Database, Sample
+from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.images import ImageStorageError
 from foodcal.store.tables import utcnow
@@ -23,8 +23,6 @@ from gateway.deadlines import Budget
 from gateway.idempotency import RequestIds, idempotent
 from gateway.rate_limit import RateLimiter
 from gateway.samples import (
-    PROTO_TO_STATUS,
-    STATUS_TO_PROTO,
     label_proto,
     list_samples,
     own_stats,
@@ -171,9 +169,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 classifier=analysis.classification.classifier,
                 classifier_is_demo=analysis.classification.demo,
                 nutrition=analysis.prediction.version,
-                labeler_model=(sample.label or {}).get("model", ""),
+                labeler_model=sample.label_model,
             ),
-            label_status=STATUS_TO_PROTO[sample.label_status],
+            label_status=LabelStatus(sample.label_status).to_proto(),
             duplicate_image=analysis.duplicate_image,
             own_range=common_pb2.NutritionRange(
                 low=nutrition_proto(analysis.own_range.low),
@@ -228,7 +226,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 f"page_size must be 1 to {MAX_PAGE_SIZE}",
                 "INVALID_PAGE_SIZE",
             )
-        status = PROTO_TO_STATUS.get(request.label_status) if request.label_status else None
+        try:
+            status = LabelStatus.from_proto(request.label_status) if request.label_status else None
+        except ValueError as error:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_LABEL_STATUS")
         owner = self._caller(context).owner_filter
 
         def page():

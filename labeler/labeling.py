@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from foodcal import metrics
 from foodcal.convert import public_provider
-from foodcal.items import FoodItem
+from foodcal.labels import Label, LabelSource
 from foodcal.notes import note_sha256
 from foodcal.settings import Settings
 from foodcal.store import ChatGPTCall, Database, LabelCache
@@ -21,46 +21,16 @@ from model_store.reference import lookup
 
 log = logging.getLogger(__name__)
 
-CHATGPT, REFERENCE = "chatgpt", "reference"
 NOTE_NOT_USED = "note_not_used"  # the reference table cannot read the person's note
 
 
-@dataclass
-class LabelResult:
-    source: str  # CHATGPT or REFERENCE
-    dish: str
-    portion_g: float
-    nutrients: tuple[float, float, float, float] | None  # None when rejected
-    confidence: float
-    model: str
-    provider: str
-    flags: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class LabelAnswer:
+    """A label and what getting it cost: nothing when it came from the cache."""
+
+    label: Label
     usage: Usage = field(default_factory=Usage)
     cached: bool = False
-    rejected: bool = False
-    rejection_reason: str = ""
-    items: list[FoodItem] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {
-            "source": self.source,
-            "dish": self.dish,
-            "portion_g": self.portion_g,
-            "nutrients": list(self.nutrients) if self.nutrients else None,
-            "confidence": self.confidence,
-            "model": self.model,
-            "provider": self.provider,
-            "flags": self.flags,
-            "rejected": self.rejected,
-            "rejection_reason": self.rejection_reason,
-            "items": [item.to_json() for item in self.items],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, cached: bool) -> LabelResult:
-        nutrients = tuple(data["nutrients"]) if data.get("nutrients") else None
-        items = [FoodItem.from_json(item) for item in data.get("items", [])]
-        return cls(**{**data, "nutrients": nutrients, "items": items}, cached=cached)
 
 
 class Labeler:
@@ -72,7 +42,7 @@ class Labeler:
 
     async def label(
         self, image: bytes, hints: list[tuple[str, float]], note: str = ""
-    ) -> tuple[str, LabelResult]:
+    ) -> tuple[str, LabelAnswer]:
         """`note`: the person's note, already cleaned (foodcal.notes); part of the cache key."""
         sha256 = sha256_of(image)
         if self.chatgpt is None:
@@ -95,74 +65,60 @@ class Labeler:
                     )
                 log.warning("label %s… failed: %s", sha256[:12], failure)
                 raise
-            result = self._result(reply)
+            result = LabelAnswer(self._label(reply), reply.usage)
             await asyncio.to_thread(self._store, key, result)
-            outcome = "rejected" if result.rejected else "labeled"
-            usage = result.usage
-            log.info("label %s… %s: %s, %d tokens, $%.5f", sha256[:12], outcome, result.dish,
-                     usage.total_tokens, usage.cost_usd)  # fmt: skip
+            outcome = "rejected" if result.label.rejected else "labeled"
+            log.info("label %s… %s: %s, %d tokens, $%.5f", sha256[:12], outcome, result.label.dish,
+                     reply.usage.total_tokens, reply.usage.cost_usd)  # fmt: skip
             return sha256, result
 
-    def _result(self, reply) -> LabelResult:
+    def _label(self, reply) -> Label:
         answer = reply.answer
-        common = {"source": CHATGPT, "model": reply.model, "provider": self.provider, "usage": reply.usage}
+        common = {"source": LabelSource.CHATGPT, "model": reply.model, "provider": self.provider}
         if answer is None:
-            return LabelResult(
-                dish="",
-                portion_g=0,
-                nutrients=None,
-                confidence=0,
-                rejected=True,
-                rejection_reason=f"refused: {reply.refusal}",
-                **common,
-            )
+            return Label(dish="", portion_g=0, nutrients=None, confidence=0,
+                         rejection_reason=f"refused: {reply.refusal}", **common)  # fmt: skip
         if not answer.is_food:
-            return LabelResult(
-                dish=answer.dish,
-                portion_g=0,
-                nutrients=None,
-                confidence=answer.confidence,
-                rejected=True,
-                rejection_reason="not_food: the photo shows no food",
-                **common,
-            )
-        return LabelResult(
+            return Label(dish=answer.dish, portion_g=0, nutrients=None, confidence=answer.confidence,
+                         rejection_reason="not_food: the photo shows no food", **common)  # fmt: skip
+        return Label(
             dish=answer.dish,
             portion_g=answer.portion_g,
             nutrients=answer.nutrients,
             confidence=answer.confidence,
-            flags=answer.flags,
-            items=answer.items,
+            flags=tuple(answer.flags),
+            items=tuple(answer.items),
             **common,
         )
 
-    def _from_reference(self, hints: list[tuple[str, float]], note: str = "") -> LabelResult:
+    def _from_reference(self, hints: list[tuple[str, float]], note: str = "") -> LabelAnswer:
         if not hints:
             raise ValueError("offline labels come from the classifier's top dish: send dish_hints")
         dish = lookup(hints[0][0])
-        return LabelResult(
-            source=REFERENCE,
+        label = Label(
+            source=LabelSource.REFERENCE,
             dish=dish.label,
             portion_g=dish.serving_g,
             nutrients=dish.nutrients,
             confidence=hints[0][1],
             model="reference-table",
             provider="foodcal",
-            flags=[NOTE_NOT_USED] if note else [],
+            flags=(NOTE_NOT_USED,) if note else (),
         )
+        return LabelAnswer(label)
 
-    def _cached(self, key: tuple[str, str, int, str]) -> LabelResult | None:
+    def _cached(self, key: tuple[str, str, int, str]) -> LabelAnswer | None:
         with self.db.session() as session:
             row = session.get(LabelCache, key)
             if row is None:
                 return None
             row.hits += 1
             session.add(row)
-            return LabelResult.from_json(row.label, cached=True)
+            return LabelAnswer(Label.from_json(row.label), cached=True)
 
-    def _store(self, key: tuple[str, str, int, str], result: LabelResult) -> None:
+    def _store(self, key: tuple[str, str, int, str], result: LabelAnswer) -> None:
         sha256, model, prompt_version, note_key = key
-        outcome = "rejected" if result.rejected else "labeled"
+        outcome = "rejected" if result.label.rejected else "labeled"
         with self.db.session() as session:
             session.merge(
                 LabelCache(
@@ -171,10 +127,10 @@ class Labeler:
                     prompt_version=prompt_version,
                     note_sha256=note_key,
                     outcome=outcome,
-                    label=result.to_json(),
+                    label=result.label.to_json(),
                 )
             )
-            session.add(self._call_row(sha256, result.model, outcome, result.usage))
+            session.add(self._call_row(sha256, result.label.model, outcome, result.usage))
 
     def _record_call(self, sha256: str, model: str, outcome: str, usage: Usage) -> None:
         with self.db.session() as session:

@@ -8,11 +8,10 @@ import io
 import grpc
 from PIL import Image, UnidentifiedImageError
 
-from foodcal.convert import nutrition_proto
 from foodcal.notes import InvalidNote, clean_note
 from foodcal.v1 import common_pb2, labeler_pb2, labeler_pb2_grpc
 from labeler.chatgpt import LabelFailure
-from labeler.labeling import CHATGPT, Labeler, LabelResult
+from labeler.labeling import Labeler
 
 ERROR_METADATA_KEY = "foodcal-label-error"
 _CODES = {
@@ -23,24 +22,6 @@ _CODES = {
     "invalid_request": grpc.StatusCode.INTERNAL,
     "auth_failed": grpc.StatusCode.FAILED_PRECONDITION,
 }
-
-
-def label_to_proto(result: LabelResult) -> common_pb2.Label:
-    label = common_pb2.Label(
-        source=common_pb2.NUTRITION_SOURCE_CHATGPT
-        if result.source == CHATGPT
-        else common_pb2.NUTRITION_SOURCE_REFERENCE,
-        dish=result.dish,
-        portion_g=result.portion_g,
-        confidence=result.confidence,
-        provider=result.provider,
-        model=result.model,
-        flags=result.flags,
-        items=[item.to_proto() for item in result.items],
-    )
-    if result.nutrients is not None:
-        label.nutrition.CopyFrom(nutrition_proto(result.nutrients))
-    return label
 
 
 def _verify(image: bytes) -> None:
@@ -72,7 +53,7 @@ class LabelerServicer(labeler_pb2_grpc.LabelerServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error).strip("'\""))
         usage = result.usage
         return labeler_pb2.LabelMealResponse(
-            label=label_to_proto(result),
+            label=result.label.to_proto(),
             usage=common_pb2.TokenUsage(
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
@@ -81,6 +62,6 @@ class LabelerServicer(labeler_pb2_grpc.LabelerServiceServicer):
             ),
             cached=result.cached,
             image_sha256=sha256,
-            rejected=result.rejected,
-            rejection_reason=result.rejection_reason,
+            rejected=result.label.rejected,
+            rejection_reason=result.label.rejection_reason,
         )

@@ -9,6 +9,7 @@ import math
 import grpc
 import pytest
 
+from foodcal.labels import Label, LabelSource
 from foodcal.store import LabelStatus, RunStatus, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, trainer_pb2
 from gateway.samples import sample_proto
@@ -102,18 +103,9 @@ def test_a_stored_sample_becomes_its_message_with_the_difference():
         label_status=LabelStatus.LABELED,
         pred_model_version=2,
         shown_source="NUTRITION_SOURCE_CHATGPT",
-        label={
-            "source": "NUTRITION_SOURCE_CHATGPT",
-            "dish": "ramen",
-            "portion_g": 500,
-            "confidence": 0.7,
-            "provider": "p",
-            "model": "m",
-            "flags": [],
-        },
     )
     sample.set_values("pred", (600, 25, 20, 70))
-    sample.set_values("label", (550, 30, 18, 75))
+    sample.set_label(Label(LabelSource.CHATGPT, "ramen", 500, (550, 30, 18, 75), 0.7, "p", "m"))
     message = sample_proto(sample)
     assert message.difference == common_pb2.Nutrition(calories_kcal=50, proteins_g=-5, fats_g=2, carbs_g=-5)
     assert message.label_status == common_pb2.LABEL_STATUS_LABELED and message.own_prediction_version == 2

@@ -23,13 +23,6 @@ from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)
 
-_STATUS = {
-    RunStatus.QUEUED: common_pb2.TRAINING_RUN_STATUS_QUEUED,
-    RunStatus.RUNNING: common_pb2.TRAINING_RUN_STATUS_RUNNING,
-    RunStatus.DEPLOYED: common_pb2.TRAINING_RUN_STATUS_DEPLOYED,
-    RunStatus.NOT_DEPLOYED: common_pb2.TRAINING_RUN_STATUS_NOT_DEPLOYED,
-    RunStatus.FAILED: common_pb2.TRAINING_RUN_STATUS_FAILED,
-}
 _FINISHED = (RunStatus.DEPLOYED, RunStatus.NOT_DEPLOYED, RunStatus.FAILED)
 
 
@@ -51,7 +44,7 @@ def _epoch(data: dict | EpochResult) -> common_pb2.EpochMetrics:
 def run_proto(run: TrainingRunRow) -> common_pb2.TrainingRun:
     return common_pb2.TrainingRun(
         run_id=run.id,
-        status=_STATUS[RunStatus(run.status)],
+        status=RunStatus(run.status).to_proto(),
         parameters=common_pb2.TrainingParameters(**run.parameters),
         epochs=[_epoch(e) for e in run.epochs],
         candidate=_evaluation(run.metrics.get("candidate")),

@@ -9,7 +9,11 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
+from foodcal.convert import mirrors_proto_enum
+from foodcal.items import FoodItem
+from foodcal.labels import Label, LabelSource, LabelStatus
 from foodcal.nutrition import NUTRIENTS
+from foodcal.v1 import common_pb2
 
 
 def utcnow() -> datetime:
@@ -20,15 +24,7 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-class LabelStatus(enum.StrEnum):
-    NOT_REQUESTED = "not_requested"
-    PENDING = "pending"
-    LABELED = "labeled"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    REFERENCE_ONLY = "reference_only"
-
-
+@mirrors_proto_enum(common_pb2.TrainingRunStatus, "TRAINING_RUN_STATUS_")
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -80,8 +76,16 @@ class Sample(SQLModel, table=True):
     label_next_attempt_at: datetime | None = Field(default=None, index=True)
     label_claimed_until: datetime | None = None
     label_claimed_by: str | None = None
-    label_error: str = ""
-    label: dict | None = Field(default=None, sa_column=Column(JSON))
+    label_error: str = ""  # also why ChatGPT refused, when REJECTED
+    # The label (foodcal.labels.Label): set_label() and `label` are the only way in and out.
+    label_source: str | None = Field(default=None, max_length=20)  # None: no label
+    label_dish: str = ""
+    label_portion_g: float | None = None
+    label_confidence: float | None = None
+    label_provider: str = ""
+    label_model: str = ""
+    label_flags: list | None = Field(default=None, sa_column=Column(JSON))
+    label_items: list | None = Field(default=None, sa_column=Column(JSON))  # FoodItem.to_json()s
     label_calories_kcal: float | None = None
     label_proteins_g: float | None = None
     label_fats_g: float | None = None
@@ -106,6 +110,34 @@ class Sample(SQLModel, table=True):
     def set_values(self, prefix: str, values: tuple[float, float, float, float] | None) -> None:
         for name, value in zip(NUTRIENTS, values or (None,) * 4, strict=True):
             setattr(self, f"{prefix}_{name}", value)
+
+    @property
+    def label(self) -> Label | None:
+        if self.label_source is None:
+            return None
+        return Label(
+            source=LabelSource(self.label_source),
+            dish=self.label_dish,
+            portion_g=self.label_portion_g or 0.0,
+            nutrients=self.values("label"),
+            confidence=self.label_confidence or 0.0,
+            provider=self.label_provider,
+            model=self.label_model,
+            flags=tuple(self.label_flags or ()),
+            items=tuple(FoodItem.from_json(item) for item in self.label_items or ()),
+            rejection_reason=self.label_error if self.label_status == LabelStatus.REJECTED else "",
+        )
+
+    def set_label(self, label: Label | None) -> None:
+        """The rejection reason is the caller's to put in `label_error` (with the status)."""
+        self.label_source = None if label is None else str(label.source)
+        self.label_dish = label.dish if label else ""
+        self.label_portion_g = label.portion_g if label else None
+        self.label_confidence = label.confidence if label else None
+        self.label_provider, self.label_model = (label.provider, label.model) if label else ("", "")
+        self.label_flags = list(label.flags) if label else None
+        self.label_items = [item.to_json() for item in label.items] if label else None
+        self.set_values("label", label.nutrients if label else None)
 
     @property
     def difference(self) -> tuple[float, ...] | None:

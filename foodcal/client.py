@@ -22,7 +22,7 @@ from foodcal import quality_report
 from foodcal.grpc_server import message_size_options
 from foodcal.nutrition import NUTRIENTS
 from foodcal.summaries import summary
-from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 
 def _token() -> str:
@@ -79,7 +79,7 @@ def _progress(epoch: common_pb2.EpochMetrics, width: int = 30) -> str:
 def watch(stub, run_id: str, metadata) -> int:
     outcome = None
     for response in stub.WatchTrainingRun(
-        trainer_pb2.WatchTrainingRunRequest(run_id=run_id), metadata=metadata
+        gateway_pb2.GatewayServiceWatchTrainingRunRequest(run_id=run_id), metadata=metadata
     ):
         event = response.event
         if event.HasField("epoch"):
@@ -180,7 +180,7 @@ def _run(args, stub, metadata) -> int:
         )
         _print(stub.CorrectSample(request, metadata=metadata))
     elif args.command == "train":
-        request = trainer_pb2.StartTrainingRunRequest(
+        request = gateway_pb2.GatewayServiceStartTrainingRunRequest(
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate
         )
         started = stub.StartTrainingRun(request, metadata=metadata, timeout=60)
@@ -189,11 +189,13 @@ def _run(args, stub, metadata) -> int:
     elif args.command == "watch":
         return watch(stub, args.run_id, metadata)
     elif args.command == "versions":
-        _print(stub.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=metadata))
+        request = gateway_pb2.GatewayServiceListModelVersionsRequest()
+        _print(stub.ListModelVersions(request, metadata=metadata))
     elif args.command == "rollback":
-        _print(stub.RollbackModel(trainer_pb2.RollbackModelRequest(version=args.version), metadata=metadata))
+        request = gateway_pb2.GatewayServiceRollbackModelRequest(version=args.version)
+        _print(stub.RollbackModel(request, metadata=metadata))
     elif args.command == "quality":
-        request = trainer_pb2.GetQualityReportRequest(
+        request = gateway_pb2.GatewayServiceGetQualityReportRequest(
             worst_dishes=args.worst_dishes, min_dish_samples=args.min_dish_samples
         )
         report = stub.GetQualityReport(request, metadata=metadata, timeout=120)

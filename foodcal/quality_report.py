@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from foodcal.nutrition import NUTRIENTS
-from foodcal.v1 import trainer_pb2
+from foodcal.v1 import gateway_pb2, trainer_pb2
 
 SHORT = {"calories_kcal": "kcal", "proteins_g": "prot g", "fats_g": "fats g", "carbs_g": "carbs g"}
 SCORES = (
@@ -26,7 +26,7 @@ def _errors(errors: trainer_pb2.QualityErrors) -> str:
     return f"n={errors.samples:<5} score {errors.score:.4f}  MAE {mae}  bias {bias}"
 
 
-def text(report: trainer_pb2.GetQualityReportResponse) -> str:
+def text(report: gateway_pb2.GatewayServiceGetQualityReportResponse) -> str:
     lines = [
         f"test set: {report.test_percent}% of photos (by image hash) + every corrected sample; "
         "never trained on",
@@ -51,7 +51,7 @@ def text(report: trainer_pb2.GetQualityReportResponse) -> str:
     return "\n".join(lines)
 
 
-def chart(report: trainer_pb2.GetQualityReportResponse, path: Path) -> Path:
+def chart(report: gateway_pb2.GatewayServiceGetQualityReportResponse, path: Path) -> Path:
     """MAE by version per nutrient (test set and live), and the served version's worst dishes."""
     import matplotlib
 

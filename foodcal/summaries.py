@@ -9,7 +9,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from foodcal import quality_report
-from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2
 
 NS = common_pb2
 SOURCES = {
@@ -34,6 +34,11 @@ def label_status(status: int) -> str:
 
 def source(value: int) -> str:
     return SOURCES.get(value, "unknown")
+
+
+def version(message: Message, field: str) -> str:
+    """An optional version field: unset means unknown or none, never version 0 (the table)."""
+    return str(getattr(message, field)) if message.HasField(field) else "unknown"
 
 
 def classifier(versions: common_pb2.ModelVersions) -> str:
@@ -125,7 +130,7 @@ def sample(s: gateway_pb2.Sample) -> str:
         (
             "ours",
             f"{nutrients(s.own_prediction)}{grams(s.own_portion.grams)}"
-            f"  (nutrition version {s.own_prediction_version})",
+            f"  (nutrition version {version(s, 'own_prediction_version')})",
         ),
     ]
     if s.note:
@@ -178,7 +183,7 @@ def stats(r: gateway_pb2.GetStatsResponse) -> str:
     ]
     rows += [
         (
-            f"  version {v.nutrition_version}",
+            f"  version {version(v, 'nutrition_version')}",
             f"{nutrients(v.mean_absolute_difference)}  ({v.samples} samples)",
         )
         for v in r.by_version
@@ -186,12 +191,12 @@ def stats(r: gateway_pb2.GetStatsResponse) -> str:
     rows += [
         ("ChatGPT calls", f"{r.chatgpt_calls} (+{r.chatgpt_cache_hits} from cache)"),
         ("tokens", f"{r.usage.total_tokens:,}, about ${r.usage.estimated_cost_usd:.4f}"),
-        ("served", f"nutrition version {r.served.nutrition} · classifier {classifier(r.served)}"),
+        ("served", f"nutrition version {version(r.served, 'nutrition')} · classifier {classifier(r.served)}"),
     ]
     return _rows(rows)
 
 
-def versions(r: trainer_pb2.ListModelVersionsResponse) -> str:
+def versions(r: gateway_pb2.GatewayServiceListModelVersionsResponse) -> str:
     lines = [f"{'version':<9}{'served':<8}{'score':>8}{'samples':>9}  {'created (UTC)':<18}description"]
     for v in r.versions:
         score = f"{v.metrics.score:.4f}" if v.metrics.samples else "-"
@@ -214,10 +219,10 @@ def summary(message: Message) -> str:
             return samples(message)
         case gateway_pb2.GetStatsResponse():
             return stats(message)
-        case trainer_pb2.ListModelVersionsResponse():
+        case gateway_pb2.GatewayServiceListModelVersionsResponse():
             return versions(message)
-        case trainer_pb2.RollbackModelResponse():
+        case gateway_pb2.GatewayServiceRollbackModelResponse():
             return f"serving nutrition version {message.served_version} (was {message.previous_version})"
-        case trainer_pb2.GetQualityReportResponse():
+        case gateway_pb2.GatewayServiceGetQualityReportResponse():
             return quality_report.text(message)
     raise TypeError(f"no summary for {type(message).__name__}")

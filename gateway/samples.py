@@ -29,7 +29,7 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         created_at=timestamp(sample.created_at),
         dishes=[common_pb2.DishCandidate(label=label, probability=p) for label, p in sample.dishes],
         own_prediction=nutrition_proto(sample.values("pred")),
-        own_prediction_version=sample.pred_model_version or 0,
+        own_prediction_version=sample.pred_model_version,  # None: unset
         chatgpt_label=label_proto(sample),
         difference=nutrition_proto(sample.difference),
         label_status=LabelStatus(sample.label_status).to_proto(),
@@ -128,7 +128,7 @@ def _sample_stats(session: Session, which=true()) -> gateway_pb2.GetStatsRespons
         mean_absolute_difference=nutrition_proto(_means(overall)),
         by_version=[
             gateway_pb2.VersionDifference(
-                nutrition_version=version or 0,
+                nutrition_version=version,  # None: samples stored without a prediction
                 samples=count,
                 mean_absolute_difference=nutrition_proto(_means(means)),
             )

@@ -1,4 +1,5 @@
-"""GatewayService: translates between protobuf and the gateway's logic; forwards training RPCs."""
+"""GatewayService: translates between protobuf and the gateway's logic; the training RPCs are
+forwarded (gateway/training.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,17 @@ import logging
 import grpc
 
 from foodcal.convert import nutrition_proto
-from foodcal.errors import abort, abort_with, details_of
-from foodcal.notes import InvalidNote, clean_note
-from foodcal.photos import InvalidImage
+from foodcal.errors import abort
+from foodcal.notes import clean_note
 from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
-from foodcal.store.images import ImageStorageError
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
 from gateway.auth import Caller, Roles
 from gateway.corrections import InvalidCorrection, correction_of
 from gateway.deadlines import Budget
+from gateway.errors import translate_errors
 from gateway.idempotency import RequestIds, idempotent
 from gateway.rate_limit import RateLimiter
 from gateway.samples import (
@@ -30,79 +30,16 @@ from gateway.samples import (
     sample_proto,
     stats,
 )
+from gateway.training import TrainingForwarder
 from model_store.client import ModelServerError, TorchServeClient
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
 MAX_ID_CHARS = 64
-TRAINER_TIMEOUT_S = 30.0  # a forwarded unary call, when the caller set no shorter deadline
 
 
-RETRY_AFTER_S = 1.0
-
-
-async def _translate_errors(context: grpc.aio.ServicerContext, error: Exception) -> None:
-    """One place that turns our exceptions into status codes with messages a person can act on,
-    and google.rpc details (ErrorInfo, RetryInfo) a program can act on."""
-    if isinstance(error, InvalidNote):
-        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "NOTE_TOO_LONG")
-    if isinstance(error, InvalidImage):
-        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_IMAGE")
-    if isinstance(error, ModelServerError):
-        message = f"the model server failed: {error}"
-        if error.timed_out:
-            await abort(
-                context, grpc.StatusCode.DEADLINE_EXCEEDED, message, "MODEL_SERVER_TIMEOUT", RETRY_AFTER_S
-            )
-        if error.unavailable:
-            await abort(
-                context, grpc.StatusCode.UNAVAILABLE, message, "MODEL_SERVER_UNAVAILABLE", RETRY_AFTER_S
-            )
-        await abort(context, grpc.StatusCode.INTERNAL, message, "MODEL_SERVER_FAILED")
-    if isinstance(error, DatabaseUnavailable):
-        await abort(
-            context,
-            grpc.StatusCode.UNAVAILABLE,
-            "the database is unavailable; try again shortly",
-            "DATABASE_UNAVAILABLE",
-            RETRY_AFTER_S,
-        )
-    if isinstance(error, ImageStorageError):
-        await abort(
-            context,
-            grpc.StatusCode.UNAVAILABLE,
-            f"{error}; nothing was stored",
-            "IMAGE_STORE_UNAVAILABLE",
-            RETRY_AFTER_S,
-        )
-    raise error
-
-
-async def _trainer_failed(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
-    """A trainer call failed: its own status and details pass through, except our misconfiguration."""
-    code = error.code()
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        log.error("the trainer refused the gateway's INTERNAL_TOKEN")  # the client's token was fine
-        await abort(
-            context,
-            grpc.StatusCode.INTERNAL,
-            "the trainer refused this gateway's INTERNAL_TOKEN: every service needs the same one",
-            "INTERNAL_TOKEN_REFUSED",
-        )
-    status = details_of(error)
-    if status is not None:
-        await abort_with(context, status)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        await abort(
-            context, code, "the trainer is unavailable; try again shortly", "TRAINER_UNAVAILABLE", 2.0
-        )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        await abort(context, code, "the trainer did not answer in time", "TRAINER_TIMEOUT")
-    await context.abort(code, error.details() or "the trainer failed")
-
-
-class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
         self,
         db: Database,
@@ -132,7 +69,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             wait_s = await asyncio.to_thread(self.limiter.take, caller.identity)
         except DatabaseUnavailable as error:
-            await _translate_errors(context, error)
+            await translate_errors(context, error)
         if wait_s is not None:
             log.warning("rate limited %s for %.1f s", caller.identity, wait_s)
             await abort(
@@ -155,7 +92,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 request.image, request.filename, Budget.of(context), owner=caller.identity, note=note
             )
         except Exception as error:
-            await _translate_errors(context, error)
+            await translate_errors(context, error)
         sample = analysis.sample
         self.classifier = (analysis.classification.classifier, analysis.classification.demo)
         return gateway_pb2.AnalyzeMealResponse(
@@ -201,7 +138,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             sample = await asyncio.to_thread(self._get, sample_id)
         except DatabaseUnavailable as error:
-            await _translate_errors(context, error)
+            await translate_errors(context, error)
         if sample is None or (caller.owner_filter is not None and sample.owner != caller.owner_filter):
             await abort(
                 context, grpc.StatusCode.NOT_FOUND, f"no sample with id {sample_id!r}", "SAMPLE_NOT_FOUND"
@@ -241,7 +178,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         except ValueError as error:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_PAGE_TOKEN")
         except DatabaseUnavailable as error:
-            await _translate_errors(context, error)
+            await translate_errors(context, error)
         return gateway_pb2.ListSamplesResponse(
             samples=[sample_proto(s) for s in rows], next_page_token=next_token
         )
@@ -266,7 +203,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             sample = await asyncio.to_thread(correct)
         except DatabaseUnavailable as error:
-            await _translate_errors(context, error)
+            await translate_errors(context, error)
         log.info("sample %s corrected", sample.id)
         return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
 
@@ -282,13 +219,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             response = await asyncio.to_thread(read)
         except DatabaseUnavailable as error:
-            await _translate_errors(context, error)
+            await translate_errors(context, error)
         try:
             served = int(await self.torchserve.served_version())
             if not self.classifier[0]:  # nothing classified since start-up: ask once
                 self.classifier = await self.torchserve.identify_classifier()
         except ModelServerError:
-            served = -1  # unknown while the model server is down
+            served = None  # unknown while the model server is down: left unset
         response.served.CopyFrom(
             common_pb2.ModelVersions(
                 classifier=self.classifier[0],
@@ -298,35 +235,3 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
         )
         return response
-
-    # -- training: checked here (the interceptor), then forwarded to the trainer ------------
-
-    async def _forward(self, method: str, request, context):
-        try:
-            timeout = Budget.of(context).timeout(TRAINER_TIMEOUT_S)
-            return await getattr(self.trainer, method)(
-                request, metadata=self.internal_metadata, timeout=timeout
-            )
-        except grpc.aio.AioRpcError as error:
-            await _trainer_failed(context, error)
-
-    async def StartTrainingRun(self, request, context):
-        return await self._forward("StartTrainingRun", request, context)
-
-    async def ListModelVersions(self, request, context):
-        return await self._forward("ListModelVersions", request, context)
-
-    async def RollbackModel(self, request, context):
-        return await self._forward("RollbackModel", request, context)
-
-    async def GetQualityReport(self, request, context):
-        return await self._forward("GetQualityReport", request, context)
-
-    async def WatchTrainingRun(self, request, context):
-        try:
-            async for event in self.trainer.WatchTrainingRun(
-                request, metadata=self.internal_metadata, timeout=Budget.of(context).timeout_or_none()
-            ):
-                yield event
-        except grpc.aio.AioRpcError as error:
-            await _trainer_failed(context, error)

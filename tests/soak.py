@@ -19,7 +19,7 @@ import grpc
 import psutil
 
 from foodcal.store import Database
-from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from model_store.build import build_models
 from model_store.client import TorchServeClient
 from model_store.server import wait_until_ready
@@ -170,10 +170,10 @@ async def _drive(report: SoakReport, port: int, processes, clients: int) -> None
             await asyncio.sleep(report.duration_s / 3)
             report.swap_started_s = time.monotonic() - start
             started = await gateway.StartTrainingRun(
-                trainer_pb2.StartTrainingRunRequest(), metadata=ADMIN_AUTH
+                gateway_pb2.GatewayServiceStartTrainingRunRequest(), metadata=ADMIN_AUTH
             )
             async for event in gateway.WatchTrainingRun(
-                trainer_pb2.WatchTrainingRunRequest(run_id=started.run_id), metadata=ADMIN_AUTH
+                gateway_pb2.GatewayServiceWatchTrainingRunRequest(run_id=started.run_id), metadata=ADMIN_AUTH
             ):
                 if event.event.HasField("outcome"):
                     report.run_status = common_pb2.TrainingRunStatus.Name(event.event.outcome.status)

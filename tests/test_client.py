@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from foodcal import client
-from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 NS = common_pb2
 SAMPLE_ID = "5" * 32
@@ -36,7 +36,7 @@ ANALYZED = gateway_pb2.AnalyzeMealResponse(
     ),
     label_status=NS.LABEL_STATUS_LABELED,
 )
-VERSIONS = trainer_pb2.ListModelVersionsResponse(
+VERSIONS = gateway_pb2.GatewayServiceListModelVersionsResponse(
     versions=[
         NS.ModelVersion(version=0, served=True, description="reference table"),
         NS.ModelVersion(

@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import select
 
 from foodcal.store import LabelStatus, ModelVersionRow, Sample
-from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import API_TOKEN, auth
 from tests.test_trainer import add_samples, learnable, start_run, watch
 from trainer.backfill import current_classifier
@@ -81,7 +81,9 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
     # Neither trained, stopped nor compared on: the run saw exactly the other samples.
     assert outcome.train_samples + outcome.val_samples == len(ids) - len(test_ids)
 
-    report = await app.gateway.GetQualityReport(trainer_pb2.GetQualityReportRequest(), metadata=auth())
+    report = await app.gateway.GetQualityReport(
+        gateway_pb2.GatewayServiceGetQualityReportRequest(), metadata=auth()
+    )
     assert [(v.version, v.served) for v in report.versions] == [(0, False), (1, True)]
     assert report.served_version == 1 and report.test_percent == TEST_PERCENT
 
@@ -153,8 +155,16 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
 
     # Admin only; bad options are the caller's to fix.
     for metadata, request, code in (
-        (auth(API_TOKEN), trainer_pb2.GetQualityReportRequest(), grpc.StatusCode.PERMISSION_DENIED),
-        (auth(), trainer_pb2.GetQualityReportRequest(worst_dishes=500), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            auth(API_TOKEN),
+            gateway_pb2.GatewayServiceGetQualityReportRequest(),
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+        (
+            auth(),
+            gateway_pb2.GatewayServiceGetQualityReportRequest(worst_dishes=500),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await app.gateway.GetQualityReport(request, metadata=metadata)

@@ -5,6 +5,7 @@ await the servicer methods directly with a context that records `abort`.
 """
 
 import math
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -12,10 +13,13 @@ import pytest
 from foodcal.labels import Label, LabelSource
 from foodcal.store import LabelStatus, RunStatus, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, trainer_pb2
+from gateway.auth import Roles
 from gateway.samples import sample_proto
 from gateway.service import GatewayServicer
 from labeler.service import LabelerServicer
-from trainer.service import TrainerServicer, run_proto
+from model_store.client import ModelServerError
+from trainer.messages import run_proto
+from trainer.service import TrainerServicer
 
 
 class Aborted(Exception):
@@ -93,6 +97,39 @@ def test_a_stored_run_becomes_its_message():
     assert message.status == common_pb2.TRAINING_RUN_STATUS_NOT_DEPLOYED
     assert message.epochs[0].val_loss == 1.7 and message.candidate.mae.fats_g == 2
     assert not message.HasField("served") and message.parameters.hidden_size == 16
+    assert not message.HasField("result_version") and not message.HasField("served_version_before")
+    run.status, run.served_version_before, run.result_version = RunStatus.DEPLOYED, 0, 1
+    message = run_proto(run)  # version 0 (the table) is a version like any other, not "none"
+    assert message.HasField("served_version_before") and message.served_version_before == 0
+    assert message.result_version == 1
+
+
+class TorchServe:
+    def __init__(self, served: str | None) -> None:
+        self.served = served
+
+    async def served_version(self) -> str:
+        if self.served is None:
+            raise ModelServerError("connection refused", unavailable=True)
+        return self.served
+
+    async def identify_classifier(self) -> tuple[str, bool]:
+        return "demo@1", True
+
+
+class AdminContext(Context):
+    def invocation_metadata(self):
+        return (("authorization", "Bearer admin-token"),)
+
+
+@pytest.mark.parametrize(("served", "present"), [("0", True), ("3", True), (None, False)])
+async def test_stats_name_the_served_version_only_while_the_model_server_knows_it(db, served, present):
+    analyzer = SimpleNamespace(settings=SimpleNamespace(chatgpt_daily_budget_usd=0.0))
+    roles = Roles(client_tokens=[], admin_tokens=["admin-token"])
+    servicer = GatewayServicer(db, analyzer, TorchServe(served), None, (), "gpt-4o-mini", roles=roles)
+    response = await servicer.GetStats(gateway_pb2.GetStatsRequest(), AdminContext())
+    assert response.served.HasField("nutrition") is present and response.served.labeler_model == "gpt-4o-mini"
+    assert response.served.nutrition == int(served or 0)
 
 
 def test_a_stored_sample_becomes_its_message_with_the_difference():
@@ -110,3 +147,5 @@ def test_a_stored_sample_becomes_its_message_with_the_difference():
     assert message.difference == common_pb2.Nutrition(calories_kcal=50, proteins_g=-5, fats_g=2, carbs_g=-5)
     assert message.label_status == common_pb2.LABEL_STATUS_LABELED and message.own_prediction_version == 2
     assert message.chatgpt_label.nutrition.calories_kcal == 550 and not message.corrected
+    sample.pred_model_version = None  # stored without a prediction: unset, not version 0
+    assert not sample_proto(sample).HasField("own_prediction_version")

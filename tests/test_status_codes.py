@@ -5,7 +5,7 @@ import pytest
 
 from foodcal.errors import details_of, error_info, retry_info
 from foodcal.store.db import DatabaseUnavailable
-from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import auth, photo
 
 
@@ -40,7 +40,7 @@ async def test_a_wrong_internal_token_is_internal_to_the_client_not_unauthentica
         internal_token="not-the-trainers-internal-token",
     )
     error, info, _ = await failed(
-        app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
+        app.gateway.ListModelVersions(gateway_pb2.GatewayServiceListModelVersionsRequest(), metadata=auth())
     )
     assert error.code() == grpc.StatusCode.INTERNAL  # the client's own token was fine
     assert "INTERNAL_TOKEN" in error.details()
@@ -66,10 +66,16 @@ async def test_a_database_failure_while_correcting_is_unavailable_with_retry_inf
 @pytest.mark.parametrize(
     "call",
     [
-        lambda gw: gw.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth()),
-        lambda gw: gw.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(), metadata=auth()),
-        lambda gw: gw.RollbackModel(trainer_pb2.RollbackModelRequest(version=0), metadata=auth()),
-        lambda gw: gw.WatchTrainingRun(trainer_pb2.WatchTrainingRunRequest(run_id="a" * 32), metadata=auth()),
+        lambda gw: gw.ListModelVersions(
+            gateway_pb2.GatewayServiceListModelVersionsRequest(), metadata=auth()
+        ),
+        lambda gw: gw.StartTrainingRun(gateway_pb2.GatewayServiceStartTrainingRunRequest(), metadata=auth()),
+        lambda gw: gw.RollbackModel(
+            gateway_pb2.GatewayServiceRollbackModelRequest(version=0), metadata=auth()
+        ),
+        lambda gw: gw.WatchTrainingRun(
+            gateway_pb2.GatewayServiceWatchTrainingRunRequest(run_id="a" * 32), metadata=auth()
+        ),
     ],
     ids=["versions", "start", "rollback", "watch"],
 )

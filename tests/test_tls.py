@@ -151,7 +151,7 @@ async def test_our_services_talk_tls_to_each_other_and_refuse_plaintext(system, 
     """INTERNAL_TLS_*: the labeler and the trainer serve TLS; the gateway reaches both over it."""
     import grpc
 
-    from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, labeler_pb2_grpc, trainer_pb2
+    from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, labeler_pb2_grpc
     from tests.conftest import auth
 
     cert, key = self_signed(tmp_path)
@@ -162,7 +162,9 @@ async def test_our_services_talk_tls_to_each_other_and_refuse_plaintext(system, 
     assert (
         answer.label_status == common_pb2.LABEL_STATUS_LABELED and openai_stub.calls == 1
     )  # via the labeler
-    versions = await app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
+    versions = await app.gateway.ListModelVersions(
+        gateway_pb2.GatewayServiceListModelVersionsRequest(), metadata=auth()
+    )
     assert versions.served_version == 0  # via the trainer
     metadata = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
     async with grpc.aio.insecure_channel(app.settings.labeler_address) as plaintext:

@@ -8,14 +8,14 @@ import logging
 
 import grpc
 
-from foodcal.convert import nutrition_proto, timestamp
 from foodcal.errors import abort
-from foodcal.store import ModelVersionRow, RunStatus, TrainingRunRow
+from foodcal.store import RunStatus, TrainingRunRow
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from model_store.client import ModelServerError
 from trainer import quality
 from trainer.backfill import backfill
+from trainer.messages import epoch_proto, run_proto, version_proto
 from trainer.runs import Refused, RunManager
 from trainer.swap_lock import SwapBusy
 from trainer.training import EpochResult, TrainingParameters
@@ -24,51 +24,6 @@ from trainer.versions import VersionStore
 log = logging.getLogger(__name__)
 
 _FINISHED = (RunStatus.DEPLOYED, RunStatus.NOT_DEPLOYED, RunStatus.FAILED)
-
-
-def _evaluation(data: dict | None) -> common_pb2.EvaluationMetrics | None:
-    if not data:
-        return None
-    mae = data["mae"]
-    return common_pb2.EvaluationMetrics(
-        mae=nutrition_proto([mae["calories_kcal"], mae["proteins_g"], mae["fats_g"], mae["carbs_g"]]),
-        score=data["score"],
-        samples=data["samples"],
-    )
-
-
-def _epoch(data: dict | EpochResult) -> common_pb2.EpochMetrics:
-    return common_pb2.EpochMetrics(**(vars(data) if isinstance(data, EpochResult) else data))
-
-
-def run_proto(run: TrainingRunRow) -> common_pb2.TrainingRun:
-    return common_pb2.TrainingRun(
-        run_id=run.id,
-        status=RunStatus(run.status).to_proto(),
-        parameters=common_pb2.TrainingParameters(**run.parameters),
-        epochs=[_epoch(e) for e in run.epochs],
-        candidate=_evaluation(run.metrics.get("candidate")),
-        served=_evaluation(run.metrics.get("served")),
-        served_version_before=run.served_version_before or 0,
-        result_version=run.result_version or 0,
-        message=run.message,
-        train_samples=run.train_samples,
-        val_samples=run.val_samples,
-        created_at=timestamp(run.created_at),
-        finished_at=timestamp(run.finished_at),
-    )
-
-
-def version_proto(row: ModelVersionRow) -> common_pb2.ModelVersion:
-    return common_pb2.ModelVersion(
-        version=row.version,
-        served=row.served,
-        run_id=row.run_id or "",
-        metrics=_evaluation(row.metrics),
-        classifier=row.classifier_version,
-        created_at=timestamp(row.created_at),
-        description=row.description,
-    )
 
 
 RETRY_AFTER_S = 1.0
@@ -176,7 +131,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             for epoch in run.epochs:
                 sent = epoch["epoch"]
                 yield trainer_pb2.WatchTrainingRunResponse(
-                    event=common_pb2.TrainingEvent(epoch=_epoch(epoch))
+                    event=common_pb2.TrainingEvent(epoch=epoch_proto(epoch))
                 )
             while run.status not in _FINISHED:
                 try:
@@ -188,7 +143,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                     if event.epoch > sent:
                         sent = event.epoch
                         yield trainer_pb2.WatchTrainingRunResponse(
-                            event=common_pb2.TrainingEvent(epoch=_epoch(event))
+                            event=common_pb2.TrainingEvent(epoch=epoch_proto(event))
                         )
                 else:
                     run = event

@@ -59,8 +59,9 @@ TARGET_BATCH_SPEEDUP, TARGET_C1_SLOWDOWN = 1.5, 1.1
 # -- inputs --------------------------------------------------------------------------------------
 
 
-def make_photo(size: tuple[int, int] = PHOTO_SIZE, seed: int = 0) -> bytes:
-    """A photo-like JPEG: smooth gradients, a few blurred blobs and sensor noise (not a flat colour)."""
+def make_photo(size: tuple[int, int] = PHOTO_SIZE, seed: int = 0, **options) -> bytes:
+    """A photo-like JPEG: smooth gradients, a few blurred blobs and sensor noise (not a flat colour).
+    `options`: more options for Pillow's JPEG encoder (e.g. `exif`)."""
     rng = np.random.default_rng(seed)
     width, height = size
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -75,7 +76,8 @@ def make_photo(size: tuple[int, int] = PHOTO_SIZE, seed: int = 0) -> bytes:
     image = image.filter(ImageFilter.GaussianBlur(3))
     noisy = np.asarray(image, np.float32) + rng.normal(0, 6, (height, width, 3))
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=88)
+    pixels = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    pixels.save(buffer, format="JPEG", quality=88, **options)
     return buffer.getvalue()
 
 

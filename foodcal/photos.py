@@ -3,6 +3,10 @@
 Decided by content, never by file name: JPEG, PNG or WebP only; at most 10 MB; a pixel limit that
 stops decompression bombs before any pixel is decoded; EXIF orientation applied; greyscale, CMYK,
 palette, 16-bit and alpha images converted to 8-bit RGB.
+
+The photo is decoded once, at reduced scale: a JPEG decodes straight at 1/2, 1/4 or 1/8 of its
+size (libjpeg's DCT scaling, `Image.draft`), so a 12-megapixel photo never exists in memory at full
+size. What comes out is the classifier's input; the original bytes are what is stored and hashed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # 8000 x 5000: any real camera photo, far below a decompression bomb
 MIN_SIDE_PX = 32
-MODEL_MAX_SIDE_PX = 512  # what we send to the classifier: enough for its 224 px input
+# The classifier's input: its image processor resizes to ~224 px (a crop of 224 from 256 at most:
+# crop_pct 0.875), so a short side of 256 to 448 px loses nothing it would see.
+MODEL_MIN_SHORT_SIDE_PX = 256
+MODEL_MAX_SHORT_SIDE_PX = 448
 
 _SIGNATURES = {
     "JPEG": (b"\xff\xd8\xff",),
@@ -44,7 +51,7 @@ class ValidImage:
     format: str
     width: int
     height: int
-    model_input: bytes  # upright 8-bit RGB JPEG, at most MODEL_MAX_SIDE_PX on a side
+    model_input: bytes  # upright 8-bit RGB JPEG, short side at most MODEL_MAX_SHORT_SIDE_PX
 
 
 def sniff_format(data: bytes) -> str:
@@ -76,6 +83,41 @@ EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # shown rotated by 90° or 270°: width and height swap
 
 
+def at_most(size: tuple[int, int], side: int, of=min) -> tuple[int, int]:
+    """`size`, aspect kept, shrunk until `of(size)` is at most `side` (`min`: the short side)."""
+    factor = min(1.0, side / of(size))
+    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
+
+
+def reduced(image: Image.Image, least: tuple[int, int], box: tuple[int, int]) -> Image.Image:
+    """`image` (opened, not yet loaded) decoded at the smallest JPEG scale still covering `least`,
+    shrunk to fit `box`, turned upright by its EXIF orientation, 8-bit RGB. Sizes are as stored:
+    a box and a short-side bound mean the same either way up. Other formats decode at full size."""
+    image.draft("RGB", least)  # a no-op for PNG and WebP
+    image.thumbnail(box)  # loads (its own draft call is a no-op after ours)
+    return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def _open(data: bytes, kind: str) -> tuple[Image.Image, int, int]:
+    """Opened (headers only) and checked before any pixel is decoded; (image, upright w, upright h)."""
+    image = Image.open(io.BytesIO(data), formats=[kind])
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise InvalidImage(
+            f"the image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+        )
+    if getattr(image, "n_frames", 1) > 1:
+        raise InvalidImage("animated images are not accepted: send a single photo")
+    if kind == "PNG":  # chunk checksums that a plain load skips; verify() leaves the file unusable
+        image.verify()
+        image = Image.open(io.BytesIO(data), formats=[kind])
+    if min(width, height) < MIN_SIDE_PX:
+        raise InvalidImage(f"the image is {width}x{height} pixels; each side needs at least {MIN_SIDE_PX}")
+    if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
+        width, height = height, width  # the size of the photo as shown, upright
+    return image, width, height
+
+
 def validate_image(data: bytes) -> ValidImage:
     if not data:
         raise InvalidImage("the image is empty")
@@ -87,31 +129,17 @@ def validate_image(data: bytes) -> ValidImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise InvalidImage(
-                    f"the image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels"
-                )
-            if getattr(image, "n_frames", 1) > 1:
-                raise InvalidImage("animated images are not accepted: send a single photo")
-            image.verify()  # checksums (e.g. PNG chunk CRCs) that a plain load skips
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
-                width, height = height, width  # the size of the photo as shown, upright
-            # JPEG can decode straight at a reduced scale: far less work than decode-then-resize.
-            image.draft("RGB", (MODEL_MAX_SIDE_PX, MODEL_MAX_SIDE_PX))
-            image.load()
+            image, width, height = _open(data, kind)
+            size = image.size
+            image = reduced(
+                image, at_most(size, MODEL_MIN_SHORT_SIDE_PX), at_most(size, MODEL_MAX_SHORT_SIDE_PX)
+            )
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImage("the image has too many pixels (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise InvalidImage(f"the {kind} data is corrupt or truncated") from None
-    if min(width, height) < MIN_SIDE_PX:
-        raise InvalidImage(f"the image is {width}x{height} pixels; each side needs at least {MIN_SIDE_PX}")
-    image = _to_rgb(ImageOps.exif_transpose(image))
-    image.thumbnail((MODEL_MAX_SIDE_PX, MODEL_MAX_SIDE_PX))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=95)
     return ValidImage(kind, width, height, buffer.getvalue())

@@ -52,7 +52,6 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     policy = RetryPolicy(settings.label_max_attempts, settings.label_retry_base_s, settings.label_retry_max_s)
     queue = LabelQueue(
         db,
-        images,
         call_labeler,
         policy,
         worker_name(port),

@@ -11,20 +11,26 @@ import grpc
 from sqlmodel import select
 
 from foodcal.calibration import Calibration
-from foodcal.photos import validate_image
+from foodcal.photos import ValidImage, validate_image
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
-from foodcal.v1 import labeler_pb2
+from foodcal.store.images import sha256_of
 from gateway.budget import DailyBudget, next_midnight
 from gateway.calibrations import Calibrations
 from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
-from gateway.label_queue import LabelCall
+from gateway.label_queue import LabelCall, label_request
 from gateway.labels import RetryPolicy, apply_failure, apply_label
 from gateway.portion import Portion, own_portion
 from model_store.client import Classification, NutritionPrediction, TorchServeClient
 
 log = logging.getLogger(__name__)
+
+
+def _checked(image: bytes, sha256: str | None) -> tuple[ValidImage, str]:
+    """The photo checked and reduced for the classifier, and its sha256: one thread hop."""
+    return validate_image(image), sha256 or sha256_of(image)
+
 
 # Kept from the caller's deadline for storing the sample and answering after the label call.
 ANSWER_RESERVE_S = 0.5
@@ -80,11 +86,13 @@ class Analyzer:
         budget: Budget = Budget.unlimited(),
         owner: str | None = None,
         note: str = "",
+        image_sha256: str | None = None,
     ) -> Analysis:
         """`budget`: what is left of the caller's deadline; every inner call gets at most that.
         `owner`: the caller's identity (gateway/auth.py), stored with the sample.
-        `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo."""
-        valid = await asyncio.to_thread(validate_image, image)  # raises InvalidImage
+        `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo.
+        `image_sha256`: the photo's, when the caller already hashed it: one hash per request."""
+        valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)  # raises InvalidImage
         limit = self.settings.torchserve_timeout_s
         classification = await self.torchserve.classify(valid.model_input, timeout=budget.timeout(limit))
         version = None if self.settings.use_trained_model else 0
@@ -95,7 +103,7 @@ class Analyzer:
             timeout=budget.timeout(limit),
         )
         # Stored only once the model server has answered: a failed request leaves no orphan photo.
-        stored = await asyncio.to_thread(self.images.put, image)  # raises ImageStorageError
+        stored = await asyncio.to_thread(self.images.put, image, sha256)  # raises ImageStorageError
         sample = Sample(
             image_sha256=stored.sha256,
             image_path=stored.path,
@@ -130,7 +138,7 @@ class Analyzer:
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
         else:
-            await self._label_now(sample, image, stored.sha256, budget)
+            await self._label_now(sample, budget)
             label = sample.values("label")
             if label is not None:
                 shown, source = label, CHATGPT
@@ -164,12 +172,10 @@ class Analyzer:
             has_note=bool(note),
         )
 
-    async def _label_now(self, sample: Sample, image: bytes, sha256: str, budget: Budget) -> None:
+    async def _label_now(self, sample: Sample, budget: Budget) -> None:
         """Synchronous mode; any failure, or a label slower than the caller's deadline allows,
         leaves the label pending for the background worker."""
-        request = labeler_pb2.LabelMealRequest(image=image, image_sha256=sha256, note=sample.note)
-        for label, probability in sample.dishes[:3]:
-            request.dish_hints.add(label=label, probability=probability)
+        request = label_request(sample)
         try:
             response = await self.call_labeler(request, timeout=budget.timeout_or_none(ANSWER_RESERVE_S))
         except grpc.aio.AioRpcError as error:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from foodcal.errors import abort
 from foodcal.store import AnalyzeRequest, Database
 from foodcal.store.db import DatabaseUnavailable
+from foodcal.store.images import sha256_of
 from foodcal.store.tables import utcnow
 from foodcal.v1 import gateway_pb2
 from gateway.deadlines import Budget
@@ -51,12 +52,15 @@ class Claim:
     response: bytes | None = None
 
 
-def fingerprint(request: gateway_pb2.AnalyzeMealRequest) -> str:
-    """The request without its id: the same id with another photo or note is refused."""
-    copy = gateway_pb2.AnalyzeMealRequest()
-    copy.CopyFrom(request)
-    copy.request_id = ""
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+_BY_HASH = ("image", "request_id")  # the photo counts by its sha256; the id not at all
+
+
+def fingerprint(request: gateway_pb2.AnalyzeMealRequest, image_sha256: str) -> str:
+    """The request without its id: the same id with another photo or note is refused. The photo
+    counts by its sha256, the one hash of it this request makes (the image store reuses it)."""
+    rest = {field.name: value for field, value in request.ListFields() if field.name not in _BY_HASH}
+    serialized = gateway_pb2.AnalyzeMealRequest(**rest).SerializeToString(deterministic=True)
+    return hashlib.sha256(image_sha256.encode() + serialized).hexdigest()
 
 
 class RequestIds:
@@ -144,7 +148,9 @@ def idempotent(analyze):
                 f"request_id is at most {MAX_REQUEST_ID_CHARS} characters (got {len(request.request_id)})",
                 "REQUEST_ID_TOO_LONG",
             )
-        owner, request_id, digest = self._caller(context).identity, request.request_id, fingerprint(request)
+        owner, request_id = self._caller(context).identity, request.request_id
+        image_sha256 = await asyncio.to_thread(sha256_of, request.image)
+        digest = fingerprint(request, image_sha256)
         try:
             claim = await asyncio.to_thread(store.claim, owner, request_id, digest)
             if claim.outcome is Outcome.RUNNING:
@@ -175,7 +181,7 @@ def idempotent(analyze):
 
         async def work():
             try:
-                response = await analyze(self, request, context)
+                response = await analyze(self, request, context, image_sha256=image_sha256)
             except BaseException:
                 await asyncio.to_thread(store.release, owner, request_id)
                 raise

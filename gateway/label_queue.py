@@ -22,7 +22,7 @@ import grpc
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from foodcal.store import Database, ImageStore, LabelStatus, Sample
+from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 LabelCall = Callable[..., Awaitable[labeler_pb2.LabelMealResponse]]
 
 
+def label_request(sample: Sample) -> labeler_pb2.LabelMealRequest:
+    """The photo by its sha256, never its bytes: the labeler reads the image store itself, and only
+    when no cached label answers."""
+    request = labeler_pb2.LabelMealRequest(image_sha256=sample.image_sha256, note=sample.note)
+    for label, probability in sample.dishes[:3]:
+        request.dish_hints.add(label=label, probability=probability)
+    return request
+
+
 def worker_name(port: int) -> str:
     """Stable per gateway instance, so a restarted gateway takes its own leases back at once."""
     return f"{socket.gethostname()}:{port}"
@@ -44,7 +53,6 @@ class LabelQueue:
     def __init__(
         self,
         db: Database,
-        images: ImageStore,
         call_labeler: LabelCall,
         policy: RetryPolicy,
         worker: str,
@@ -53,7 +61,7 @@ class LabelQueue:
         concurrency: int = 4,
         budget: DailyBudget | None = None,
     ) -> None:
-        self.db, self.images, self.call_labeler, self.policy = db, images, call_labeler, policy
+        self.db, self.call_labeler, self.policy = db, call_labeler, policy
         self.worker, self.lease_s, self.poll_s, self.concurrency = worker, lease_s, poll_s, concurrency
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -132,19 +140,7 @@ class LabelQueue:
         if sample is None:
             return
         try:
-            image = await asyncio.to_thread(self.images.get, sample.image_sha256)
-        except OSError as error:
-            await asyncio.to_thread(
-                self._finish, sample_id, None, (grpc.StatusCode.DATA_LOSS, f"image: {error}")
-            )
-            return
-        request = labeler_pb2.LabelMealRequest(
-            image=image, image_sha256=sample.image_sha256, note=sample.note
-        )
-        for label, probability in sample.dishes[:3]:
-            request.dish_hints.add(label=label, probability=probability)
-        try:
-            response = await self.call_labeler(request)
+            response = await self.call_labeler(label_request(sample))
         except grpc.aio.AioRpcError as error:
             await asyncio.to_thread(self._finish, sample_id, None, (error.code(), error.details() or ""))
             return

@@ -83,14 +83,16 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
             )
 
     @idempotent  # a retry with the same request_id returns the first answer
-    async def AnalyzeMeal(self, request, context):
+    async def AnalyzeMeal(self, request, context, image_sha256: str | None = None):
+        """`image_sha256`: the photo's, when @idempotent already hashed it (hashed once per request)."""
         caller = self._caller(context)
         await self._spend(context, caller)
         try:
             note = clean_note(request.note)
             analysis = await self.analyzer.analyze(
-                request.image, request.filename, Budget.of(context), owner=caller.identity, note=note
-            )
+                request.image, request.filename, Budget.of(context), owner=caller.identity, note=note,
+                image_sha256=image_sha256,
+            )  # fmt: skip
         except Exception as error:
             await translate_errors(context, error)
         sample = analysis.sample

@@ -5,7 +5,7 @@ from __future__ import annotations
 from foodcal.entrypoint import run_service
 from foodcal.grpc_server import ServiceSpec, internal_tls
 from foodcal.settings import Settings
-from foodcal.store import Database
+from foodcal.store import Database, open_image_store
 from foodcal.v1 import labeler_pb2, labeler_pb2_grpc
 from labeler.chatgpt import ChatGPT
 from labeler.labeling import Labeler
@@ -15,7 +15,7 @@ from labeler.service import LabelerServicer
 def build(settings: Settings, db: Database) -> ServiceSpec:
     settings.require_internal_token()
     chatgpt = ChatGPT(settings) if settings.chatgpt_enabled else None
-    labeler = Labeler(settings, db, chatgpt)
+    labeler = Labeler(settings, db, chatgpt, open_image_store(settings))
 
     async def on_stop() -> None:
         if chatgpt is not None:

@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass
 
 import openai
-from PIL import Image, ImageOps
+from PIL import Image
 
 from foodcal import metrics
+from foodcal.photos import at_most, reduced
 from foodcal.settings import OPENAI_PRICES_PER_MILLION, Settings
 from labeler.answer import RESPONSE_FORMAT, SYSTEM_PROMPT, Answer, InvalidAnswer, parse_answer, user_prompt
 
@@ -80,9 +81,11 @@ def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> flo
 
 
 def prepare_image(data: bytes) -> str:
-    """Downscale, re-encode as JPEG without EXIF (no GPS leaves us), return a data URL."""
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-    image.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX))
+    """Downscale (a JPEG decodes at reduced scale), turn upright, re-encode as JPEG without EXIF
+    (no GPS leaves us), return a data URL."""
+    image = Image.open(io.BytesIO(data))
+    fits = at_most(image.size, MAX_SIDE_PX, of=max)
+    image = reduced(image, least=fits, box=fits)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

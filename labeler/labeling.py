@@ -14,7 +14,6 @@ from foodcal.labels import Label, LabelSource
 from foodcal.notes import note_sha256
 from foodcal.settings import Settings
 from foodcal.store import ChatGPTCall, Database, LabelCache
-from foodcal.store.images import sha256_of
 from labeler.answer import PROMPT_VERSION
 from labeler.chatgpt import ChatGPT, LabelFailure, Usage
 from model_store.reference import lookup
@@ -34,19 +33,21 @@ class LabelAnswer:
 
 
 class Labeler:
-    def __init__(self, settings: Settings, db: Database, chatgpt: ChatGPT | None) -> None:
-        self.settings, self.db, self.chatgpt = settings, db, chatgpt
+    def __init__(self, settings: Settings, db: Database, chatgpt: ChatGPT | None, images) -> None:
+        """`images`: the image store (foodcal.store.open_image_store), read for a photo sent by hash."""
+        self.settings, self.db, self.chatgpt, self.images = settings, db, chatgpt, images
         self.provider = public_provider(settings.openai_base_url)  # a name, never the endpoint
         # One in-flight call per photo, so two identical photos at once are paid for once.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def label(
-        self, image: bytes, hints: list[tuple[str, float]], note: str = ""
-    ) -> tuple[str, LabelAnswer]:
-        """`note`: the person's note, already cleaned (foodcal.notes); part of the cache key."""
-        sha256 = sha256_of(image)
+        self, sha256: str, hints: list[tuple[str, float]], note: str = "", image: bytes | None = None
+    ) -> LabelAnswer:
+        """`sha256`: the original photo's (the cache key). `image`: its bytes when the caller sent
+        them; else read from the image store, and only when no cached label answers.
+        `note`: the person's note, already cleaned (foodcal.notes); part of the cache key."""
         if self.chatgpt is None:
-            return sha256, self._from_reference(hints, note)
+            return self._from_reference(hints, note)
         lock = self._locks.setdefault(sha256, asyncio.Lock())
         # PROMPT_VERSION read here, so a test can bump it
         key = (sha256, self.chatgpt.model, PROMPT_VERSION, note_sha256(note))
@@ -55,8 +56,10 @@ class Labeler:
             if cached is not None:
                 metrics.label_cache_hit(key[1])
                 log.info("label %s… answered from cache (%s)", sha256[:12], key[1])
-                return sha256, cached
+                return cached
             try:
+                if image is None:
+                    image = await asyncio.to_thread(self._stored, sha256)
                 reply = await self.chatgpt.ask(image, hints, note)
             except LabelFailure as failure:
                 if failure.usage is not None:
@@ -70,7 +73,15 @@ class Labeler:
             outcome = "rejected" if result.label.rejected else "labeled"
             log.info("label %s… %s: %s, %d tokens, $%.5f", sha256[:12], outcome, result.label.dish,
                      reply.usage.total_tokens, reply.usage.cost_usd)  # fmt: skip
-            return sha256, result
+            return result
+
+    def _stored(self, sha256: str) -> bytes:
+        try:
+            return self.images.get(sha256)
+        except FileNotFoundError:
+            raise LabelFailure("image_missing", f"the image store has no photo {sha256[:12]}…") from None
+        except OSError as error:  # S3 down or slow: worth another try
+            raise LabelFailure("unavailable", f"could not read the photo: {error}") from None
 
     def _label(self, reply) -> Label:
         answer = reply.answer

@@ -61,7 +61,7 @@ async def test_one_slow_label_does_not_hold_back_the_others(db, tmp_path):
             await release.wait()
         return _answer()
 
-    queue = LabelQueue(db, images, labeler, POLICY, "worker", lease_s=30.0, poll_s=0.05, concurrency=2)
+    queue = LabelQueue(db, labeler, POLICY, "worker", lease_s=30.0, poll_s=0.05, concurrency=2)
     queue.start()
     try:
         # One slot is held by the slow call; the other slot labels the other three meanwhile.
@@ -86,7 +86,7 @@ async def test_concurrency_bounds_the_labels_in_flight(db, tmp_path):
         in_flight -= 1
         return _answer()
 
-    queue = LabelQueue(db, images, labeler, POLICY, "worker", lease_s=30.0, poll_s=0.05, concurrency=3)
+    queue = LabelQueue(db, labeler, POLICY, "worker", lease_s=30.0, poll_s=0.05, concurrency=3)
     queue.start()
     try:
         await _until(lambda: in_flight == 3)
@@ -113,8 +113,8 @@ async def test_a_label_that_raises_leaves_the_others_running_with_their_leases(d
         answered.set()
         return _answer()
 
-    worker = LabelQueue(db, images, labeler, POLICY, "worker", lease_s=0.6, concurrency=2)
-    rival = LabelQueue(db, images, None, POLICY, "rival", lease_s=60.0)
+    worker = LabelQueue(db, labeler, POLICY, "worker", lease_s=0.6, concurrency=2)
+    rival = LabelQueue(db, None, POLICY, "rival", lease_s=60.0)
     working = asyncio.create_task(worker.run_once())
     while not answered.is_set():  # the slow label's lease is still renewed: never claimed twice
         await asyncio.sleep(0.05)

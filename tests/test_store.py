@@ -141,7 +141,7 @@ def _pending(db, count):
 async def test_two_workers_never_claim_the_same_sample(db, tmp_path):
     _pending(db, 30)
     policy = RetryPolicy(3, 0.1, 1.0)
-    queues = [LabelQueue(db, ImageStore(tmp_path), None, policy, f"worker-{i}") for i in range(2)]
+    queues = [LabelQueue(db, None, policy, f"worker-{i}") for i in range(2)]
     workers = [q for q in queues for _ in range(2)]  # two concurrent claims per worker each round
     claimed: list[tuple[str, str]] = []  # (sample, the worker whose claim returned it)
     for _ in range(20):  # concurrent rounds until the queue is empty
@@ -180,8 +180,8 @@ async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db,
             )
         )
 
-    slow = LabelQueue(db, images, slow_labeler, policy, "slow", lease_s=0.6, concurrency=1)
-    rival = LabelQueue(db, images, None, policy, "rival", lease_s=60.0)
+    slow = LabelQueue(db, slow_labeler, policy, "slow", lease_s=0.6, concurrency=1)
+    rival = LabelQueue(db, None, policy, "rival", lease_s=60.0)
     working = asyncio.create_task(slow.run_once())
     while not answered.is_set():  # renewed in time: the rival never gets the sample in flight
         await asyncio.sleep(0.05)
@@ -192,7 +192,7 @@ async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db,
         statuses = sorted(s.label_status for s in session.exec(select(Sample)).all())
     assert statuses == sorted([LabelStatus.LABELED, LabelStatus.PENDING])
 
-    dying = LabelQueue(db, images, slow_labeler, policy, "dying", lease_s=0.6, concurrency=1)
+    dying = LabelQueue(db, slow_labeler, policy, "dying", lease_s=0.6, concurrency=1)
     working = asyncio.create_task(dying.run_once())
     await asyncio.sleep(0.3)
     working.cancel()  # the process died mid-call: no more renewals
@@ -204,8 +204,8 @@ async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db,
 def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):
     _pending(db, 1)
     policy = RetryPolicy(3, 0.1, 1.0)
-    first = LabelQueue(db, ImageStore(tmp_path), None, policy, "first", lease_s=0.0)
-    second = LabelQueue(db, ImageStore(tmp_path), None, policy, "second", lease_s=60.0)
+    first = LabelQueue(db, None, policy, "first", lease_s=0.0)
+    second = LabelQueue(db, None, policy, "second", lease_s=60.0)
     assert len(first.claim(5)) == 1
     assert len(second.claim(5)) == 1  # first's lease (0 s) expired: as if it had died
     assert first.claim(5) == []

@@ -32,9 +32,13 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_sha256(value: str) -> bool:
+    return bool(_SHA256.fullmatch(value))  # fullmatch: "$" alone would let a trailing newline in
+
+
 def object_name(sha256: str) -> str:
     """The only way a storage name is made: from a validated sha256, so no field can steer it."""
-    if not _SHA256.match(sha256):
+    if not is_sha256(sha256):
         raise ValueError("not a sha256 hex digest")
     return f"images/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
@@ -48,8 +52,9 @@ class ImageStore:
     def path_for(self, sha256: str) -> Path:
         return self.root / object_name(sha256)
 
-    def put(self, data: bytes) -> StoredImage:
-        sha256 = sha256_of(data)
+    def put(self, data: bytes, sha256: str | None = None) -> StoredImage:
+        """`sha256`: the caller's hash of `data`, when it has one (a photo is hashed once)."""
+        sha256 = sha256 or sha256_of(data)
         path = self.path_for(sha256)
         if path.exists():
             return StoredImage(sha256, str(path), already_stored=True)
@@ -94,10 +99,10 @@ class S3ImageStore:
     def _key(self, sha256: str) -> str:
         return f"{self.prefix}/{object_name(sha256)}" if self.prefix else object_name(sha256)
 
-    def put(self, data: bytes) -> StoredImage:
+    def put(self, data: bytes, sha256: str | None = None) -> StoredImage:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        sha256 = sha256_of(data)
+        sha256 = sha256 or sha256_of(data)
         key = self._key(sha256)
         url = f"s3://{self.bucket}/{key}"
         try:
@@ -119,7 +124,11 @@ class S3ImageStore:
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(sha256))["Body"].read()
-        except (BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"no image {sha256[:12]}… in the bucket") from error
+            raise OSError(f"could not read image {sha256[:12]}…: {error}") from error
+        except BotoCoreError as error:
             raise OSError(f"could not read image {sha256[:12]}…: {error}") from error
 
 

@@ -1,7 +1,7 @@
 """`python -m bench.precision`: the classifier in fp32, bf16 and int8, side by side in one run.
 
 On the ViT-B/16 shape (random weights, built locally: nateraw/food is a ViT-B/16), on the photo the
-gateway hands TorchServe (its upright 512 px JPEG of a 1280x960 phone photo):
+gateway hands TorchServe (its upright JPEG of a 1280x960 phone photo, 448 px on the short side):
 
 1. in process, one thread (as a TorchServe worker): p50 of preprocess + forward, and of the forward
    alone, with the achieved GFLOP/s against one core's fp32 peak;

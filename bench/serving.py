@@ -387,7 +387,7 @@ async def run(work: Path, info: dict) -> dict:
             latency["floor_all_cores"]["torch_threads"] = cores
         results["latency"] = latency
 
-        progress("in-process: the floor on the gateway's 512 px JPEG, validate_image, ImageStore.put")
+        progress("in-process: the floor on the gateway's reduced JPEG, validate_image, ImageStore.put")
         latency["floor_gateway_input"] = time_sync(lambda: floor(valid.model_input), requests=REQUESTS // 2)
         latency["step_validate_image"] = time_sync(lambda: validate_image(photo))
         images, counter = ImageStore(work / "put-test"), iter(range(10**6))

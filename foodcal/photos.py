@@ -24,6 +24,7 @@ MIN_SIDE_PX = 32
 # crop_pct 0.875), so a short side of 256 to 448 px loses nothing it would see.
 MODEL_MIN_SHORT_SIDE_PX = 256
 MODEL_MAX_SHORT_SIDE_PX = 448
+MODEL_MAX_LONG_SIDE_PX = 1024  # a panorama or a strip stays small too
 
 _SIGNATURES = {
     "JPEG": (b"\xff\xd8\xff",),
@@ -131,9 +132,8 @@ def validate_image(data: bytes) -> ValidImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image, width, height = _open(data, kind)
             size = image.size
-            image = reduced(
-                image, at_most(size, MODEL_MIN_SHORT_SIDE_PX), at_most(size, MODEL_MAX_SHORT_SIDE_PX)
-            )
+            box = at_most(at_most(size, MODEL_MAX_SHORT_SIDE_PX), MODEL_MAX_LONG_SIDE_PX, of=max)
+            image = reduced(image, at_most(size, MODEL_MIN_SHORT_SIDE_PX), box)
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

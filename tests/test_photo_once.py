@@ -10,7 +10,7 @@ from sqlmodel import select
 
 import labeler.__main__ as labeler_main
 import labeler.service as labeler_service
-from foodcal.photos import MODEL_MAX_SHORT_SIDE_PX, validate_image
+from foodcal.photos import MODEL_MAX_LONG_SIDE_PX, MODEL_MAX_SHORT_SIDE_PX, validate_image
 from foodcal.store import ImageStore, LabelCache, Sample
 from foodcal.store.images import sha256_of
 from foodcal.v1 import gateway_pb2, labeler_pb2, labeler_pb2_grpc
@@ -51,6 +51,8 @@ def test_the_classifier_gets_an_upright_copy_at_most_448_px_on_the_short_side():
         assert sent.format == "JPEG" and min(sent.size) <= MODEL_MAX_SHORT_SIDE_PX
         assert min(sent.size) >= 256  # never below what an image processor resizes to
         assert (sent.width < sent.height) == (upright[0] < upright[1])  # turned upright first
+    strip = Image.open(io.BytesIO(validate_image(photo(size=(40, 9000))).model_input))
+    assert max(strip.size) <= MODEL_MAX_LONG_SIDE_PX
 
 
 @pytest.fixture

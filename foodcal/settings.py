@@ -139,6 +139,16 @@ class Settings(BaseSettings):
     auto_retrain_every_n_labels: int = Field(0, ge=0)
     auto_retrain_interval_s: float = Field(0.0, ge=0)
     swap_drain_s: float = Field(0.5, ge=0)
+    # How a version that passed the offline gate goes live (trainer/rollout.py): `replace` serves it
+    # at once; `shadow` and `split` make it a challenger until ROLLOUT_MIN_SAMPLES live labels decide.
+    rollout: Literal["replace", "shadow", "split"] = "replace"
+    rollout_split_percent: float = Field(10.0, gt=0, lt=100)
+    rollout_min_samples: int = Field(100, ge=10)
+    # A served version is rolled back by itself when the version it replaced is clearly better on
+    # its last ROLLBACK_WINDOW live labels (at least ROLLBACK_MIN_SAMPLES): see trainer/rollout.py.
+    rollback_window: int = Field(200, ge=10)
+    rollback_min_samples: int = Field(50, ge=10)
+    rollout_check_interval_s: float = Field(10.0, gt=0)
 
     log_level: str = "INFO"
     # text: one readable line per event; json: one JSON object per line, with the request or run id.

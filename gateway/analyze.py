@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.images import sha256_of
 from gateway.budget import DailyBudget, next_midnight
 from gateway.calibrations import Calibrations
+from gateway.challenger import Challengers, Predictions
 from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
 from gateway.label_queue import LabelCall, label_request
@@ -76,6 +78,7 @@ class Analyzer:
         self.settings, self.db, self.images, self.torchserve = settings, db, images, torchserve
         self.call_labeler, self.policy, self.wake_queue = call_labeler, policy, wake_queue
         self.calibrations = Calibrations(db)
+        self.challengers = Challengers(db, torchserve)
         self.budget = DailyBudget(db, settings.chatgpt_daily_budget_usd)
         self.label_policy = PolicySettings.from_settings(settings)
 
@@ -95,13 +98,18 @@ class Analyzer:
         valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)  # raises InvalidImage
         limit = self.settings.torchserve_timeout_s
         classification = await self.torchserve.classify(valid.model_input, timeout=budget.timeout(limit))
-        version = None if self.settings.use_trained_model else 0
-        prediction = await self.torchserve.predict_nutrition(
-            classification.embedding,
-            classification.probabilities,
-            version=version,
-            timeout=budget.timeout(limit),
-        )
+        sha256 = hashlib.sha256(image).hexdigest()
+
+        def timeout() -> float:
+            return budget.timeout(limit)
+
+        if self.settings.use_trained_model:  # the served version, and the live challenger if any
+            predictions = await self.challengers.predict(classification, sha256, timeout)
+        else:  # the reference table only: nothing to compare it with
+            embedding, probabilities = classification.embedding, classification.probabilities
+            table = await self.torchserve.predict_nutrition(embedding, probabilities, 0, timeout=timeout())
+            predictions = Predictions(table, None)
+        prediction, paired = predictions.answered, predictions.paired
         # Stored only once the model server has answered: a failed request leaves no orphan photo.
         stored = await asyncio.to_thread(self.images.put, image, sha256)  # raises ImageStorageError
         sample = Sample(
@@ -118,6 +126,9 @@ class Analyzer:
             owner=owner,
         )
         sample.set_values("pred", prediction.values)
+        if paired is not None:
+            sample.set_values("paired", paired.values)
+            sample.paired_model_version = paired.version
         sample.note = note
         portion = own_portion(classification.dishes, prediction.version, prediction.values[0])
         if portion is not None:

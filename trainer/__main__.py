@@ -16,6 +16,7 @@ from model_store.client import ModelServerError, TorchServeClient
 from trainer.backfill import current_classifier
 from trainer.data import count_labelled
 from trainer.hot_swap import NutritionReplicas
+from trainer.rollout import RolloutPolicy, Rollouts
 from trainer.runs import Refused, RunManager
 from trainer.service import TrainerServicer
 from trainer.training import TrainingParameters
@@ -76,6 +77,16 @@ async def keep_reconciled(versions: VersionStore, every_s: float = RECONCILE_EVE
         await asyncio.sleep(every_s)
 
 
+async def judge_rollouts(rollouts: Rollouts, every_s: float) -> None:
+    """Challengers promoted or retired, served versions rolled back, on live evidence."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await rollouts.check()
+        except Exception:
+            log.exception("checking the live rollouts failed; again in %.0fs", every_s)
+
+
 def build(settings: Settings, db: Database) -> ServiceSpec:
     settings.require_internal_token()
     torchserve = TorchServeClient.from_settings(settings)
@@ -83,6 +94,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
         db, settings.model_store_dir, NutritionReplicas(torchserve), settings.swap_drain_s
     )
     settings.models_dir.mkdir(parents=True, exist_ok=True)
+    rollouts = Rollouts(db, versions, RolloutPolicy.from_settings(settings))
     runs = RunManager(
         db,
         versions,
@@ -91,6 +103,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
         lambda: current_classifier(torchserve),
         range_level=settings.range_level,
         label_exploration=settings.label_policy_exploration if settings.label_policy == "uncertain" else 0.0,
+        rollouts=rollouts,
     )
     interrupted = runs.fail_interrupted()
     if interrupted:
@@ -100,6 +113,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
 
     async def on_start() -> None:
         background.append(asyncio.create_task(keep_reconciled(versions)))
+        background.append(asyncio.create_task(judge_rollouts(rollouts, settings.rollout_check_interval_s)))
         if settings.auto_retrain_every_n_labels or settings.auto_retrain_interval_s:
             labels = await asyncio.to_thread(count_labelled, db)  # counted before we report SERVING
             background.append(asyncio.create_task(auto_retrain(settings, runs, labels)))

@@ -65,15 +65,15 @@ class Comparison:
         return f"gain {self.improvement:+.1%}, lower in {self.confidence:.0%} of resamples"
 
 
-def _errors(model: NutritionModel, data: Dataset) -> np.ndarray:
-    """Absolute error per sample and nutrient, [n, 4]."""
+def predictions(model: NutritionModel, data: Dataset) -> np.ndarray:
+    """[n, 4] predictions of `model` for `data`'s samples."""
     with torch.inference_mode():
-        predictions = model.eval()(torch.from_numpy(data.embeddings), torch.from_numpy(data.probabilities))
-    return np.abs(predictions.numpy() - data.targets).astype(np.float64)
+        predicted = model.eval()(torch.from_numpy(data.embeddings), torch.from_numpy(data.probabilities))
+    return predicted.numpy().astype(np.float64)
 
 
-def _scale(data: Dataset) -> np.ndarray:
-    return np.maximum(np.abs(data.targets).mean(axis=0).astype(np.float64), 1e-6)
+def _scale(targets: np.ndarray) -> np.ndarray:
+    return np.maximum(np.abs(targets).mean(axis=0).astype(np.float64), 1e-6)
 
 
 def _evaluation(errors: np.ndarray, scale: np.ndarray) -> Evaluation:
@@ -83,12 +83,19 @@ def _evaluation(errors: np.ndarray, scale: np.ndarray) -> Evaluation:
 
 def evaluate(model: NutritionModel, data: Dataset) -> Evaluation:
     """MAE per nutrient and the primary score: the mean of per-nutrient MAE / mean label."""
-    return _evaluation(_errors(model, data), _scale(data))
+    return _evaluation(np.abs(predictions(model, data) - data.targets), _scale(data.targets))
 
 
 def compare(candidate: NutritionModel, served: NutritionModel, data: Dataset) -> Comparison:
-    scale = _scale(data)
-    candidate_errors, served_errors = _errors(candidate, data), _errors(served, data)
+    return compare_predictions(predictions(candidate, data), predictions(served, data), data.targets)
+
+
+def compare_predictions(candidate: np.ndarray, served: np.ndarray, targets: np.ndarray) -> Comparison:
+    """The paired comparison of two versions' [n, 4] predictions of the same samples' targets:
+    offline on a validation split, or live on the labels of photos both versions answered."""
+    targets = np.asarray(targets, dtype=np.float64)
+    scale = _scale(targets)
+    candidate_errors, served_errors = np.abs(candidate - targets), np.abs(served - targets)
     # Per-sample primary score: its mean over samples is exactly the primary score.
     difference = ((served_errors - candidate_errors) / scale).mean(axis=1)
     served_eval = _evaluation(served_errors, scale)

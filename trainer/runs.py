@@ -22,8 +22,9 @@ from trainer import quality
 from trainer.calibrate import calibrate, label_counts
 from trainer.data import count_labelled, load_dataset
 from trainer.gate import RULE, compare
+from trainer.rollout import RolloutPolicy, Rollouts
 from trainer.training import EpochResult, TrainingParameters, train
-from trainer.versions import ServedChanged, VersionStore
+from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RunManager:
         current_classifier,
         range_level: float = DEFAULT_LEVEL,
         label_exploration: float = 0.0,  # LABEL_POLICY_EXPLORATION: weighs photos labelled by chance
+        rollouts: Rollouts | None = None,  # how a better candidate goes live; default ROLLOUT=replace
     ) -> None:
         self.db, self.versions, self.models_dir, self.min_samples = (
             db,
@@ -61,6 +63,7 @@ class RunManager:
         )
         self.current_classifier = current_classifier  # async () -> str
         self.range_level, self.label_exploration = range_level, label_exploration
+        self.rollouts = rollouts or Rollouts(db, versions, RolloutPolicy())
         self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -235,23 +238,19 @@ class RunManager:
             mar.unlink(missing_ok=True)
             raise Stopped
         await asyncio.to_thread(self._save_version, row)
+        summary = f"score {candidate.score:.4f} beats v{served_row.version} {served.score:.4f}"
+        summary += f" ({comparison.summary()})"
         try:
-            await self.versions.deploy(
-                row, best.embedding_dim, replacing=served_row.version, give_up=self._stopping.is_set
+            run.status, run.message = await self.rollouts.go_live(
+                row, best.embedding_dim, served_row.version, summary, self._stopping.is_set
             )
-        except ServedChanged as changed:
-            run.status, run.message = RunStatus.NOT_DEPLOYED, str(changed)
-            return
         except ModelServerError as error:
             if self._stopping.is_set():  # gave up waiting for another swap: nothing was changed
                 raise Stopped from error
             run.status, run.message = RunStatus.FAILED, str(error)
             return
-        run.status, run.result_version = RunStatus.DEPLOYED, version
-        run.message = (
-            f"deployed v{version}: score {candidate.score:.4f} beats v{served_row.version} "
-            f"{served.score:.4f} ({comparison.summary()})"
-        )
+        if run.status != RunStatus.NOT_DEPLOYED:
+            run.result_version = version
 
     def _calibrations(self, best, served_model, train_data, early_stopping, val_data):
         # Grouped by the labels each dish has now, as the label policy counts them when it decides:

@@ -23,7 +23,7 @@ from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)
 
-_FINISHED = (RunStatus.DEPLOYED, RunStatus.NOT_DEPLOYED, RunStatus.FAILED)
+_FINISHED = (RunStatus.DEPLOYED, RunStatus.CHALLENGER, RunStatus.NOT_DEPLOYED, RunStatus.FAILED)
 
 
 RETRY_AFTER_S = 1.0

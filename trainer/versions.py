@@ -14,7 +14,7 @@ import torch
 from sqlmodel import col, select
 
 from foodcal import metrics
-from foodcal.store import Database, ModelVersionRow
+from foodcal.store import Database, ModelVersionRow, Rollout, RolloutState
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
 from model_store.nutrition_model import NutritionModel
 from trainer.hot_swap import NutritionReplicas
@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 DEPLOY_WAIT_S = 300.0  # a run waits out another swap (a registration may take minutes)
 ROLLBACK_WAIT_S = 20.0  # within the caller's deadline; then UNAVAILABLE, try again
 RECONCILE_WAIT_S = 1.0  # the periodic check just skips a beat while another swap runs
+
+
+def live_challenger_versions(db: Database) -> list[int]:
+    with db.session() as session:
+        live = select(Rollout.version).where(Rollout.state == RolloutState.CHALLENGER)
+        return list(session.exec(live).all())
 
 
 class ServedChanged(Exception):
@@ -67,6 +73,13 @@ class VersionStore:
             row = session.exec(select(ModelVersionRow).where(ModelVersionRow.served)).first()
         if row is None:
             raise LookupError("no nutrition version is marked as served")
+        return row
+
+    def row(self, version: int) -> ModelVersionRow:
+        with self.db.session() as session:
+            row = session.get(ModelVersionRow, version)
+        if row is None:
+            raise LookupError(f"no nutrition version {version}")
         return row
 
     def model(self, row: ModelVersionRow) -> NutritionModel:
@@ -116,6 +129,17 @@ class VersionStore:
         )
         await asyncio.to_thread(self._mark_served, row)
 
+    async def add_challenger(self, row: ModelVersionRow, embedding_dim: int) -> None:
+        """Register `row` on every replica beside the served version (not its default), or on none."""
+        async with self.swap_lock.held(f"adding challenger v{row.version}", DEPLOY_WAIT_S):
+            await self.replicas.register(Path(row.mar_path).name, row.version, embedding_dim)
+
+    async def remove_challenger(self, version: int) -> None:
+        """Unregister a challenger that is not served from every replica."""
+        async with self.swap_lock.held(f"removing challenger v{version}", DEPLOY_WAIT_S):
+            if (await asyncio.to_thread(self.served)).version != version:
+                await self.replicas.unregister(version)
+
     def _mark_served(self, row: ModelVersionRow) -> None:
         with self.db.session() as session:
             for other in session.exec(select(ModelVersionRow).where(ModelVersionRow.served)).all():
@@ -142,6 +166,7 @@ class VersionStore:
         """Only with the swap lock held."""
         row = await asyncio.to_thread(self.served)
         wanted = str(row.version)
+        challengers = {str(v) for v in await asyncio.to_thread(live_challenger_versions, self.db)}
         defaults = await self.replicas.defaults()
         if any(default != wanted for default in defaults):
             model = await asyncio.to_thread(self.model, row)
@@ -149,7 +174,7 @@ class VersionStore:
             await self.replicas.hot_swap(
                 Path(row.mar_path).name, row.version, model.embedding_dim, drain_s=self.drain_s
             )
-        await self.replicas.drop_all_but({"0", wanted})
+        await self.replicas.drop_all_but({"0", wanted, *challengers})
 
     def _rollback_target(self, version: int) -> ModelVersionRow:
         with self.db.session() as session:

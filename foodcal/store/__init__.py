@@ -2,6 +2,7 @@
 
 from foodcal.store.db import Database
 from foodcal.store.images import ImageStore, S3ImageStore, StoredImage, open_image_store
+from foodcal.store.rollouts import Rollout, RolloutMode, RolloutState
 from foodcal.store.tables import (
     AnalyzeRequest,
     ChatGPTCall,
@@ -23,6 +24,9 @@ __all__ = [
     "LabelStatus",
     "ModelVersionRow",
     "RateLimit",
+    "Rollout",
+    "RolloutMode",
+    "RolloutState",
     "RunStatus",
     "S3ImageStore",
     "Sample",

@@ -29,6 +29,7 @@ class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DEPLOYED = "deployed"
+    CHALLENGER = "challenger"  # better offline; live as a challenger (trainer/rollout.py)
     NOT_DEPLOYED = "not_deployed"
     FAILED = "failed"
 
@@ -56,6 +57,13 @@ class Sample(SQLModel, table=True):
     pred_fats_g: float | None = None
     pred_carbs_g: float | None = None
     pred_model_version: int | None = None
+    # The other live version's prediction for the same photo, not shown: the challenger's while the
+    # champion answered, or the champion's while the challenger did (foodcal/store/rollouts.py).
+    paired_calories_kcal: float | None = None
+    paired_proteins_g: float | None = None
+    paired_fats_g: float | None = None
+    paired_carbs_g: float | None = None
+    paired_model_version: int | None = None
     shown_source: str = ""
     # Top-1 dish label: counts labels per dish for the label policy without reading JSON.
     top1_dish: str = Field(default="", index=True, max_length=100)
@@ -103,7 +111,7 @@ class Sample(SQLModel, table=True):
     corrected_at: datetime | None = None
 
     def values(self, prefix: str) -> tuple[float, float, float, float] | None:
-        """The four nutrients stored under `pred`, `label` or `correction`, or None."""
+        """The four nutrients stored under `pred`, `paired`, `label` or `correction`, or None."""
         values = tuple(getattr(self, f"{prefix}_{name}") for name in NUTRIENTS)
         return None if any(v is None for v in values) else values  # type: ignore[return-value]
 

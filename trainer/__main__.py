@@ -84,7 +84,7 @@ async def judge_rollouts(rollouts: Rollouts, every_s: float) -> None:
         try:
             await rollouts.check()
         except Exception:
-            log.exception("checking the live rollouts failed; again in %.0fs", every_s)
+            log.exception("checking the live rollouts failed; again in %.1fs", every_s)
 
 
 def build(settings: Settings, db: Database) -> ServiceSpec:

@@ -3,6 +3,7 @@ same photos, and ChatGPT's labels that arrived for them (paired, as the offline 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from sqlmodel import col, select
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import Database, LabelStatus, Rollout, Sample
 from model_store.nutrition_model import NutritionModel
+from trainer.scores import MIN_DISH_SAMPLES, Score
 
 
 @dataclass
@@ -75,3 +77,25 @@ def served_evidence(db: Database, rollout: Rollout, window: int, baseline: Nutri
         predicted = baseline.eval()(torch.from_numpy(embeddings), torch.from_numpy(probabilities))
     values = np.array([row[2:] for row in rows], dtype=np.float64)
     return Evidence(values[:, :4], predicted.numpy().astype(np.float64), values[:, 4:])
+
+
+def live_scores(db: Database, min_dish_samples: int = MIN_DISH_SAMPLES) -> dict[int, Score]:
+    """Per version: what it answered, or answered beside the shown version (a challenger in shadow,
+    the champion in a split), against the ChatGPT label the photo got later."""
+    by_version: dict[int, list] = defaultdict(list)
+    for prefix in ("pred", "paired"):
+        version = getattr(Sample, f"{prefix}_model_version")
+        columns = [*_columns(prefix), *_columns("label")]
+        with db.session() as session:
+            rows = session.exec(
+                select(version, Sample.top1_dish, *columns).where(
+                    *_labelled(), col(version).is_not(None), *(c.is_not(None) for c in columns)
+                )
+            ).all()
+        for row in rows:
+            by_version[row[0]].append(row)
+    scores = {}
+    for version, group in by_version.items():
+        values = np.array([row[2:] for row in group], dtype=np.float64)
+        scores[version] = Score.of(values[:, :4], values[:, 4:], [row[1] for row in group], min_dish_samples)
+    return scores

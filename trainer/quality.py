@@ -10,93 +10,25 @@ Nothing is stored: the report is computed on demand, from the samples and the ar
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sqlmodel import col, or_, select
 
-from foodcal.convert import nutrition_proto, timestamp
+from foodcal.convert import timestamp
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import Database, LabelStatus, ModelVersionRow, Sample
 from foodcal.v1 import trainer_pb2
 from model_store.nutrition_model import NutritionModel
 from trainer.data import TEST_PERCENT, in_test_set
 from trainer.gate import PRIMARY_SCORE
+from trainer.live_evidence import live_scores
+from trainer.rollout_ledger import Ledger
+from trainer.scores import MIN_DISH_SAMPLES, Errors, Score
 
 WORST_DISHES = 5
-MIN_DISH_SAMPLES = 3
 _COLUMNS = {prefix: [f"{prefix}_{name}" for name in NUTRIENTS] for prefix in ("pred", "label", "correction")}
-
-
-@dataclass
-class Errors:
-    samples: int
-    mae: tuple[float, ...]
-    bias: tuple[float, ...]  # mean of prediction - truth
-    score: float  # PRIMARY_SCORE
-
-    @classmethod
-    def of(cls, predictions: np.ndarray, truths: np.ndarray) -> Errors:
-        if len(truths) == 0:
-            return cls(0, (0.0,) * 4, (0.0,) * 4, 0.0)
-        difference = predictions.astype(np.float64) - truths.astype(np.float64)
-        mae = np.abs(difference).mean(axis=0)
-        scale = np.maximum(np.abs(truths).mean(axis=0), 1e-6)
-        return cls(
-            len(truths),
-            tuple(map(float, mae)),
-            tuple(map(float, difference.mean(axis=0))),
-            float((mae / scale).mean()),
-        )
-
-    def as_dict(self) -> dict:
-        return {"samples": self.samples, "mae": list(self.mae), "bias": list(self.bias), "score": self.score}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Errors:
-        return cls(data["samples"], tuple(data["mae"]), tuple(data["bias"]), data["score"])
-
-    def to_proto(self) -> trainer_pb2.QualityErrors:
-        return trainer_pb2.QualityErrors(
-            samples=self.samples,
-            mae=nutrition_proto(self.mae),
-            bias=nutrition_proto(self.bias),
-            score=self.score,
-        )
-
-
-@dataclass
-class Score:
-    overall: Errors
-    dishes: dict[str, Errors]  # only dishes with at least min_dish_samples
-
-    @classmethod
-    def of(cls, predictions, truths, dishes: list[str], min_dish_samples: int) -> Score:
-        rows: dict[str, list[int]] = defaultdict(list)
-        for index, dish in enumerate(dishes):
-            rows[dish or "unknown"].append(index)
-        return cls(
-            Errors.of(predictions, truths),
-            {
-                dish: Errors.of(predictions[index], truths[index])
-                for dish, index in rows.items()
-                if len(index) >= min_dish_samples
-            },
-        )
-
-    def worst(self, count: int) -> list[tuple[str, Errors]]:
-        return sorted(self.dishes.items(), key=lambda item: (-item[1].score, item[0]))[:count]
-
-    def to_proto(self, worst_dishes: int) -> trainer_pb2.QualityScore:
-        return trainer_pb2.QualityScore(
-            overall=self.overall.to_proto(),
-            worst_dishes=[
-                trainer_pb2.DishQuality(dish=dish, errors=errors.to_proto())
-                for dish, errors in self.worst(worst_dishes)
-            ],
-        )
 
 
 @dataclass
@@ -169,25 +101,6 @@ def score_test_set(
     return scores[0], scores[1]
 
 
-def live_scores(db: Database, min_dish_samples: int = MIN_DISH_SAMPLES) -> dict[int, Score]:
-    """Per version: what it answered against the ChatGPT label the sample got later."""
-    columns = [getattr(Sample, name) for name in (*_COLUMNS["pred"], *_COLUMNS["label"])]
-    with db.session() as session:
-        rows = session.exec(
-            select(Sample.pred_model_version, Sample.top1_dish, *columns)
-            .where(Sample.label_status == LabelStatus.LABELED, col(Sample.pred_model_version).is_not(None))
-            .where(*(column.is_not(None) for column in columns))
-        ).all()
-    by_version: dict[int, list] = defaultdict(list)
-    for row in rows:
-        by_version[row[0]].append(row)
-    scores = {}
-    for version, group in by_version.items():
-        values = np.array([row[2:] for row in group], dtype=np.float64)
-        scores[version] = Score.of(values[:, :4], values[:, 4:], [row[1] for row in group], min_dish_samples)
-    return scores
-
-
 @dataclass
 class VersionReport:
     row: ModelVersionRow
@@ -196,6 +109,8 @@ class VersionReport:
     live: Score | None = None
     unscored_reason: str = ""
     at_creation: Errors | None = field(default=None)
+    decisions: list = field(default_factory=list)  # trainer_pb2.RolloutDecision, oldest first
+    live_role: str = ""
 
     def to_proto(self, worst_dishes: int) -> trainer_pb2.VersionQuality:
         empty = Score(Errors.of(np.zeros((0, 4)), np.zeros((0, 4))), {})
@@ -210,6 +125,8 @@ class VersionReport:
             live=(self.live or empty).to_proto(worst_dishes),
             test_chatgpt_at_creation=self.at_creation.to_proto() if self.at_creation else None,
             unscored_reason=self.unscored_reason,
+            decisions=self.decisions,
+            live_role=self.live_role,
         )
 
 
@@ -221,11 +138,12 @@ def report(
     min_dish_samples: int = MIN_DISH_SAMPLES,
 ) -> list[VersionReport]:
     """Every version in `rows`, scored now; `load_model(row)` reads its archive."""
-    live = live_scores(db, min_dish_samples)
+    live, ledger = live_scores(db, min_dish_samples), Ledger(db)
     test_sets: dict[str, TestSet] = {}
     reports = []
     for row in rows:
-        entry = VersionReport(row, live=live.get(row.version))
+        entry = VersionReport(row, live=live.get(row.version), decisions=ledger.decisions[row.version])
+        entry.live_role = ledger.role(row.version, row.served)
         created = (row.metrics or {}).get("test_set")
         entry.at_creation = Errors.from_dict(created["chatgpt"]) if created else None
         classifier = row.classifier_version or current_classifier  # version 0 reads no embedding

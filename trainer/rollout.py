@@ -88,7 +88,7 @@ class Rollouts:
         `baseline`; `give_up()` stops waiting for another swap (ModelServerError)."""
         mode, version = self.policy.mode, row.version
         if mode != RolloutMode.REPLACE:
-            await self.start_challenger(version, baseline, embedding_dim, why)
+            await self.start_challenger(row, baseline, embedding_dim, why)
             message = f"v{version} is live as a {mode} challenger of v{baseline}: {why}"
             return (
                 RunStatus.CHALLENGER,
@@ -101,12 +101,12 @@ class Rollouts:
         await self.deployed(version, baseline, why)
         return RunStatus.DEPLOYED, f"deployed v{version}: {why}"
 
-    async def start_challenger(self, version: int, baseline: int, embedding_dim: int, why: str) -> None:
-        """Retire any live challenger, then serve `version` beside `baseline` as the new one."""
+    async def start_challenger(self, row: ModelVersionRow, baseline: int, dim: int, why: str) -> None:
+        """Retire any live challenger, then serve `row` beside `baseline` as the new one."""
+        version = row.version
         for old in await asyncio.to_thread(self._in_state, RolloutState.CHALLENGER):
             await self._retire(old, f"replaced by the newer challenger v{version}")
-        row = await asyncio.to_thread(self.versions.versions_row, version)
-        await self.versions.add_challenger(row, embedding_dim)
+        await self.versions.add_challenger(row, dim)
         rollout = Rollout(
             version=version,
             baseline_version=baseline,
@@ -126,11 +126,10 @@ class Rollouts:
     # -- the periodic check ------------------------------------------------------------------------
 
     async def check(self) -> None:
-        served = (await asyncio.to_thread(self.versions.served)).version
         for rollout in await asyncio.to_thread(self._in_state, RolloutState.CHALLENGER):
-            await self._judge_challenger(rollout, served)
-        for rollout in await asyncio.to_thread(self._in_state, RolloutState.SERVED):
-            await self._watch_served(rollout, served)
+            await self._judge_challenger(rollout, (await asyncio.to_thread(self.versions.served)).version)
+        for rollout in await asyncio.to_thread(self._in_state, RolloutState.SERVED):  # a promotion included
+            await self._watch_served(rollout, (await asyncio.to_thread(self.versions.served)).version)
 
     async def _judge_challenger(self, rollout: Rollout, served: int) -> None:
         if served != rollout.baseline_version:
@@ -150,7 +149,7 @@ class Rollouts:
                 rollout, f"not clearly better on live traffic: {summary}; needs {RULE}", numbers
             )
             return
-        row = await asyncio.to_thread(self.versions.versions_row, rollout.version)
+        row = await asyncio.to_thread(self.versions.row, rollout.version)
         model = await asyncio.to_thread(self.versions.model, row)
         try:
             await self.versions.deploy(row, model.embedding_dim, replacing=rollout.baseline_version)

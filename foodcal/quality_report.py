@@ -35,7 +35,7 @@ def text(report: gateway_pb2.GatewayServiceGetQualityReportResponse) -> str:
     ]
     for version in report.versions:
         made = version.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
-        served = "  (served)" if version.served else ""
+        served = f"  ({version.live_role})" if version.live_role else ""
         lines += ["", f"v{version.version}{served}  made {made}  {version.description}"]
         if version.unscored_reason:
             lines.append(f"  test set not scored: {version.unscored_reason}")
@@ -48,7 +48,19 @@ def text(report: gateway_pb2.GatewayServiceGetQualityReportResponse) -> str:
             if worst:
                 dishes = ", ".join(f"{d.dish} {d.errors.score:.3f} (n={d.errors.samples})" for d in worst)
                 lines.append(f"  worst dishes, {title}: {dishes}")
+        lines += [f"  {_decision(decision)}" for decision in version.decisions]
     return "\n".join(lines)
+
+
+def _decision(decision: trainer_pb2.RolloutDecision) -> str:
+    at = decision.at.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
+    numbers = ""
+    if decision.samples:
+        numbers = (
+            f" [n={decision.samples}, score {decision.version_score:.4f} vs v{decision.baseline_version} "
+            f"{decision.baseline_score:.4f}, lower in {decision.confidence:.0%} of resamples]"
+        )
+    return f"{at} {decision.decision.replace('_', ' ')}: {decision.reason}{numbers}"
 
 
 def chart(report: gateway_pb2.GatewayServiceGetQualityReportResponse, path: Path) -> Path:

@@ -46,4 +46,4 @@ class Ledger:
                 self.roles[rollout.version] = _role(rollout)
 
     def role(self, version: int, served: bool) -> str:
-        return "champion" if served else self.roles.get(version, "")
+        return "served" if served else self.roles.get(version, "")

@@ -77,7 +77,7 @@ LABEL_CACHE_HITS = Counter(
 
 # -- trainer -------------------------------------------------------------------------------------------
 
-RUN_OUTCOMES = (RunStatus.DEPLOYED, RunStatus.NOT_DEPLOYED, RunStatus.FAILED)
+RUN_OUTCOMES = (RunStatus.DEPLOYED, RunStatus.CHALLENGER, RunStatus.NOT_DEPLOYED, RunStatus.FAILED)
 TRAINING_RUNS = Counter("foodcal_training_runs_total", "Finished training runs by outcome.", ("outcome",))
 TRAINING_RUN_DURATION = Histogram(
     "foodcal_training_run_duration_seconds",
@@ -94,6 +94,13 @@ MODEL_SWAPS = Counter(
 MODEL_SWAP_DURATION = Histogram(
     "foodcal_model_swap_duration_seconds", "Duration of a model swap, lock wait included.", ("kind",)
 )
+ROLLOUT_DECISIONS = ("challenger", "promoted", "retired", "deployed", "rolled_back", "superseded")
+ROLLOUTS = Counter(
+    "foodcal_rollout_decisions_total",
+    "Decisions about versions on live traffic (trainer/rollout.py): rolled_back means live labels "
+    "showed the served version clearly worse than the one it replaced.",
+    ("decision",),
+)
 
 SERVICE_INFO = Gauge(
     "foodcal_service_info", "Always 1; names the foodcal service behind this endpoint.", ("service",)
@@ -104,6 +111,8 @@ def _init_trainer_labels() -> None:
     for outcome in RUN_OUTCOMES:
         TRAINING_RUNS.labels(outcome.value)
         TRAINING_RUN_DURATION.labels(outcome.value)
+    for decision in ROLLOUT_DECISIONS:
+        ROLLOUTS.labels(decision)
     for kind in SWAP_KINDS:
         MODEL_SWAP_DURATION.labels(kind)
         for outcome in SWAP_OUTCOMES:

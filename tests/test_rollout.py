@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sqlmodel import select
 
+from foodcal import metrics
 from foodcal.store import Rollout, Sample
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
 from gateway.challenger import Challenger
@@ -170,6 +171,7 @@ async def test_a_worse_split_challenger_is_retired_and_each_photo_keeps_its_side
 
 async def test_a_served_version_that_turns_bad_on_live_traffic_is_rolled_back(system, torchserve, stub):
     app = await system(rollback_min_samples=10, rollback_window=15, **FAST)
+    rollbacks_before = metrics.ROLLOUTS.labels("rolled_back")._value.get()
     images = photos(70, 0)
     table = await table_answer(torchserve, images[:10])
     outcome = await train_constant_version(app, torchserve)
@@ -188,6 +190,7 @@ async def test_a_served_version_that_turns_bad_on_live_traffic_is_rolled_back(sy
     assert not traffic.failures and await served_version(app) == 0
     assert [d["decision"] for d in rollout.decisions] == ["deployed", "rolled_back"]
     assert "clearly worse than v0" in rollout.decisions[-1]["reason"]
+    assert metrics.ROLLOUTS.labels("rolled_back")._value.get() == rollbacks_before + 1
     assert traffic.answers[-1].model_versions.nutrition == 0
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from sqlmodel import col, select
 
+from foodcal import metrics
 from foodcal.settings import Settings
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
 from foodcal.store.tables import utcnow
@@ -226,6 +227,7 @@ class Rollouts:
             "evidence": numbers or {},
         }
         rollout.decisions = [*rollout.decisions, entry]
+        metrics.ROLLOUTS.labels(decision).inc()
         level = logging.WARNING if decision in ("rolled_back", "retired") else logging.INFO
         log.log(level, "nutrition v%d %s: %s", rollout.version, decision.replace("_", " "), reason)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sqlmodel import col, select
 
 from foodcal import calibration
+from foodcal.calibration import EXPLORATION_REASON, label_weight
+from foodcal.store import Database, Sample
 from model_store.nutrition_model import NutritionModel
 from trainer.data import Dataset
 
@@ -33,3 +36,22 @@ def calibrate(
     return calibration.fit(
         predictions.numpy(), held_out.targets, held_out.probabilities, counts, level, weights
     )
+
+
+def calibrate_both(db: Database, models: tuple, splits: tuple, level: float, exploration: float) -> tuple:
+    """A run's (candidate, served) calibrations on its validation split (the last of `splits`).
+
+    Grouped by the labels each dish has now, as the label policy counts them when it decides: then
+    the policy's choice depends only on the group, and each group stays calibrated."""
+    labels, validation = label_counts(*splits), splits[-1]
+    weights = _label_weights(db, validation.ids, exploration)
+    return tuple(calibrate(model, validation, labels, level, weights) for model in models)
+
+
+def _label_weights(db: Database, sample_ids: list[str], exploration: float) -> np.ndarray:
+    """1 / each sample's chance of having been labelled under the label policy: only photos
+    labelled by chance (exploration) weigh more, so only those are read."""
+    chance = col(Sample.label_policy_reason).startswith(EXPLORATION_REASON)
+    with db.session() as session:
+        reasons = dict(session.exec(select(Sample.id, Sample.label_policy_reason).where(chance)).all())
+    return np.array([label_weight(reasons.get(i, ""), exploration) for i in sample_ids])

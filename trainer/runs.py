@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import threading
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-import torch
 from sqlmodel import col, select
 
 from foodcal import logs, metrics
-from foodcal.calibration import DEFAULT_LEVEL, EXPLORATION_REASON, label_weight
-from foodcal.store import Database, ModelVersionRow, RunStatus, Sample, TrainingRunRow
+from foodcal.calibration import DEFAULT_LEVEL
+from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
 from trainer import quality
-from trainer.calibrate import calibrate, label_counts
+from trainer.artifacts import write_artifacts
+from trainer.calibrate import calibrate_both
 from trainer.data import count_labelled, load_dataset
 from trainer.gate import RULE, compare
 from trainer.rollout import RolloutPolicy, Rollouts
@@ -175,7 +173,7 @@ class RunManager:
             raise ValueError("the stable split left training or validation empty; collect more samples")
         run.train_samples, run.val_samples = len(train_data) + len(early_stopping), len(val_data)
         served_row = await asyncio.to_thread(self.versions.served)
-        reference = await asyncio.to_thread(self.versions.model, self.versions_row(0))
+        reference = await asyncio.to_thread(self.versions.model, self.versions.row(0))
         run.served_version_before = served_row.version
 
         def on_epoch(result: EpochResult) -> None:
@@ -188,7 +186,9 @@ class RunManager:
         )
         self._check_stopping()
         run_dir = self.models_dir / "runs" / run.id
-        await asyncio.to_thread(self._write_artifacts, run, run_dir, best, final, epochs, classifier)
+        await asyncio.to_thread(
+            write_artifacts, self.models_dir, run, run_dir, best, final, epochs, classifier
+        )
 
         served_model = await asyncio.to_thread(self.versions.model, served_row)
         comparison = await asyncio.to_thread(compare, best, served_model, val_data)
@@ -198,7 +198,12 @@ class RunManager:
         # Ranges from the held-out split, which no version ever trains on: the served version is
         # recalibrated on it as it grows, the candidate calibrated for the day it is served.
         candidate_calibration, served_calibration = await asyncio.to_thread(
-            self._calibrations, best, served_model, train_data, early_stopping, val_data
+            calibrate_both,
+            self.db,
+            (best, served_model),
+            (train_data, early_stopping, val_data),
+            self.range_level,
+            self.label_exploration,
         )
         await asyncio.to_thread(self.versions.set_calibration, served_row.version, served_calibration)
         # The quality ledger (trainer/quality.py): both versions on the fixed test set, today.
@@ -237,7 +242,7 @@ class RunManager:
         if self._stopping.is_set():  # last point before anything is recorded, registered or served
             mar.unlink(missing_ok=True)
             raise Stopped
-        await asyncio.to_thread(self._save_version, row)
+        await asyncio.to_thread(self.versions.add, row)
         summary = f"score {candidate.score:.4f} beats v{served_row.version} {served.score:.4f}"
         summary += f" ({comparison.summary()})"
         try:
@@ -251,53 +256,3 @@ class RunManager:
             return
         if run.status != RunStatus.NOT_DEPLOYED:
             run.result_version = version
-
-    def _calibrations(self, best, served_model, train_data, early_stopping, val_data):
-        # Grouped by the labels each dish has now, as the label policy counts them when it decides:
-        # then the policy's choice depends only on the group, and each group stays calibrated.
-        labels = label_counts(train_data, early_stopping, val_data)
-        weights = self._label_weights(val_data.ids)
-        return (
-            calibrate(best, val_data, labels, self.range_level, weights),
-            calibrate(served_model, val_data, labels, self.range_level, weights),
-        )
-
-    def _label_weights(self, sample_ids: list[str]) -> np.ndarray:
-        """1 / each sample's chance of having been labelled under the label policy: only photos
-        labelled by chance (exploration) weigh more, so only those are read."""
-        chance = col(Sample.label_policy_reason).startswith(EXPLORATION_REASON)
-        with self.db.session() as session:
-            reasons = dict(session.exec(select(Sample.id, Sample.label_policy_reason).where(chance)).all())
-        return np.array([label_weight(reasons.get(i, ""), self.label_exploration) for i in sample_ids])
-
-    def versions_row(self, version: int) -> ModelVersionRow:
-        with self.db.session() as session:
-            return session.get(ModelVersionRow, version)
-
-    def _save_version(self, row: ModelVersionRow) -> None:
-        with self.db.session() as session:
-            session.add(row)
-
-    def _write_artifacts(
-        self, run, run_dir: Path, best, final, epochs: list[EpochResult], classifier: str
-    ) -> None:
-        """Checkpoints named as the original guide names them, a copy per run, and the loss curve."""
-        run_dir.mkdir(parents=True, exist_ok=True)
-        extra = {"run_id": run.id, "classifier_version": classifier, "parameters": run.parameters}
-        for name, model in (("nutrition_model_best.pth", best), ("nutrition_model_final.pth", final)):
-            torch.save(model.checkpoint(**extra), run_dir / name)
-            shutil.copyfile(run_dir / name, self.models_dir / name)
-        import matplotlib
-
-        matplotlib.use("Agg")  # no screen: render the loss curve to a file
-        from matplotlib import pyplot as plt
-
-        figure, axes = plt.subplots(figsize=(6, 4))
-        numbers = [e.epoch for e in epochs]
-        axes.plot(numbers, [e.train_loss for e in epochs], label="train")
-        axes.plot(numbers, [e.val_loss for e in epochs], label="validation")
-        axes.set(xlabel="epoch", ylabel="Huber loss (standardised)", title=f"run {run.id[:8]}")
-        axes.legend()
-        figure.tight_layout()
-        figure.savefig(run_dir / "loss_curve.png", dpi=80)
-        plt.close(figure)

@@ -82,6 +82,10 @@ class VersionStore:
             raise LookupError(f"no nutrition version {version}")
         return row
 
+    def add(self, row: ModelVersionRow) -> None:
+        with self.db.session() as session:
+            session.add(row)
+
     def model(self, row: ModelVersionRow) -> NutritionModel:
         return NutritionModel.from_checkpoint(load_mar_checkpoint(Path(row.mar_path)))
 

@@ -44,7 +44,7 @@ from bench.common import (
     table,
     verdict,
 )
-from model_store.server import free_port
+from model_store.ports import free_port
 
 PHOTO_SIZE = (1280, 960)  # what a messenger sends for a phone photo (Telegram: 1280 px max side)
 REQUESTS, WARMUP = 50, 3

@@ -1,10 +1,8 @@
-"""TorchServe lifecycle shared by `make run` and the tests: configure, start, wait until ready, stop.
+"""TorchServe lifecycle shared by `make run` and the tests: start, wait until ready, stop.
 
-Token authorization is turned off on purpose: no listener is ever published. REST management
-binds to 127.0.0.1; the gRPC listeners, REST inference and metrics bind to TORCHSERVE_BIND_HOST
-(127.0.0.1 by default; the private compose network in docker-compose.yml). Our own services are its
-only clients, and the keys TorchServe would write expire and would have to be refreshed by every
-client. That binding plus `allowed_urls` restricted to our model store is the boundary.
+`python -m model_store.server` builds the models, starts TorchServe in the foreground of its own
+process group and serves until SIGTERM (supervisord, docker-compose and Kubernetes run it).
+How it is configured, and why token authorization is off: model_store/torchserve_config.py.
 """
 
 from __future__ import annotations
@@ -13,125 +11,18 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from foodcal.settings import Settings, load_settings
 from model_store.archive import FOOD101, NUTRITION, nutrition_mar_name
+from model_store.process_group import GROUP_FILE, stop_group, stop_leftover
+from model_store.torchserve_config import LOG4J2, TorchServeConfig
 
 log = logging.getLogger(__name__)
-
-LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
-<Configuration>
-  <Appenders>
-    <RollingFile name="ts_log" fileName="${env:LOG_LOCATION}/ts_log.log"
-                 filePattern="${env:LOG_LOCATION}/ts_log.%i.log.gz">
-      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
-      <Policies><SizeBasedTriggeringPolicy size="20 MB"/></Policies>
-      <DefaultRolloverStrategy max="3"/>
-    </RollingFile>
-  </Appenders>
-  <Loggers>
-    <Logger name="ACCESS_LOG" level="off"/>
-    <Logger name="MODEL_METRICS" level="off"/>
-    <Logger name="TS_METRICS" level="off"/>
-    <Logger name="io.netty" level="error"/>
-    <Logger name="org.apache" level="off"/>
-    <Logger name="MODEL_LOG" level="warn"><AppenderRef ref="ts_log"/></Logger>
-    <Logger name="org.pytorch.serve" level="warn"><AppenderRef ref="ts_log"/></Logger>
-    <Root level="warn"/>
-  </Loggers>
-</Configuration>
-"""
-
-
-@dataclass
-class TorchServeConfig:
-    model_store: Path
-    run_dir: Path
-    grpc_inference_port: int = 7070
-    grpc_management_port: int = 7071
-    http_port: int = 8080
-    management_http_port: int = 8081
-    metrics_port: int = 8082
-    # gRPC inference/management, REST inference and metrics; REST management stays on loopback.
-    bind_host: str = "127.0.0.1"
-    max_request_bytes: int = 12 * 1024 * 1024
-    heap: str = "512m"
-    workers_per_model: int = 1
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TorchServeConfig:
-        def port(address: str) -> int:
-            return int(address.rsplit(":", 1)[1])
-
-        return cls(
-            model_store=Path(settings.model_store_dir).resolve(),
-            run_dir=Path(settings.torchserve_run_dir).resolve(),
-            grpc_inference_port=port(settings.torchserve_endpoints[0]),
-            grpc_management_port=port(settings.torchserve_management[0]),
-            http_port=settings.torchserve_http_port,
-            management_http_port=settings.torchserve_management_http_port,
-            metrics_port=settings.torchserve_metrics_port,
-            bind_host=settings.torchserve_bind_host,
-            max_request_bytes=settings.grpc_max_message_bytes,
-        )
-
-    @classmethod
-    def on_free_ports(cls, model_store: Path, run_dir: Path) -> TorchServeConfig:
-        """Every listener on a free loopback port: tests and benchmarks run beside `make run`."""
-        return cls(
-            model_store=Path(model_store).resolve(),
-            run_dir=Path(run_dir).resolve(),
-            grpc_inference_port=free_port(),
-            grpc_management_port=free_port(),
-            http_port=free_port(),
-            management_http_port=free_port(),
-            metrics_port=free_port(),
-        )
-
-    @property
-    def inference_address(self) -> str:
-        return f"127.0.0.1:{self.grpc_inference_port}"
-
-    @property
-    def management_address(self) -> str:
-        return f"127.0.0.1:{self.grpc_management_port}"
-
-    def properties(self) -> str:
-        store = str(self.model_store)
-        values = {
-            "inference_address": f"http://{self.bind_host}:{self.http_port}",
-            "management_address": f"http://127.0.0.1:{self.management_http_port}",
-            "metrics_address": f"http://{self.bind_host}:{self.metrics_port}",  # read-only, for Prometheus
-            "metrics_mode": "prometheus",
-            "grpc_inference_address": self.bind_host,
-            "grpc_inference_port": str(self.grpc_inference_port),
-            "grpc_management_address": self.bind_host,
-            "grpc_management_port": str(self.grpc_management_port),
-            "model_store": store,
-            # Only archives inside our model store may be registered (a regex per entry).
-            "allowed_urls": f"file://{store}/[A-Za-z0-9_.-]+\\\\.mar",
-            "enable_model_api": "true",
-            "disable_token_authorization": "true",
-            "max_request_size": str(self.max_request_bytes),
-            "max_response_size": str(self.max_request_bytes),
-            "default_workers_per_model": str(self.workers_per_model),
-            "vmargs": f"-Xmx{self.heap} -XX:+ExitOnOutOfMemoryError",
-            "install_py_dep_per_model": "false",
-            "disable_system_metrics": "true",
-            "async_logging": "true",
-            "default_response_timeout": "60",
-            **self.extra,
-        }
-        return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
 class TorchServeProcess:
@@ -206,44 +97,9 @@ class TorchServeProcess:
         """SIGTERM the whole group, wait, then SIGKILL whatever outlived the timeout."""
         if self.process is None:
             return
-        _stop_group(self.process.pid, timeout_s, reap=self.process.poll)
+        stop_group(self.process.pid, timeout_s, reap=self.process.poll)
         self.process.wait(timeout=5)
         log.info("torchserve stopped")
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port that is free now, taken from below the kernel's ephemeral range.
-
-    A port is only free when asked: java binds it seconds later. Outgoing connections take their
-    local ports from the ephemeral range, and in CI one took a TorchServe port in that gap
-    ("Failed to bind ... Address already in use"). Below the range only our own listeners compete,
-    and this process never hands the same port out twice.
-    """
-    low = ephemeral_port_range()[0]
-    for _ in range(200):
-        port = random.randrange(10000, low) if low > 11000 else 0
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            port = sock.getsockname()[1]
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free loopback port found")
-
-
-def ephemeral_port_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
 
 
 def start_on_free_ports(
@@ -258,66 +114,6 @@ def start_on_free_ports(
         process.stop()
         log.warning("torchserve could not bind its ports (attempt %d of %d); new ports", attempt, attempts)
     raise RuntimeError(f"torchserve could not bind free ports in {attempts} attempts; see {run_dir}/logs")
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _stop_group(pgid: int, timeout_s: float, reap=lambda: None) -> None:
-    """SIGTERM, then SIGKILL after `timeout_s`. `reap` collects our own exited child: a zombie
-    still counts as a member of its group, and would hold this wait to its end."""
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            reap()
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.1)
-
-
-GROUP_FILE = "torchserve.pgid"  # in the run directory: the process group of the TorchServe we started
-
-
-def _is_torchserve_group(pgid: int) -> bool:
-    """True if a live process of group `pgid` is TorchServe (its CLI, java or a model worker)."""
-    import psutil
-
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if os.getpgid(process.pid) != pgid:
-                continue
-        except OSError:
-            continue
-        command = " ".join(process.info["cmdline"] or ())
-        if "torchserve" in command or "org.pytorch.serve" in command or "model_service_worker" in command:
-            return True
-    return False
-
-
-def stop_leftover(run_dir: Path, timeout_s: float = 10.0) -> None:
-    """Stop a TorchServe that a SIGKILLed wrapper left behind: it holds the ports we need.
-
-    Java runs in its own process group (so a stop reaches it); a wrapper killed with -9 cannot stop
-    it, and a restarted wrapper would fail to bind. The group id is in the run directory.
-    """
-    path = run_dir / GROUP_FILE
-    try:
-        pgid = int(path.read_text())
-    except (OSError, ValueError):
-        return
-    if _is_torchserve_group(pgid):
-        log.warning("stopping the TorchServe a previous wrapper left running (process group %d)", pgid)
-        _stop_group(pgid, timeout_s)
-    path.unlink(missing_ok=True)
 
 
 def default_models(nutrition_mar: str = nutrition_mar_name(0)) -> dict[str, str]:

@@ -18,13 +18,9 @@ from foodcal.settings import Settings, load_settings
 from foodcal.store import Database
 from model_store.build import build_models
 from model_store.client import TorchServeClient
-from model_store.server import (
-    TorchServeConfig,
-    TorchServeProcess,
-    free_port,
-    start_on_free_ports,
-    wait_until_ready,
-)
+from model_store.ports import free_port
+from model_store.server import TorchServeProcess, start_on_free_ports, wait_until_ready
+from model_store.torchserve_config import TorchServeConfig
 from tests.openai_stub import OpenAIStub
 
 IN_CI = os.environ.get("CI") == "true"

@@ -29,7 +29,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from foodcal.settings import Settings, load_settings
-from model_store.server import TorchServeConfig
+from model_store.torchserve_config import TorchServeConfig
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

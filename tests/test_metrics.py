@@ -42,7 +42,7 @@ from foodcal.v1 import (
     trainer_pb2_grpc,
 )
 from labeler.chatgpt import estimate_cost
-from model_store.server import free_port
+from model_store.ports import free_port
 from tests.conftest import API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, auth, photo
 from tests.openai_stub import error
 from tests.processes import ROOT, ServiceProcess, env_for

@@ -9,7 +9,7 @@ import numpy as np
 import psutil
 import pytest
 
-from model_store import server
+from model_store import ports, server, torchserve_config
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
 from model_store.client import ModelServerError, TorchServeClient
 from model_store.reference import food101_labels, lookup
@@ -61,9 +61,9 @@ async def test_unreachable_model_server_is_unavailable_quickly():
 
 
 def test_free_ports_sit_below_the_ephemeral_port_range_and_never_repeat():
-    low = server.ephemeral_port_range()[0]
-    ports = [free_port() for _ in range(50)]
-    assert len(set(ports)) == 50 and max(ports) < low
+    low = ports.ephemeral_port_range()[0]
+    handed = [free_port() for _ in range(50)]
+    assert len(set(handed)) == 50 and max(handed) < low
 
 
 def test_torchserve_starts_again_on_new_ports_when_one_was_taken_before_java_bound_it(
@@ -73,9 +73,9 @@ def test_torchserve_starts_again_on_new_ports_when_one_was_taken_before_java_bou
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        fresh = server.free_port
+        fresh = torchserve_config.free_port
         handed = iter([taken])
-        monkeypatch.setattr(server, "free_port", lambda: next(handed, None) or fresh())
+        monkeypatch.setattr(torchserve_config, "free_port", lambda: next(handed, None) or fresh())
         process = server.start_on_free_ports(model_store, tmp_path)
         try:
             config = process.config

@@ -45,7 +45,7 @@ from foodcal.store import Database, Sample
 from foodcal.store.tables import LabelStatus
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from model_store.client import TorchServeClient
-from model_store.server import free_port
+from model_store.ports import free_port
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, auth, photo
 from tests.processes import ROOT, env_for
 from tests.test_trainer import add_samples, learnable

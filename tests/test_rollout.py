@@ -148,6 +148,15 @@ async def test_a_worse_split_challenger_is_retired_and_each_photo_keeps_its_side
     outcome = await train_constant_version(app, torchserve)
     assert outcome.status == common_pb2.TRAINING_RUN_STATUS_CHALLENGER, outcome.message
 
+    # A replica that lost the challenger (a restart comes back with v0 only) gets it again.
+    client = torchserve.client
+    await client.unregister(client.replicas[0], "nutrition", "1")
+    for _ in range(100):
+        if "1" in await client.registered_versions():
+            break
+        await asyncio.sleep(0.1)
+    assert "1" in await client.registered_versions()
+
     stub.reset(default=answer(**table))  # live labels agree with the table: v1 is worse
     traffic = Traffic(app)
     rollout = await until_state(app, 1, "retired", traffic, images)

@@ -179,6 +179,15 @@ class VersionStore:
                 Path(row.mar_path).name, row.version, model.embedding_dim, drain_s=self.drain_s
             )
         await self.replicas.drop_all_but({"0", wanted, *challengers})
+        registered = await self.replicas.registered()
+        for version in challengers:  # e.g. a replica restarted with v0 only: the challenger is back
+            if any(version not in versions for versions in registered):
+                challenger = await asyncio.to_thread(self.row, int(version))
+                model = await asyncio.to_thread(self.model, challenger)
+                log.info("reconciling TorchServe: registering challenger v%s again", version)
+                await self.replicas.register(
+                    Path(challenger.mar_path).name, challenger.version, model.embedding_dim
+                )
 
     def _rollback_target(self, version: int) -> ModelVersionRow:
         with self.db.session() as session:

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from foodcal import metrics
 from foodcal.store import Rollout, Sample
-from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.challenger import Challenger
 from tests.conftest import auth, photo
 from tests.openai_stub import GOOD_ANSWER, answer
@@ -102,7 +102,9 @@ async def table_answer(torchserve, images: list[bytes]) -> dict:
 
 
 async def served_version(app) -> int:
-    response = await app.gateway.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth())
+    response = await app.gateway.ListModelVersions(
+        gateway_pb2.GatewayServiceListModelVersionsRequest(), metadata=auth()
+    )
     return response.served_version
 
 
@@ -135,7 +137,9 @@ async def test_a_better_shadow_challenger_is_promoted_while_the_champion_answers
     assert sample.values("paired") == pytest.approx(TAUGHT, rel=0.1)
     assert traffic.answers[-1].model_versions.nutrition == 1
 
-    report = await app.gateway.GetQualityReport(trainer_pb2.GetQualityReportRequest(), metadata=auth())
+    report = await app.gateway.GetQualityReport(
+        gateway_pb2.GatewayServiceGetQualityReportRequest(), metadata=auth()
+    )
     v1 = next(v for v in report.versions if v.version == 1)
     assert [d.decision for d in v1.decisions] == ["challenger", "promoted"]
     assert v1.decisions[-1].samples == evidence["samples"] and v1.live.overall.samples >= 20

@@ -107,7 +107,6 @@ class Rollouts:
         version = row.version
         for old in await asyncio.to_thread(self._in_state, RolloutState.CHALLENGER):
             await self._retire(old, f"replaced by the newer challenger v{version}")
-        await self.versions.add_challenger(row, dim)
         rollout = Rollout(
             version=version,
             baseline_version=baseline,
@@ -115,8 +114,14 @@ class Rollouts:
             split_percent=self.policy.split_percent if self.policy.mode == RolloutMode.SPLIT else 0.0,
             state=RolloutState.CHALLENGER,
         )
-        self._decide(rollout, "challenger", f"live as a {self.policy.mode} challenger of v{baseline}: {why}")
-        await asyncio.to_thread(self._save, rollout)
+
+        def record() -> None:  # once registered everywhere
+            self._decide(
+                rollout, "challenger", f"live as a {self.policy.mode} challenger of v{baseline}: {why}"
+            )
+            self._save(rollout)
+
+        await self.versions.add_challenger(row, dim, record)
 
     async def deployed(self, version: int, baseline: int, why: str) -> None:
         """`version` replaced `baseline` (ROLLOUT=replace): watched from now on."""

@@ -133,10 +133,15 @@ class VersionStore:
         )
         await asyncio.to_thread(self._mark_served, row)
 
-    async def add_challenger(self, row: ModelVersionRow, embedding_dim: int) -> None:
-        """Register `row` on every replica beside the served version (not its default), or on none."""
+    async def add_challenger(
+        self, row: ModelVersionRow, embedding_dim: int, record: Callable[[], None]
+    ) -> None:
+        """Register `row` on every replica beside the served version (not its default), or on none;
+        `record()` stores it as the live challenger under the same lock, so that the reconcile never
+        sees it registered but not yet recorded, and drops it as a stray."""
         async with self.swap_lock.held(f"adding challenger v{row.version}", DEPLOY_WAIT_S):
             await self.replicas.register(Path(row.mar_path).name, row.version, embedding_dim)
+            await asyncio.to_thread(record)
 
     async def remove_challenger(self, version: int) -> None:
         """Unregister a challenger that is not served from every replica."""

@@ -7,26 +7,22 @@ and kinds from fixed sets), and every known label combination starts at 0, so a 
 returns 0 rather than nothing before the first event.
 
 Gauges that describe the database (label queue depth, the served version) are read from it at
-scrape time by a collector, so they are right whichever replica changed the rows.
+scrape time by the collectors in `foodcal.metrics_collectors`, so they are right whichever replica
+changed the rows; they are re-exported here, the one module the services import.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import time
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func
-from sqlmodel import select
 
-from foodcal.store import Database, LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
-
-log = logging.getLogger(__name__)
+from foodcal.metrics_collectors import LabelQueueCollector, ServedVersionCollector
+from foodcal.metrics_collectors import aware as _aware
+from foodcal.store import Database, RunStatus, TrainingRunRow
 
 # Seconds; from a health check (~1 ms) to a ChatGPT call with retries (up to LABELER_TIMEOUT_S).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -186,62 +182,6 @@ def model_swap(kind: str) -> Callable:
         return wrapper
 
     return decorate
-
-
-# -- gauges read from the database at scrape time ------------------------------------------------------
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-class LabelQueueCollector(Collector):
-    """`foodcal_label_queue_depth` and the age of the oldest pending label (gateway)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        try:
-            with self.db.session() as session:
-                count, oldest = session.exec(
-                    select(func.count(), func.min(Sample.created_at)).where(
-                        Sample.label_status == LabelStatus.PENDING
-                    )
-                ).one()
-        except Exception as error:  # a scrape must not fail because the database is away
-            log.warning("label queue metrics unavailable: %s", error)
-            return
-        age = (datetime.now(UTC) - _aware(oldest)).total_seconds() if oldest is not None else 0.0
-        yield GaugeMetricFamily("foodcal_label_queue_depth", "Samples waiting for a ChatGPT label.", count)
-        yield GaugeMetricFamily(
-            "foodcal_label_queue_oldest_pending_age_seconds",
-            "Age of the oldest sample waiting for a label (0 when none waits).",
-            max(age, 0.0),
-        )
-
-
-class ServedVersionCollector(Collector):
-    """`foodcal_model_served_version`: the nutrition version the database marks as served (trainer)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        try:
-            with self.db.session() as session:
-                version = session.exec(select(ModelVersionRow.version).where(ModelVersionRow.served)).first()
-                running = session.exec(
-                    select(func.count()).where(TrainingRunRow.status == RunStatus.RUNNING)
-                ).one()
-        except Exception as error:
-            log.warning("model metrics unavailable: %s", error)
-            return
-        if version is not None:
-            yield GaugeMetricFamily(
-                "foodcal_model_served_version", "The nutrition model version TorchServe serves.", version
-            )
-        yield GaugeMetricFamily("foodcal_training_runs_in_progress", "Training runs now running.", running)
 
 
 _COLLECTORS: dict[str, Collector] = {}

@@ -10,175 +10,54 @@ the compose scrape config, and evaluates every query of the Grafana dashboard.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
 
 import grpc
-import jsonschema
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
-from foodcal import logs, metrics
-from foodcal.settings import load_settings
-from foodcal.store import Database, LabelStatus, Sample
+from foodcal import metrics
+from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import (
     common_pb2,
-    gateway_pb2,
-    gateway_pb2_grpc,
-    labeler_pb2,
-    labeler_pb2_grpc,
     trainer_pb2,
     trainer_pb2_grpc,
 )
 from labeler.chatgpt import estimate_cost
 from model_store.ports import free_port
-from tests.conftest import API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, auth, photo
+from tests.conftest import INTERNAL_TOKEN, auth, photo
+from tests.metrics_helpers import (
+    GATEWAY,
+    LABELER,
+    MODEL,
+    TRAINER,
+    analyze,
+    as_instant_query,
+    dashboard_queries,
+    handled,
+    label_directly,
+    latency_count,
+    moved,
+    prometheus_config,
+    query,
+    running_stack,
+    value,
+)
 from tests.openai_stub import error
-from tests.processes import ROOT, ServiceProcess, env_for
 from tests.test_trainer import add_samples, learnable
 from trainer.backfill import current_classifier
 
 pytestmark = pytest.mark.torchserve
 
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "foodcal.json"
-SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-MONITORING = ROOT / "deploy" / "compose.monitoring.yml"
-MODEL = "gpt-4o-mini"
-GATEWAY, LABELER, TRAINER = (
-    "foodcal.v1.GatewayService",
-    "foodcal.v1.LabelerService",
-    "foodcal.v1.TrainerService",
-)
-
-
-# -- scraping --------------------------------------------------------------------------------------
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def moved(before: dict, after: dict, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
-
-
-def handled(before, after, service, method, code, kind="unary") -> float:
-    labels = {"grpc_service": service, "grpc_method": method, "grpc_type": kind, "grpc_code": code}
-    return moved(before, after, "foodcal_grpc_server_handled_total", **labels)
-
-
-def latency_count(before, after, service, method, kind="unary") -> float:
-    labels = {"grpc_service": service, "grpc_method": method, "grpc_type": kind}
-    return moved(before, after, "foodcal_grpc_server_handling_seconds_count", **labels)
-
-
-# -- the services as processes ---------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    db: Database
-    ports: dict[str, int]
-    metrics_ports: dict[str, int]
-    logs: dict[str, Path]
-    processes: list[ServiceProcess] = field(default_factory=list)
-
-    def scrape(self, service: str) -> dict:
-        return scrape(self.metrics_ports[service])
-
-    def channel(self, service: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(f"127.0.0.1:{self.ports[service]}")
-
-    def log_lines(self, service: str) -> list[dict]:
-        return [json.loads(line) for line in self.logs[service].read_text().splitlines() if line.strip()]
-
 
 @pytest.fixture(scope="module")
 async def stack(torchserve, openai_stub, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("metrics")
-    ports = {name: free_port() for name in ("gateway", "labeler", "trainer")}
-    metrics_ports = {name: free_port() for name in ports}
-    settings = {
-        **{key: value for key, value in torchserve.settings().items()},
-        "database_url": f"sqlite:///{tmp}/foodcal.db",
-        "data_dir": tmp / "data",
-        "upload_dir": tmp / "uploads",
-        "models_dir": tmp / "models",
-        "api_tokens": API_TOKEN,
-        "internal_token": INTERNAL_TOKEN,
-        "use_chatgpt": "true",
-        "openai_api_key": OPENAI_KEY,
-        "openai_base_url": openai_stub.base_url,
-        "openai_model": MODEL,
-        "openai_max_retries": 0,
-        "label_retry_base_s": 600,  # a failed label stays pending for the whole module
-        "label_retry_max_s": 600,
-        "swap_drain_s": 0.1,
-        "log_format": "json",
-        "labeler_address": f"127.0.0.1:{ports['labeler']}",
-        "trainer_address": f"127.0.0.1:{ports['trainer']}",
-        **{f"{name}_port": port for name, port in ports.items()},
-        **{f"{name}_metrics_port": port for name, port in metrics_ports.items()},
-    }
-    db = Database(settings["database_url"])
-    db.migrate()
-    handle = Stack(db, ports, metrics_ports, {name: tmp / f"{name}.log" for name in ports})
-    openai_stub.reset()
-    try:
-        for name in ("labeler", "trainer", "gateway"):
-            process = ServiceProcess(name, ports[name], env_for(settings), handle.logs[name])
-            handle.processes.append(process.start())
+    async with running_stack(torchserve, openai_stub, tmp_path_factory) as handle:
         yield handle
-    finally:
-        for process in reversed(handle.processes):
-            process.stop()
-        db.dispose()
-        openai_stub.reset()
-        client = torchserve.client  # leave TorchServe serving only nutrition v0
-        await client.set_default(client.replicas[0], "nutrition", "0")
-        for version in await client.registered_versions():
-            if version != "0":
-                await client.unregister(client.replicas[0], "nutrition", version)
-        for mar in torchserve.config.model_store.glob("nutrition-v*.mar"):
-            if mar.name != "nutrition-v0.mar":
-                mar.unlink()
-
-
-async def analyze(stack: Stack, image: bytes, token: str = API_TOKEN) -> gateway_pb2.AnalyzeMealResponse:
-    async with stack.channel("gateway") as channel:
-        return await gateway_pb2_grpc.GatewayServiceStub(channel).AnalyzeMeal(
-            gateway_pb2.AnalyzeMealRequest(image=image, filename="meal.jpg"), metadata=auth(token), timeout=60
-        )
-
-
-async def label_directly(stack: Stack, image: bytes) -> labeler_pb2.LabelMealResponse:
-    async with stack.channel("labeler") as channel:
-        request = labeler_pb2.LabelMealRequest(image=image)
-        request.dish_hints.add(label="pizza", probability=0.9)
-        return await labeler_pb2_grpc.LabelerServiceStub(channel).LabelMeal(
-            request, metadata=auth(INTERNAL_TOKEN), timeout=60
-        )
 
 
 # -- every service ---------------------------------------------------------------------------------
@@ -319,94 +198,6 @@ def test_json_log_lines_of_a_request_carry_its_request_id(stack):
 # -- a real Prometheus over the services, with every dashboard query ------------------------------------
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return [
-        (panel["title"], target["expr"])
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", ())
-        if "expr" in target
-    ]
-
-
-def as_instant_query(expr: str) -> str:
-    """What Grafana sends for a panel, with its interval variables filled in."""
-    for variable, window in (("$__rate_interval", "30s"), ("$__range", "5m"), ("$__interval", "5s")):
-        expr = expr.replace(variable, window)
-    return expr
-
-
-def prometheus_config(stack: Stack, torchserve) -> dict:
-    """The compose scrape config, each job pointed at the same service on this machine."""
-    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
-    local = {
-        "foodcal-gateway": f"127.0.0.1:{stack.metrics_ports['gateway']}",
-        "foodcal-labeler": f"127.0.0.1:{stack.metrics_ports['labeler']}",
-        "foodcal-trainer": f"127.0.0.1:{stack.metrics_ports['trainer']}",
-        "torchserve": f"127.0.0.1:{torchserve.config.metrics_port}",
-    }
-    assert {job["job_name"] for job in config["scrape_configs"]} == set(local)
-    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
-    for job in config["scrape_configs"]:
-        job["static_configs"] = [{"targets": [local[job["job_name"]]]}]
-        job.pop("scrape_interval", None)
-    return config
-
-
-def query(base: str, expr: str) -> list:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        answer = json.load(response)
-    assert answer["status"] == "success", answer
-    return answer["data"]["result"]
-
-
-def test_the_compose_scrape_config_targets_each_service_on_its_metrics_port():
-    defaults = load_settings(_env_file=None)
-    expected = {
-        "foodcal-gateway": f"gateway:{defaults.gateway_metrics_port}",
-        "foodcal-labeler": f"labeler:{defaults.labeler_metrics_port}",
-        "foodcal-trainer": f"trainer:{defaults.trainer_metrics_port}",
-        "torchserve": f"torchserve:{defaults.torchserve_metrics_port}",
-    }
-    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
-    targets = {
-        job["job_name"]: [target for static in job["static_configs"] for target in static["targets"]]
-        for job in config["scrape_configs"]
-    }
-    assert targets == {job: [target] for job, target in expected.items()}
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert {target.split(":")[0] for target in expected.values()} <= set(services)
-
-
-def test_the_monitoring_overlay_is_valid_compose_and_mounts_files_that_exist():
-    overlay = yaml.safe_load(MONITORING.read_text())
-    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(overlay), key=str)
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
-    for service in overlay["services"].values():
-        for ports in service.get("ports", ()):
-            assert ports.startswith("127.0.0.1:"), ports  # the UIs on the host's loopback only
-        for volume in service.get("volumes", ()):
-            source = volume.split(":")[0]
-            if source.startswith("./"):  # relative to the first compose file: the repository root
-                assert (ROOT / source).exists(), source
-    dashboard = json.loads(DASHBOARD.read_text())
-    ids = [panel["id"] for panel in dashboard["panels"]]
-    assert len(ids) == len(set(ids))
-    assert all(
-        panel["datasource"]["uid"] == "${datasource}" for panel in dashboard["panels"] if "targets" in panel
-    )
-
-
-def test_the_compose_scrape_config_is_valid_for_promtool():
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (`make test` installs Debian's prometheus package)")
-    result = subprocess.run([promtool, "check", "config", str(SCRAPE_CONFIG)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 async def test_prometheus_scrapes_every_service_and_every_dashboard_query_returns_data(
     stack, torchserve, tmp_path
 ):
@@ -450,54 +241,3 @@ async def test_prometheus_scrapes_every_service_and_every_dashboard_query_return
         process.terminate()
         process.wait(timeout=30)
         log_file.close()
-
-
-# -- in-process pieces ------------------------------------------------------------------------------
-
-
-def test_json_formatter_writes_one_object_per_line_with_the_bound_ids():
-    formatter = logs.JsonFormatter("gateway")
-    logger = logging.getLogger("foodcal.test")
-
-    def record(message: str, *args, exc_info=None) -> dict:
-        line = formatter.format(
-            logger.makeRecord(logger.name, logging.INFO, __file__, 1, message, args, exc_info)
-        )
-        assert "\n" not in line
-        return json.loads(line)
-
-    token = logs.REQUEST_ID.set("req-1")
-    try:
-        entry = record("sample %s: %s", "abc", "multi\nline")
-        assert entry["message"] == "sample abc: multi\nline" and entry["request_id"] == "req-1"
-        assert entry["service"] == "gateway" and entry["level"] == "INFO" and "run_id" not in entry
-    finally:
-        logs.REQUEST_ID.reset(token)
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        import sys
-
-        entry = record("failed", exc_info=sys.exc_info())
-    assert "ValueError: boom" in entry["exception"] and "request_id" not in entry
-
-
-def test_label_queue_gauges_count_only_pending_samples(sqlite_db):
-    now = utcnow()
-    with sqlite_db.session() as session:
-        for index, (status, age) in enumerate(
-            [(LabelStatus.PENDING, 30), (LabelStatus.PENDING, 5), (LabelStatus.LABELED, 300)]
-        ):
-            session.add(
-                Sample(
-                    image_sha256=f"{index:064x}",
-                    image_path="unused",
-                    label_status=status,
-                    created_at=now - timedelta(seconds=age),
-                )
-            )
-    gauges = {
-        family.name: family.samples[0].value for family in metrics.LabelQueueCollector(sqlite_db).collect()
-    }
-    assert gauges["foodcal_label_queue_depth"] == 2
-    assert 30 <= gauges["foodcal_label_queue_oldest_pending_age_seconds"] < 40

@@ -1,0 +1,156 @@
+"""What the deployment tests share: docker-compose.yml, the Dockerfile and .env.example, parsed."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import yaml
+
+from foodcal.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+SCHEMA_FILE = Path(__file__).with_name("data") / "compose-spec.json"
+TORCHSERVE_PORTS = {7070, 7071, 8080, 8081, 8082}
+OUR_SERVICES = {"torchserve", "gateway", "labeler", "trainer"}
+# Settings whose .env.example value is deliberately not the default: placeholders to change.
+EXAMPLE_IS_NOT_DEFAULT = {"API_TOKENS", "ADMIN_TOKENS", "INTERNAL_TOKEN"}
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def services() -> dict[str, dict]:
+    return compose()["services"]
+
+
+def built_services() -> dict[str, dict]:
+    """Our own services: the ones built from our Dockerfile (postgres is an official image)."""
+    return {name: service for name, service in services().items() if "build" in service}
+
+
+def as_argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def python_modules(argv: list[str]) -> list[str]:
+    """Every X in `python -m X` (also `.venv/bin/python -m X`)."""
+    return [
+        argv[i + 2]
+        for i in range(len(argv) - 2)
+        if Path(argv[i]).name.startswith("python") and argv[i + 1] == "-m"
+    ]
+
+
+def healthcheck_argv(service: dict) -> list[str]:
+    test = service["healthcheck"]["test"]
+    if isinstance(test, str):
+        return shlex.split(test)
+    if test[0] == "CMD-SHELL":
+        return shlex.split(test[1])
+    assert test[0] == "CMD", test
+    return test[1:]
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    instructions, pending = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        keyword, _, arguments = pending.strip().partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continued line"
+    return instructions
+
+
+def exec_or_shell_argv(arguments: str) -> list[str]:
+    return json.loads(arguments) if arguments.startswith("[") else shlex.split(arguments)
+
+
+def module_file(module: str) -> Path | None:
+    """The file `python -m module` would run, if the repository has it."""
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__main__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def published_container_ports(service: dict) -> set[int]:
+    ports = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            target = str(entry["target"])
+        else:
+            target = str(entry).split("/")[0].rsplit(":", 1)[-1]
+        start, _, end = target.partition("-")
+        ports.update(range(int(start), int(end or start) + 1))
+    return ports
+
+
+def published_host_ports(service: dict) -> set[int]:
+    ports = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            ports.add(int(entry.get("published", entry["target"])))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            host = parts[-2] if len(parts) > 1 else parts[-1]  # a bare port publishes a random one
+            if host:
+                start, _, end = host.partition("-")
+                ports.update(range(int(start), int(end or start) + 1))
+    return ports
+
+
+def volume_mounts(service: dict) -> dict[str, str]:
+    """container path -> named volume."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        if isinstance(entry, dict):
+            mounts[entry["target"]] = entry["source"]
+        else:
+            source, target = entry.split(":")[:2]
+            mounts[target] = source
+    return mounts
+
+
+def container_settings(name: str, monkeypatch) -> Settings:
+    """The settings a container would load: .env (a copy of .env.example) plus its overrides."""
+    for field in Settings.model_fields:
+        monkeypatch.delenv(field.upper(), raising=False)
+    for key, value in environment(services()[name]).items():
+        monkeypatch.setenv(key, value)
+    return load_settings(_env_file=ROOT / ".env.example")

@@ -1,0 +1,113 @@
+"""compose runs what `make run` runs (supervisord.conf), configured only through settings that exist
+and that .env.example lists with their defaults; checked without a Docker engine."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+from pathlib import Path
+
+from foodcal.settings import Settings, load_settings
+from model_store.torchserve_config import TorchServeConfig
+from tests.deploy_helpers import (
+    EXAMPLE_IS_NOT_DEFAULT,
+    OUR_SERVICES,
+    ROOT,
+    as_argv,
+    built_services,
+    container_settings,
+    env_example,
+    environment,
+    healthcheck_argv,
+    python_modules,
+    services,
+    volume_mounts,
+)
+
+# -- compose runs what `make run` runs, configured through real settings --------------------------
+
+
+def test_compose_runs_the_entry_points_make_run_supervises():
+    supervised = configparser.RawConfigParser()
+    supervised.read(ROOT / "supervisord.conf")
+    programs = {
+        section.removeprefix("program:"): python_modules(shlex.split(supervised[section]["command"]))
+        for section in supervised.sections()
+        if section.startswith("program:")
+    }
+    composed = {name: python_modules(as_argv(s["command"])) for name, s in built_services().items()}
+    assert composed == programs
+    assert all(len(modules) == 1 for modules in composed.values())
+
+
+def test_every_compose_variable_is_a_setting_listed_in_env_example():
+    fields = {name.upper() for name in Settings.model_fields}
+    example = env_example()
+    for name, service in built_services().items():
+        assert service["env_file"] in (".env", [".env"]), name
+        for key in environment(service):
+            assert key in fields, f"{name}: {key} is not a setting of foodcal.settings.Settings"
+            assert key in example, f"{name}: {key} is missing from .env.example"
+
+
+def test_env_example_lists_every_setting_with_its_default(monkeypatch):
+    example = env_example()
+    missing = sorted(name.upper() for name in Settings.model_fields if name.upper() not in example)
+    assert not missing, f".env.example lacks {missing}"
+    assert not set(example) - {name.upper() for name in Settings.model_fields}
+    for field in Settings.model_fields:
+        monkeypatch.delenv(field.upper(), raising=False)
+    defaults = Settings(_env_file=None).model_dump()
+    from_example = Settings(_env_file=ROOT / ".env.example").model_dump()
+    differs = {name.upper() for name in defaults if defaults[name] != from_example[name]}
+    assert differs == EXAMPLE_IS_NOT_DEFAULT, {
+        name: (defaults[name.lower()], from_example[name.lower()]) for name in differs
+    }
+
+
+def test_each_container_loads_valid_settings_that_fit_together(monkeypatch):
+    loaded = {name: container_settings(name, monkeypatch) for name in OUR_SERVICES}
+    for name, settings in loaded.items():
+        assert settings.bind_host == "0.0.0.0", name
+        assert settings.database_url == "postgresql://foodcal:foodcal@postgres:5432/foodcal", name
+        assert settings.labeler_address == f"labeler:{settings.labeler_port}", name
+        assert settings.trainer_address == f"trainer:{settings.trainer_port}", name
+    assert loaded["gateway"].torchserve_endpoints == ["torchserve:7070"]
+    assert loaded["trainer"].torchserve_management == ["torchserve:7071"]
+    # TorchServe listens where the others look for it and its probe asks.
+    torchserve = TorchServeConfig.from_settings(loaded["torchserve"])
+    assert torchserve.bind_host == "0.0.0.0"
+    assert (torchserve.grpc_inference_port, torchserve.grpc_management_port) == (7070, 7071)
+    probe = healthcheck_argv(services()["torchserve"])
+    assert probe[-1] == f"127.0.0.1:{torchserve.grpc_inference_port}"
+    for name in ("gateway", "labeler", "trainer"):
+        port = getattr(loaded[name], f"{name}_port")
+        assert healthcheck_argv(services()[name])[-1] == f"127.0.0.1:{port}", name
+
+
+def test_shared_volumes_are_mounted_where_the_settings_point(monkeypatch):
+    def mounted(name: str, path: Path) -> str | None:
+        return volume_mounts(services()[name]).get(str(path))
+
+    store = {
+        name: mounted(name, container_settings(name, monkeypatch).model_store_dir) for name in OUR_SERVICES
+    }
+    assert store["torchserve"] and store["torchserve"] == store["trainer"], store
+    uploads = {name: mounted(name, container_settings(name, monkeypatch).upload_dir) for name in OUR_SERVICES}
+    assert uploads["gateway"] and uploads["gateway"] == uploads["trainer"], uploads
+    assert mounted("trainer", container_settings("trainer", monkeypatch).models_dir)
+    # build_models keeps the classifier checkpoint next to the store; it must survive a recreate.
+    checkpoints = container_settings("torchserve", monkeypatch).model_store_dir.parent / "checkpoints"
+    assert mounted("torchserve", checkpoints)
+
+
+def test_torchserve_binds_grpc_and_rest_inference_to_the_bind_host_only():
+    config = TorchServeConfig(model_store=Path("/store"), run_dir=Path("/run"), bind_host="0.0.0.0")
+    properties = dict(line.split("=", 1) for line in config.properties().splitlines())
+    assert properties["grpc_inference_address"] == properties["grpc_management_address"] == "0.0.0.0"
+    assert properties["inference_address"] == "http://0.0.0.0:8080"
+    assert properties["management_address"] == "http://127.0.0.1:8081"
+    assert properties["metrics_address"] == "http://0.0.0.0:8082"  # read-only; Prometheus scrapes it
+    default = TorchServeConfig.from_settings(load_settings(_env_file=None))
+    assert default.bind_host == "127.0.0.1"
+    assert "0.0.0.0" not in default.properties()

@@ -19,243 +19,43 @@ times are printed (`pytest -s`) and quoted in the README.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
-import xmlrpc.client
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlmodel import select
-from supervisor.xmlrpc import SupervisorTransport
 
 from foodcal.crashwatch import CrashWatch
-from foodcal.settings import Settings
 from foodcal.store import Database, Sample
 from foodcal.store.tables import LabelStatus
-from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from model_store.client import TorchServeClient
-from model_store.ports import free_port
-from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, auth, photo
-from tests.processes import ROOT, env_for
+from foodcal.v1 import common_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from tests.conftest import INTERNAL_TOKEN, auth
+from tests.supervised_stack import (
+    CLIENTS,
+    GATEWAY_SERVICE,
+    _alive,
+    start_stack,
+    stop_stack,
+    supervised_env,
+)
+from tests.supervision_probes import (
+    _async,
+    _async_health,
+    _served,
+    client,
+    outage_and_recovery,
+    served_version,
+    until,
+    watch_health,
+)
 from tests.test_trainer import add_samples, learnable
-
-RECOVERY_BOUND_S = 120.0  # measured 10-25 s on a 2-core machine; this only catches "never"
-CLIENTS = 2
-GATEWAY_SERVICE = "foodcal.v1.GatewayService"
-# A client that reconnects within 2 s of the gateway being back (gRPC's default backoff grows to 2 min).
-CLIENT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
-SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-@dataclass
-class Outcome:
-    started: float
-    ended: float
-    code: str
-    sample_id: str = ""
-    nutrition_version: int = -1
-
-
-@dataclass
-class Stack:
-    process: subprocess.Popen
-    rpc: xmlrpc.client.ServerProxy
-    log: Path
-    ports: dict[str, int]
-    torchserve: TorchServeClient
-    outcomes: list[Outcome] = field(default_factory=list)
-    health: list[tuple[float, str, str]] = field(default_factory=list)  # (t, GatewayService, "")
-
-    def pid(self, program: str) -> int:
-        return self.rpc.supervisor.getProcessInfo(f"foodcal:{program}")["pid"]
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def supervised_env(run_dir: Path, data: Path, model_store: Path, openai_url: str) -> tuple[dict, dict]:
-    ports = {name: free_port() for name in ("gateway", "labeler", "trainer", "ts_grpc", "ts_mgmt")}
-    values = {
-        "api_tokens": [API_TOKEN],
-        "admin_tokens": [ADMIN_TOKEN],
-        "internal_token": INTERNAL_TOKEN,
-        "database_url": f"sqlite:///{data}/foodcal.db",
-        "data_dir": data / "data",
-        "upload_dir": data / "uploads",
-        "models_dir": data / "models",
-        "gateway_port": ports["gateway"],
-        "labeler_port": ports["labeler"],
-        "trainer_port": ports["trainer"],
-        "labeler_address": f"127.0.0.1:{ports['labeler']}",
-        "trainer_address": f"127.0.0.1:{ports['trainer']}",
-        "torchserve_endpoints": [f"127.0.0.1:{ports['ts_grpc']}"],
-        "torchserve_management": [f"127.0.0.1:{ports['ts_mgmt']}"],
-        "torchserve_http_port": free_port(),
-        "torchserve_management_http_port": free_port(),
-        "torchserve_metrics_port": free_port(),
-        "torchserve_run_dir": run_dir / "torchserve",
-        "model_store_dir": model_store,
-        # What the session's model store was built with, whatever a developer's .env says.
-        "food101_model": "demo",
-        **{
-            name: Settings.model_fields[name].default
-            for name in ("food101_workers", "food101_batch_size", "food101_max_batch_delay_ms")
-        },
-        "use_chatgpt": True,
-        "use_own_model_instead_chatgpt": True,  # labels are collected in the background queue
-        "openai_api_key": OPENAI_KEY,
-        "openai_base_url": openai_url,
-        "openai_max_retries": 0,
-        "label_retry_base_s": 0.2,
-        "label_retry_max_s": 1.0,
-        "label_poll_interval_s": 0.1,
-        "min_training_samples": 50,
-    }
-    env = env_for(values)
-    env["FOODCAL_RUN_DIR"] = str(run_dir)
-    env["FOODCAL_RETRY_FATAL_S"] = "3"
-    return env, ports
-
-
-def supervisor_rpc(run_dir: Path) -> xmlrpc.client.ServerProxy:
-    transport = SupervisorTransport(None, None, f"unix://{run_dir}/supervisor.sock")
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-
-
-def start_stack(env: dict, ports: dict, run_dir: Path) -> Stack:
-    log = run_dir / "supervisord.out"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("supervisord")), "-c", str(ROOT / "supervisord.conf")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        rpc = supervisor_rpc(run_dir)
-        try:
-            rpc.supervisor.getState()
-            break
-        except Exception:  # no socket yet, or not answering yet
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.terminate()  # supervisord stops whatever it started
-                process.wait(timeout=60)
-                raise RuntimeError(f"supervisord did not start: {log.read_text()[-3000:]}") from None
-            time.sleep(0.2)
-    torchserve = TorchServeClient(
-        [f"127.0.0.1:{ports['ts_grpc']}"], [f"127.0.0.1:{ports['ts_mgmt']}"], timeout_s=5
-    )
-    return Stack(process, rpc, log, ports, torchserve)
-
-
-def stop_stack(stack: Stack) -> float:
-    """SIGTERM supervisord as Ctrl-C would; seconds until it and every process under it are gone."""
-    tree = [stack.process.pid]
-    with contextlib.suppress(psutil.NoSuchProcess):
-        tree += [child.pid for child in psutil.Process(stack.process.pid).children(recursive=True)]
-    started = time.monotonic()
-    stack.process.send_signal(signal.SIGTERM)
-    stack.process.wait(timeout=60)
-    while any(_alive(pid) for pid in tree) and time.monotonic() - started < 60:
-        time.sleep(0.1)
-    left = [pid for pid in tree if _alive(pid)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"still running after supervisord stopped: {left}"
-    return time.monotonic() - started
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def until(predicate, what: str, bound_s: float = RECOVERY_BOUND_S, every_s: float = 0.2):
-    deadline = time.monotonic() + bound_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {bound_s:.0f}s")
-        await asyncio.sleep(every_s)
-
-
-async def health_of(port: int, service: str) -> str:
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2
-            )
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    except grpc.aio.AioRpcError as error:
-        return error.code().name
-
-
-async def watch_health(stack: Stack, stop: asyncio.Event) -> None:
-    port = stack.ports["gateway"]
-    while not stop.is_set():
-        service, overall = await health_of(port, GATEWAY_SERVICE), await health_of(port, "")
-        stack.health.append((time.monotonic(), service, overall))
-        await asyncio.sleep(0.25)
-
-
-async def client(stack: Stack, index: int, stop: asyncio.Event) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['gateway']}", options=CLIENT_OPTIONS) as ch:
-        gateway = gateway_pb2_grpc.GatewayServiceStub(ch)
-        sent = 0
-        while not stop.is_set():
-            sent += 1
-            request = gateway_pb2.AnalyzeMealRequest(image=photo(color=(index, sent % 256, sent // 256)))
-            started = time.monotonic()
-            try:
-                response = await gateway.AnalyzeMeal(request, metadata=auth(), timeout=30)
-                outcome = Outcome(started, time.monotonic(), "OK", response.sample_id)
-                outcome.nutrition_version = response.model_versions.nutrition
-            except grpc.aio.AioRpcError as error:
-                outcome = Outcome(started, time.monotonic(), error.code().name)
-            stack.outcomes.append(outcome)
-            await asyncio.sleep(0.2 if outcome.code == "OK" else 0.3)
-
-
-async def outage_and_recovery(stack: Stack, killed_at: float, what: str) -> float:
-    """Seconds from the kill to the first answer of a request sent after the outage was seen."""
-
-    async def recovered():
-        failures = [o for o in stack.outcomes if o.started >= killed_at and o.code != "OK"]
-        if not failures:
-            return None
-        first_failure = min(o.ended for o in failures)
-        oks = [o for o in stack.outcomes if o.code == "OK" and o.started > first_failure]
-        return min((o.ended for o in oks), default=None)
-
-    recovered_at = await until(recovered, f"requests after {what}")
-    seconds = recovered_at - killed_at
-    print(f"{what}: requests answered again {seconds:.1f}s after the kill")
-    return seconds
-
-
-async def served_version(stack: Stack) -> str:
-    try:
-        return await stack.torchserve.served_version()
-    except Exception:
-        return ""
 
 
 @pytest.fixture
@@ -410,18 +210,6 @@ async def test_supervised_stack_restarts_what_crashes_and_loses_nothing(supervis
     # A restarted TorchServe starts with the served version: no answer ever came from v0.
     assert versions == {1}, versions
     assert await served_version(stack) == "1"
-
-
-async def _async(value):
-    return value
-
-
-async def _served(stack: Stack, version: str) -> bool:
-    return await served_version(stack) == version
-
-
-async def _async_health(stack: Stack, service: str, wanted: str) -> bool:
-    return await health_of(stack.ports["gateway"], service) == wanted
 
 
 def test_crashwatch_reports_repeated_crashes_once_and_restarts_fatal_processes_after_the_cap():

@@ -1,4 +1,7 @@
-"""Faults survived with nothing lost: TorchServe, trainer, gateway and database going away."""
+"""Faults survived with nothing lost: TorchServe, gateway and database going away.
+
+The trainer's faults (killed or stopped mid-run) are in tests/test_faults_trainer.py.
+"""
 
 import asyncio
 import time
@@ -6,11 +9,9 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlmodel import select
 
 import labeler.__main__ as labeler_main
-from foodcal.store import RunStatus
-from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from model_store.server import TorchServeProcess, wait_until_ready
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -29,8 +30,6 @@ from tests.conftest import (
 from tests.processes import ServiceProcess, env_for
 from tests.tcp_proxy import TcpProxy
 from tests.test_gateway import wait_for_status
-from tests.test_trainer import add_samples, learnable
-from trainer.backfill import current_classifier
 
 
 def base_settings(tmp_path, torchserve_handle=None, **extra) -> dict:
@@ -116,60 +115,6 @@ async def test_torchserve_killed_in_flight_is_unavailable_fast_and_recovers_with
     finally:
         await probe.close()
         process.stop()
-
-
-@pytest.mark.usefixtures("clean_nutrition")
-async def test_trainer_killed_mid_run_keeps_the_served_version_and_a_new_run_succeeds(torchserve, tmp_path):
-    port = free_port()
-    env = env_for(base_settings(tmp_path, torchserve, trainer_port=port))
-    from foodcal.store import Database
-
-    db = Database(f"sqlite:///{tmp_path}/foodcal.db")
-    db.migrate()
-    add_samples(db, 160, await current_classifier(torchserve.client), learnable)
-    trainer = ServiceProcess("trainer", port, env, tmp_path / "trainer.log").start()
-    metadata = auth(INTERNAL_TOKEN)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-            run_id = (
-                await stub.StartTrainingRun(
-                    trainer_pb2.StartTrainingRunRequest(epochs=1000), metadata=metadata
-                )
-            ).run_id
-            for _ in range(200):
-                run = (
-                    await stub.GetTrainingRun(
-                        trainer_pb2.GetTrainingRunRequest(run_id=run_id), metadata=metadata
-                    )
-                ).run
-                if len(run.epochs) >= 2:
-                    break
-                await asyncio.sleep(0.1)
-        trainer.kill()
-        assert await torchserve.client.served_version() == "0"
-        trainer = ServiceProcess("trainer", port, env, tmp_path / "trainer.log").start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-            run = (
-                await stub.GetTrainingRun(trainer_pb2.GetTrainingRunRequest(run_id=run_id), metadata=metadata)
-            ).run
-            assert run.status == common_pb2.TRAINING_RUN_STATUS_FAILED and run.message == "interrupted"
-            assert await torchserve.client.served_version() == "0"
-            new = await stub.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(), metadata=metadata)
-            events = [
-                r.event
-                async for r in stub.WatchTrainingRun(
-                    trainer_pb2.WatchTrainingRunRequest(run_id=new.run_id), metadata=metadata
-                )
-            ]
-        assert events[-1].outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, events[
-            -1
-        ].outcome.message
-        assert await torchserve.client.served_version() == "1"
-    finally:
-        trainer.stop()
-        db.dispose()
 
 
 async def test_gateway_killed_with_labels_pending_completes_them_after_restart(
@@ -265,45 +210,3 @@ async def test_unwritable_upload_directory_is_a_clear_error_with_no_sample(syste
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "could not store the image" in raised.value.details()
     assert app.sample_count() == 0
-
-
-@pytest.mark.usefixtures("clean_nutrition")
-async def test_trainer_sigterm_mid_run_exits_in_seconds_and_the_run_ends_failed_undeployed(
-    torchserve, tmp_path
-):
-    from foodcal.store import Database, ModelVersionRow, TrainingRunRow
-
-    port = free_port()
-    env = env_for(base_settings(tmp_path, torchserve, trainer_port=port))
-    db = Database(f"sqlite:///{tmp_path}/foodcal.db")
-    db.migrate()
-    add_samples(db, 160, await current_classifier(torchserve.client), learnable)
-    trainer = ServiceProcess("trainer", port, env, tmp_path / "trainer.log").start()
-    metadata = auth(INTERNAL_TOKEN)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-            started = await stub.StartTrainingRun(
-                trainer_pb2.StartTrainingRunRequest(epochs=1000), metadata=metadata
-            )
-            async for response in stub.WatchTrainingRun(
-                trainer_pb2.WatchTrainingRunRequest(run_id=started.run_id), metadata=metadata
-            ):
-                if response.event.epoch.epoch >= 2:
-                    break  # mid-run: hundreds of epochs still to go
-        began = time.monotonic()
-        code = await asyncio.to_thread(trainer.stop)
-        seconds = time.monotonic() - began
-    finally:
-        trainer.kill()
-    assert code == 0
-    assert seconds < 10, f"SIGTERM took {seconds:.1f} s"
-    with db.session() as session:
-        run = session.get(TrainingRunRow, started.run_id)
-        versions = [row.version for row in session.exec(select(ModelVersionRow)).all()]
-    db.dispose()
-    assert (run.status, run.message) == (RunStatus.FAILED, "stopped")
-    assert len(run.epochs) < 1000 and run.finished_at is not None
-    assert versions == [0]  # nothing exported as a version, nothing marked served
-    assert await torchserve.client.served_version() == "0"
-    assert await torchserve.client.registered_versions() == ["0"]

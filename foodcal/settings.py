@@ -1,6 +1,7 @@
 """Typed settings, read once from the environment and `.env`.
 
-A bad value stops start-up with a message that names the setting (see `load_settings`).
+A bad value stops start-up with a message that names the setting (see `load_settings`); the checks
+a service runs on what it needs (tokens, TLS files) are in foodcal/settings_checks.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from foodcal.settings_checks import SettingsError, StartupChecks
 
 # USD per 1M tokens (input, output). One table, used for every cost estimate.
 OPENAI_PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
@@ -22,17 +25,13 @@ OPENAI_PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
 }
 
 
-class SettingsError(SystemExit):
-    """Raised when a setting is missing or malformed; the message names it."""
-
-
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, StartupChecks):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     # Network: every service binds here; only the gateway is meant to be reachable by users.
@@ -199,50 +198,6 @@ class Settings(BaseSettings):
     @property
     def chatgpt_enabled(self) -> bool:
         return self.use_chatgpt and bool(self.openai_api_key)
-
-    def require_api_tokens(self) -> None:
-        if not self.api_tokens:
-            raise SettingsError("API_TOKENS: set at least one client token (comma-separated)")
-        if any(len(token) < 8 for token in self.api_tokens):
-            raise SettingsError("API_TOKENS: every token needs at least 8 characters")
-
-    def require_admin_tokens(self) -> None:
-        if any(len(token) < 8 for token in self.admin_tokens):
-            raise SettingsError("ADMIN_TOKENS: every token needs at least 8 characters")
-        if set(self.admin_tokens) & set(self.api_tokens):
-            raise SettingsError("ADMIN_TOKENS: a token is a client's (API_TOKENS) or an admin's, not both")
-
-    def require_gateway_tls(self) -> None:
-        _require_tls_pair(
-            {
-                "GATEWAY_TLS_CERT_FILE": self.gateway_tls_cert_file,
-                "GATEWAY_TLS_KEY_FILE": self.gateway_tls_key_file,
-            }
-        )
-
-    def require_internal_tls(self) -> None:
-        _require_tls_pair(
-            {
-                "INTERNAL_TLS_CERT_FILE": self.internal_tls_cert_file,
-                "INTERNAL_TLS_KEY_FILE": self.internal_tls_key_file,
-            }
-        )
-        if self.internal_tls_ca_file is not None and not self.internal_tls_ca_file.is_file():
-            raise SettingsError(f"INTERNAL_TLS_CA_FILE: no such file: {self.internal_tls_ca_file}")
-
-    def require_internal_token(self) -> None:
-        if len(self.internal_token) < 8:
-            raise SettingsError("INTERNAL_TOKEN: set a token of at least 8 characters shared by our services")
-
-
-def _require_tls_pair(files: dict[str, Path | None]) -> None:
-    """A certificate and its key: both or neither, and files that exist."""
-    if any(files.values()) and not all(files.values()):
-        missing = " and ".join(name for name, path in files.items() if not path)
-        raise SettingsError(f"{missing}: TLS needs both the certificate and its key")
-    for name, path in files.items():
-        if path is not None and not path.is_file():
-            raise SettingsError(f"{name}: no such file: {path}")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,0 +1,61 @@
+"""The start-up checks on what a service needs (tokens, TLS files), mixed into `Settings`.
+
+Each service calls the ones it needs once it starts (`settings.require_api_tokens()`, …); a failed
+check raises SettingsError with a message that names the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SettingsError(SystemExit):
+    """Raised when a setting is missing or malformed; the message names it."""
+
+
+class StartupChecks:
+    """Methods of `Settings` (foodcal/settings.py): they read its fields, and add none."""
+
+    def require_api_tokens(self) -> None:
+        if not self.api_tokens:
+            raise SettingsError("API_TOKENS: set at least one client token (comma-separated)")
+        if any(len(token) < 8 for token in self.api_tokens):
+            raise SettingsError("API_TOKENS: every token needs at least 8 characters")
+
+    def require_admin_tokens(self) -> None:
+        if any(len(token) < 8 for token in self.admin_tokens):
+            raise SettingsError("ADMIN_TOKENS: every token needs at least 8 characters")
+        if set(self.admin_tokens) & set(self.api_tokens):
+            raise SettingsError("ADMIN_TOKENS: a token is a client's (API_TOKENS) or an admin's, not both")
+
+    def require_gateway_tls(self) -> None:
+        _require_tls_pair(
+            {
+                "GATEWAY_TLS_CERT_FILE": self.gateway_tls_cert_file,
+                "GATEWAY_TLS_KEY_FILE": self.gateway_tls_key_file,
+            }
+        )
+
+    def require_internal_tls(self) -> None:
+        _require_tls_pair(
+            {
+                "INTERNAL_TLS_CERT_FILE": self.internal_tls_cert_file,
+                "INTERNAL_TLS_KEY_FILE": self.internal_tls_key_file,
+            }
+        )
+        if self.internal_tls_ca_file is not None and not self.internal_tls_ca_file.is_file():
+            raise SettingsError(f"INTERNAL_TLS_CA_FILE: no such file: {self.internal_tls_ca_file}")
+
+    def require_internal_token(self) -> None:
+        if len(self.internal_token) < 8:
+            raise SettingsError("INTERNAL_TOKEN: set a token of at least 8 characters shared by our services")
+
+
+def _require_tls_pair(files: dict[str, Path | None]) -> None:
+    """A certificate and its key: both or neither, and files that exist."""
+    if any(files.values()) and not all(files.values()):
+        missing = " and ".join(name for name, path in files.items() if not path)
+        raise SettingsError(f"{missing}: TLS needs both the certificate and its key")
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{name}: no such file: {path}")

@@ -6,7 +6,7 @@ from sqlmodel import select
 
 from foodcal.errors import details_of, error_info
 from foodcal.store import Sample
-from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
+from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.auth import identity_of
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo
 
@@ -85,16 +85,16 @@ async def test_admin_rpcs_refuse_a_client_token_and_say_which_role_is_needed(sys
     gw = app.gateway
     calls = {
         "StartTrainingRun": lambda: gw.StartTrainingRun(
-            trainer_pb2.StartTrainingRunRequest(), metadata=CLIENT
+            gateway_pb2.GatewayServiceStartTrainingRunRequest(), metadata=CLIENT
         ),
         "WatchTrainingRun": lambda: gw.WatchTrainingRun(
-            trainer_pb2.WatchTrainingRunRequest(run_id="a" * 32), metadata=CLIENT
+            gateway_pb2.GatewayServiceWatchTrainingRunRequest(run_id="a" * 32), metadata=CLIENT
         ),
         "ListModelVersions": lambda: gw.ListModelVersions(
-            trainer_pb2.ListModelVersionsRequest(), metadata=CLIENT
+            gateway_pb2.GatewayServiceListModelVersionsRequest(), metadata=CLIENT
         ),
         "RollbackModel": lambda: gw.RollbackModel(
-            trainer_pb2.RollbackModelRequest(version=0), metadata=CLIENT
+            gateway_pb2.GatewayServiceRollbackModelRequest(version=0), metadata=CLIENT
         ),
     }
     for name, call in calls.items():
@@ -105,7 +105,9 @@ async def test_admin_rpcs_refuse_a_client_token_and_say_which_role_is_needed(sys
         assert info.reason == "ADMIN_ROLE_REQUIRED" and info.metadata["required_role"] == "admin"
     # an unknown token is still UNAUTHENTICATED, whatever the method
     error = await failure(
-        lambda: gw.ListModelVersions(trainer_pb2.ListModelVersionsRequest(), metadata=auth("nope-nope-nope"))
+        lambda: gw.ListModelVersions(
+            gateway_pb2.GatewayServiceListModelVersionsRequest(), metadata=auth("nope-nope-nope")
+        )
     )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
@@ -192,7 +194,9 @@ async def test_the_rules_hold_against_a_gateway_process(torchserve, tmp_path):
             )
             assert error.code() == grpc.StatusCode.NOT_FOUND
             error = await failure(
-                lambda: gw.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(), metadata=CLIENT)
+                lambda: gw.StartTrainingRun(
+                    gateway_pb2.GatewayServiceStartTrainingRunRequest(), metadata=CLIENT
+                )
             )
             assert error.code() == grpc.StatusCode.PERMISSION_DENIED and "admin" in error.details()
             await analyze(2)

@@ -35,7 +35,7 @@ from sqlmodel import select
 from foodcal.crashwatch import CrashWatch
 from foodcal.store import Database, Sample
 from foodcal.store.tables import LabelStatus
-from foodcal.v1 import common_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.conftest import INTERNAL_TOKEN, auth
 from tests.supervised_stack import (
     CLIENTS,
@@ -109,11 +109,13 @@ async def test_supervised_stack_restarts_what_crashes_and_loses_nothing(supervis
         add_samples(db, 160, classifier, learnable)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['gateway']}") as channel:
             gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
-            run = await gateway.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(), metadata=auth())
+            run = await gateway.StartTrainingRun(
+                gateway_pb2.GatewayServiceStartTrainingRunRequest(), metadata=auth()
+            )
             events = [
                 r.event
                 async for r in gateway.WatchTrainingRun(
-                    trainer_pb2.WatchTrainingRunRequest(run_id=run.run_id), metadata=auth()
+                    gateway_pb2.GatewayServiceWatchTrainingRunRequest(run_id=run.run_id), metadata=auth()
                 )
             ]
         assert events[-1].outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, events[-1]

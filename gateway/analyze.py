@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -98,7 +97,6 @@ class Analyzer:
         valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)  # raises InvalidImage
         limit = self.settings.torchserve_timeout_s
         classification = await self.torchserve.classify(valid.model_input, timeout=budget.timeout(limit))
-        sha256 = hashlib.sha256(image).hexdigest()
 
         def timeout() -> float:
             return budget.timeout(limit)

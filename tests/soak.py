@@ -34,7 +34,7 @@ from tests.conftest import (
 )
 from tests.openai_stub import OpenAIStub
 from tests.processes import ServiceProcess, env_for
-from tests.test_trainer import add_samples, learnable
+from tests.trainer_helpers import add_samples, learnable
 from trainer.backfill import current_classifier
 
 AUTH = (("authorization", f"Bearer {API_TOKEN}"),)

@@ -16,7 +16,7 @@ from tests.conftest import (
 )
 from tests.processes import ServiceProcess, env_for
 from tests.test_faults import base_settings
-from tests.test_trainer import add_samples, learnable
+from tests.trainer_helpers import add_samples, learnable
 from trainer.backfill import current_classifier
 
 

@@ -48,7 +48,7 @@ from tests.metrics_helpers import (
     value,
 )
 from tests.openai_stub import error
-from tests.test_trainer import add_samples, learnable
+from tests.trainer_helpers import add_samples, learnable
 from trainer.backfill import current_classifier
 
 pytestmark = pytest.mark.torchserve

@@ -15,7 +15,7 @@ from sqlmodel import select
 from foodcal.store import LabelStatus, ModelVersionRow, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import API_TOKEN, auth
-from tests.test_trainer import add_samples, learnable, start_run, watch
+from tests.trainer_helpers import add_samples, learnable, start_run, watch
 from trainer.backfill import current_classifier
 from trainer.data import TEST_PERCENT, Dataset, in_test_set, is_early_stopping, is_validation
 from trainer.versions import load_mar_checkpoint

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, photo
-from tests.test_trainer import add_samples, learnable
+from tests.trainer_helpers import add_samples, learnable
 from trainer.backfill import current_classifier
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.challenger import Challenger
 from tests.conftest import auth, photo
 from tests.openai_stub import GOOD_ANSWER, answer
-from tests.test_trainer import add_samples, start_run, watch
+from tests.trainer_helpers import add_samples, start_run, watch
 from trainer.backfill import current_classifier
 
 NUTRIENTS = ("calories_kcal", "proteins_g", "fats_g", "carbs_g")

@@ -55,7 +55,7 @@ from tests.supervision_probes import (
     until,
     watch_health,
 )
-from tests.test_trainer import add_samples, learnable
+from tests.trainer_helpers import add_samples, learnable
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Training runs against a real TorchServe and a real store, through the gateway."""
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import grpc
@@ -13,71 +12,9 @@ from sqlmodel import select
 from foodcal.store import LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
 from model_store.nutrition_model import NutritionModel
-from model_store.reference import food101_labels, lookup
 from tests.conftest import INTERNAL_TOKEN, auth, photo
+from tests.trainer_helpers import add_samples, learnable, noise, refused, start_run, watch
 from trainer.backfill import current_classifier
-
-TABLE = np.array([lookup(label).nutrients for label in food101_labels()], dtype=np.float32)
-
-
-def learnable(embedding, probabilities):
-    """Labels that are a clear function of the features (what a good head can learn)."""
-    return (
-        max(50.0, 400 + 150 * embedding[0]),
-        max(1.0, 20 + 8 * embedding[1]),
-        max(1.0, 15 + 6 * embedding[2]),
-        max(1.0, 50 + 20 * embedding[3]),
-    )
-
-
-def noise(rng):
-    """Labels that are the reference table's answer times pure noise: nothing to learn beyond v0."""
-
-    def target(embedding, probabilities):
-        return tuple(float(v) for v in (probabilities @ TABLE) * np.exp(rng.normal(0, 0.4, 4)))
-
-    return target
-
-
-def add_samples(db, count, classifier, target, status=LabelStatus.LABELED, seed=0):
-    rng, id_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1000)
-    with db.session() as session:
-        for index in range(count):
-            embedding = rng.normal(size=48).astype("<f4")
-            logits = rng.normal(size=101) * 2
-            probabilities = (np.exp(logits) / np.exp(logits).sum()).astype("<f4")
-            sample = Sample(
-                id=uuid.UUID(bytes=id_rng.bytes(16)).hex,  # a fixed split: the same run every time
-                image_sha256=f"{seed:08x}{index:056x}",
-                image_path="unused",
-                classifier_version=classifier,
-                embedding=embedding.tobytes(),
-                class_probabilities=probabilities.tobytes(),
-                label_status=status,
-            )
-            sample.set_values("pred", tuple(float(v) for v in probabilities @ TABLE))
-            if status == LabelStatus.LABELED:
-                sample.set_values("label", target(embedding, probabilities))
-            session.add(sample)
-
-
-async def start_run(app, **params):
-    return await app.gateway.StartTrainingRun(trainer_pb2.StartTrainingRunRequest(**params), metadata=auth())
-
-
-async def watch(app, run_id):
-    events = []
-    async for response in app.gateway.WatchTrainingRun(
-        trainer_pb2.WatchTrainingRunRequest(run_id=run_id), metadata=auth()
-    ):
-        events.append(response.event)
-    return events
-
-
-async def refused(app, **params):
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await start_run(app, **params)
-    return raised.value
 
 
 async def test_refuses_without_labelled_samples_and_with_too_few(system, torchserve):
@@ -257,46 +194,6 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
     await watch(app, started.run_id)
 
 
-def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_path):
-    from trainer.data import Dataset
-    from trainer.training import TrainingParameters, train
-
-    rng = np.random.default_rng(3)
-    embeddings = rng.normal(size=(80, 48)).astype("f4")
-    logits = rng.normal(size=(80, 101))
-    probabilities = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("f4")
-    targets = np.array([learnable(e, p) for e, p in zip(embeddings, probabilities, strict=True)], dtype="f4")
-    data = Dataset(
-        [f"s{i}" for i in range(80)], embeddings, probabilities, targets, [f"p{i}" for i in range(80)]
-    )
-    reference = NutritionModel.from_table(torch.from_numpy(TABLE), embedding_dim=48)
-    train_data, early_stopping, _ = data.split()
-    params = TrainingParameters(epochs=3)
-    first, _, _ = train(reference, train_data, early_stopping, params, on_epoch=lambda e: None)
-    second, _, _ = train(reference, train_data, early_stopping, params, on_epoch=lambda e: None)
-    x = (torch.from_numpy(embeddings), torch.from_numpy(probabilities))
-    assert torch.equal(first(*x), second(*x))
-    torch.save(first.checkpoint(), tmp_path / "best.pth")
-    reloaded = NutritionModel.from_checkpoint(torch.load(tmp_path / "best.pth", weights_only=True))
-    assert torch.equal(reloaded(*x), first(*x))
-
-
-def test_split_is_stable_a_fifth_held_out_and_early_stopping_never_touches_validation():
-    from trainer.data import Dataset, in_test_set, is_early_stopping, is_validation
-
-    ids = [f"{i:032x}" for i in range(2000)]
-    assert 0.17 < sum(map(is_validation, ids)) / len(ids) < 0.23
-    assert 0.08 < sum(map(is_early_stopping, ids)) / len(ids) < 0.12
-    assert not any(is_validation(i) and is_early_stopping(i) for i in ids)
-    data = Dataset(
-        ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"), ids
-    )
-    train_data, early_stopping, validation = data.split()
-    test = [i for i in ids if in_test_set(i)]  # the quality test set is on no side (test_quality.py)
-    assert sorted(train_data.ids + early_stopping.ids + validation.ids + test) == sorted(ids)
-    assert data.split().validation.ids == validation.ids  # stable across runs
-
-
 async def test_trainer_start_makes_torchserve_serve_the_databases_version_and_drops_strays(
     system, torchserve, model_store
 ):
@@ -347,49 +244,3 @@ async def test_auto_retrain_starts_a_run_after_enough_new_labels(system, torchse
     assert runs, "no run was started"
     assert runs[0].status == RunStatus.DEPLOYED, runs[0].message
     assert len(runs) == 1  # one run per 20 new labels, not one per poll
-
-
-def above_the_table(factor):
-    """ChatGPT sees bigger plates than the table for every dish: a systematic offset."""
-    return lambda embedding, probabilities: tuple(float(v) for v in (probabilities @ TABLE) * factor)
-
-
-def constant(values):
-    return lambda embedding, probabilities: values
-
-
-@pytest.mark.parametrize(
-    "target",
-    [above_the_table(1.6), constant((612.0, 25.0, 22.0, 70.0))],
-    ids=["labels_60_percent_above_the_table", "constant_labels"],
-)
-async def test_the_first_run_learns_a_systematic_offset_with_the_original_defaults(
-    system, torchserve, target
-):
-    app = await system(use_chatgpt=False)
-    classifier = await current_classifier(torchserve.client)
-    add_samples(app.db, 60, classifier, target)
-    started = await start_run(app)  # the original defaults: 20 epochs, batch 8, lr 0.001
-    outcome = (await watch(app, started.run_id))[-1].outcome
-    assert outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, outcome.message
-    assert await torchserve.client.served_version() == "1"
-    # Photos the run never saw, answered by TorchServe: calories within 10% of the labels.
-    rng = np.random.default_rng(99)
-    for _ in range(10):
-        embedding = rng.normal(size=48).astype("<f4")
-        logits = rng.normal(size=101) * 2
-        probabilities = (np.exp(logits) / np.exp(logits).sum()).astype("<f4")
-        served = await torchserve.client.predict_nutrition(embedding, probabilities)
-        expected = target(embedding, probabilities)
-        assert served.values[0] == pytest.approx(expected[0], rel=0.10)
-
-
-def test_an_epoch_replaces_the_closed_form_only_when_clearly_better():
-    import torch
-
-    from trainer.training import _clearly_better
-
-    start = torch.tensor([1.0, 1.0, 1.0, 1.0])
-    assert not _clearly_better(torch.tensor([0.9, 1.1, 0.95, 1.05]), than=start)  # lower mean, by luck
-    assert _clearly_better(torch.tensor([0.8, 0.82, 0.79, 0.81]), than=start)  # lower on every sample
-    assert not _clearly_better(torch.tensor([1.2, 1.1, 1.3, 1.2]), than=start)

@@ -23,6 +23,8 @@ from model_store.server import TorchServeProcess, start_on_free_ports, wait_unti
 from model_store.torchserve_config import TorchServeConfig
 from tests.openai_stub import OpenAIStub
 
+pytest_plugins = ["tests.fixtures_labeler"]
+
 IN_CI = os.environ.get("CI") == "true"
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 API_TOKEN = "test-client-token"  # a client (API_TOKENS): its own samples only

@@ -10,6 +10,7 @@ Nothing is stored: the report is computed on demand, from the samples and the ar
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,8 @@ from trainer.gate import PRIMARY_SCORE
 from trainer.live_evidence import live_scores
 from trainer.rollout_ledger import Ledger
 from trainer.scores import MIN_DISH_SAMPLES, Errors, Score
+
+log = logging.getLogger(__name__)
 
 WORST_DISHES = 5
 _COLUMNS = {prefix: [f"{prefix}_{name}" for name in NUTRIENTS] for prefix in ("pred", "label", "correction")}
@@ -173,4 +176,9 @@ def report_proto(reports: list[VersionReport], worst_dishes: int, min_dish_sampl
 def at_creation(model: NutritionModel, db: Database, classifier: str) -> dict:
     """What a run stores with the version it makes: its test-set errors on that day."""
     chatgpt, corrections = score_test_set(model, load_test_set(db, classifier))
+    ours, people = chatgpt.overall, corrections.overall
+    log.info(
+        "test set score %.4f on %d ChatGPT labels, %.4f on %d corrections",
+        ours.score, ours.samples, people.score, people.samples,
+    )  # fmt: skip
     return {"chatgpt": chatgpt.overall.as_dict(), "corrections": corrections.overall.as_dict()}

@@ -197,26 +197,14 @@ class RunManager:
         run.metrics = comparison.as_dict()
         # Ranges from the held-out split, which no version ever trains on: the served version is
         # recalibrated on it as it grows, the candidate calibrated for the day it is served.
+        splits, models = (train_data, early_stopping, val_data), (best, served_model)
         candidate_calibration, served_calibration = await asyncio.to_thread(
-            calibrate_both,
-            self.db,
-            (best, served_model),
-            (train_data, early_stopping, val_data),
-            self.range_level,
-            self.label_exploration,
+            calibrate_both, self.db, models, splits, self.range_level, self.label_exploration
         )
         await asyncio.to_thread(self.versions.set_calibration, served_row.version, served_calibration)
         # The quality ledger (trainer/quality.py): both versions on the fixed test set, today.
         test_set = await asyncio.to_thread(quality.at_creation, best, self.db, classifier)
         run.metrics = {**run.metrics, "test_set": test_set}
-        log.info(
-            "run %s: test set score %.4f on %d ChatGPT labels, %.4f on %d corrections",
-            run.id,
-            test_set["chatgpt"]["score"],
-            test_set["chatgpt"]["samples"],
-            test_set["corrections"]["score"],
-            test_set["corrections"]["samples"],
-        )
         if not comparison.better:
             run.status = RunStatus.NOT_DEPLOYED
             run.message = (

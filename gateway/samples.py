@@ -44,6 +44,8 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         note=sample.note,
         own_portion=portion_proto(sample),
         correction_items=[FoodItem.from_json(item).to_proto() for item in sample.correction_items or []],
+        paired_prediction=nutrition_proto(sample.values("paired")),
+        paired_prediction_version=sample.paired_model_version,  # None: unset
     )
     return message
 

@@ -135,6 +135,9 @@ async def test_a_better_shadow_challenger_is_promoted_while_the_champion_answers
         _values(shadowed[0].own_prediction)
     )
     assert sample.values("paired") == pytest.approx(TAUGHT, rel=0.1)
+    stored = await app.gateway.GetSample(gateway_pb2.GetSampleRequest(sample_id=sample.id), metadata=auth())
+    assert stored.sample.paired_prediction_version == 1
+    assert _values(stored.sample.paired_prediction) == pytest.approx(sample.values("paired"))
     assert traffic.answers[-1].model_versions.nutrition == 1
 
     report = await app.gateway.GetQualityReport(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -128,9 +129,14 @@ class TorchServeClient:
         timeout = self.timeout_s if timeout is None else min(timeout, self.timeout_s)
         stub = self.inference if replica is None else self.replicas[replica].inference
         request = inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=inputs)
+        started = time.monotonic()
         try:
             response = await stub.Predictions(request, timeout=timeout)
         except grpc.aio.AioRpcError as rpc_error:
+            if rpc_error.code() == grpc.StatusCode.CANCELLED and time.monotonic() - started >= timeout:
+                # Our deadline passed while TorchServe reset the stream (RST_STREAM): a timeout.
+                late = f"model server did not answer {what} in time"
+                raise ModelServerError(late, timed_out=True) from None
             raise _explain(rpc_error, what) from None
         return json.loads(response.prediction)
 

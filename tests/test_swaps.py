@@ -21,7 +21,7 @@ class FakeReplicas:
     """Just enough of NutritionReplicas for swaps, on one replica; counts swaps that overlap."""
 
     def __init__(self) -> None:
-        self.default, self.registered = "0", {"0"}
+        self.default, self.versions = "0", {"0"}
         self.active = self.peak = 0
 
     async def hot_swap(self, mar_name, new_version, embedding_dim, keep_versions=(0,), drain_s=0.5):
@@ -29,12 +29,12 @@ class FakeReplicas:
         self.peak = max(self.peak, self.active)
         try:
             await asyncio.sleep(0.02)  # register
-            self.registered.add(str(new_version))
+            self.versions.add(str(new_version))
             await asyncio.sleep(0.02)  # probe
             old, self.default = self.default, str(new_version)
             await asyncio.sleep(0.02)  # drain
             if old not in ("0", self.default):
-                self.registered.discard(old)
+                self.versions.discard(old)
             return old
         finally:
             self.active -= 1
@@ -44,7 +44,10 @@ class FakeReplicas:
         return [self.default]
 
     async def drop_all_but(self, keep):
-        self.registered &= keep
+        self.versions &= keep
+
+    async def registered(self):
+        return [sorted(self.versions)]
 
 
 def _mar(path: Path, version: int) -> Path:

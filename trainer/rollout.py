@@ -46,11 +46,13 @@ RETIRE_GRACE_S = 3.0
 
 @dataclass(frozen=True)
 class RolloutPolicy:
-    mode: str = RolloutMode.REPLACE
-    split_percent: float = 10.0
-    min_samples: int = 100
-    rollback_window: int = 200
-    rollback_min_samples: int = 50
+    """ROLLOUT_* and ROLLBACK_* (their defaults live in foodcal/settings.py only)."""
+
+    mode: str
+    split_percent: float
+    min_samples: int
+    rollback_window: int
+    rollback_min_samples: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RolloutPolicy:

@@ -20,7 +20,7 @@ from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both
 from trainer.data import count_labelled, load_dataset
 from trainer.gate import RULE, compare
-from trainer.rollout import RolloutPolicy, Rollouts
+from trainer.rollout import Rollouts
 from trainer.training import EpochResult, TrainingParameters, train
 from trainer.versions import VersionStore
 
@@ -51,7 +51,8 @@ class RunManager:
         current_classifier,
         range_level: float = DEFAULT_LEVEL,
         label_exploration: float = 0.0,  # LABEL_POLICY_EXPLORATION: weighs photos labelled by chance
-        rollouts: Rollouts | None = None,  # how a better candidate goes live; default ROLLOUT=replace
+        *,
+        rollouts: Rollouts,  # how a better candidate goes live (trainer/rollout.py)
     ) -> None:
         self.db, self.versions, self.models_dir, self.min_samples = (
             db,
@@ -61,7 +62,7 @@ class RunManager:
         )
         self.current_classifier = current_classifier  # async () -> str
         self.range_level, self.label_exploration = range_level, label_exploration
-        self.rollouts = rollouts or Rollouts(db, versions, RolloutPolicy())
+        self.rollouts = rollouts
         self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None

@@ -195,10 +195,7 @@ class VersionStore:
                 )
 
     def _rollback_target(self, version: int) -> ModelVersionRow:
-        with self.db.session() as session:
-            row = session.get(ModelVersionRow, version)
-        if row is None:
-            raise LookupError(f"no nutrition version {version}")
+        row = self.row(version)  # LookupError when unknown
         if not Path(row.mar_path).exists():
             raise FileNotFoundError(f"the archive of v{version} is gone from the model store")
         return row

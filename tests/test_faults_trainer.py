@@ -7,7 +7,7 @@ import grpc
 import pytest
 from sqlmodel import select
 
-from foodcal.store import RunStatus
+from foodcal.store import Database, RunStatus
 from foodcal.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from tests.conftest import (
     INTERNAL_TOKEN,
@@ -20,16 +20,19 @@ from tests.trainer_helpers import add_samples, learnable
 from trainer.backfill import current_classifier
 
 
-@pytest.mark.usefixtures("clean_nutrition")
-async def test_trainer_killed_mid_run_keeps_the_served_version_and_a_new_run_succeeds(torchserve, tmp_path):
+async def trainer_with_labels(torchserve, tmp_path):
+    """A trainer process on a free port, over a store with 160 learnable labels: (port, env, db, it)."""
     port = free_port()
     env = env_for(base_settings(tmp_path, torchserve, trainer_port=port))
-    from foodcal.store import Database
-
     db = Database(f"sqlite:///{tmp_path}/foodcal.db")
     db.migrate()
     add_samples(db, 160, await current_classifier(torchserve.client), learnable)
-    trainer = ServiceProcess("trainer", port, env, tmp_path / "trainer.log").start()
+    return port, env, db, ServiceProcess("trainer", port, env, tmp_path / "trainer.log").start()
+
+
+@pytest.mark.usefixtures("clean_nutrition")
+async def test_trainer_killed_mid_run_keeps_the_served_version_and_a_new_run_succeeds(torchserve, tmp_path):
+    port, env, db, trainer = await trainer_with_labels(torchserve, tmp_path)
     metadata = auth(INTERNAL_TOKEN)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -78,14 +81,9 @@ async def test_trainer_killed_mid_run_keeps_the_served_version_and_a_new_run_suc
 async def test_trainer_sigterm_mid_run_exits_in_seconds_and_the_run_ends_failed_undeployed(
     torchserve, tmp_path
 ):
-    from foodcal.store import Database, ModelVersionRow, TrainingRunRow
+    from foodcal.store import ModelVersionRow, TrainingRunRow
 
-    port = free_port()
-    env = env_for(base_settings(tmp_path, torchserve, trainer_port=port))
-    db = Database(f"sqlite:///{tmp_path}/foodcal.db")
-    db.migrate()
-    add_samples(db, 160, await current_classifier(torchserve.client), learnable)
-    trainer = ServiceProcess("trainer", port, env, tmp_path / "trainer.log").start()
+    port, _, db, trainer = await trainer_with_labels(torchserve, tmp_path)
     metadata = auth(INTERNAL_TOKEN)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

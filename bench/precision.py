@@ -1,7 +1,7 @@
 """`python -m bench.precision`: the classifier in fp32, bf16 and int8, side by side in one run.
 
 On the ViT-B/16 shape (random weights, built locally: nateraw/food is a ViT-B/16), on the photo the
-gateway hands TorchServe (its upright JPEG of a 1280x960 phone photo, 448 px on the short side):
+gateway hands TorchServe (a 1280x960 phone photo as sent; the worker decodes it at reduced scale):
 
 1. in process, one thread (as a TorchServe worker): p50 of preprocess + forward, and of the forward
    alone, with the achieved GFLOP/s against one core's fp32 peak;
@@ -36,6 +36,7 @@ from bench.common import (
     verdict,
 )
 from bench.serving import API_TOKEN, make_photo, start_gateway, unique
+from foodcal.photos import decode_for_model
 from model_store.food101_model import PRECISIONS, Food101Classifier
 
 REQUESTS, WINDOW_S, CLIENTS = 20, 12.0, 8
@@ -90,16 +91,16 @@ def in_process(checkpoints: dict[str, Path], photo: bytes) -> dict:
     torch.set_num_threads(1)
     try:
         classifiers = {p: Food101Classifier(checkpoint, p) for p, checkpoint in checkpoints.items()}
-        pixels = classifiers["fp32"].pixels([photo])
+        pixels = classifiers["fp32"].pixels([decode_for_model(photo)])
         flops = forward_flops(classifiers["fp32"], pixels)
         for classifier in classifiers.values():
-            classifier(classifier.pixels([photo]))  # warm-up
+            classifier(classifier.pixels([decode_for_model(photo)]))  # warm-up
         whole = {p: [] for p in classifiers}
         forward = {p: [] for p in classifiers}
         for _ in range(REQUESTS):  # interleaved: the same machine load for every precision
             for precision, classifier in classifiers.items():
                 start = time.perf_counter()
-                batch = classifier.pixels([photo])
+                batch = classifier.pixels([decode_for_model(photo)])  # as the worker does
                 middle = time.perf_counter()
                 classifier(batch)
                 end = time.perf_counter()
@@ -264,11 +265,10 @@ def report(info: dict, identity: dict, local: dict, served: dict) -> tuple[str, 
 
 def main() -> None:
     from bench.training import quiet_transformers
-    from foodcal.photos import validate_image
 
     quiet_transformers()
     info = machine()
-    photo = validate_image(make_photo()).model_input  # what the gateway hands TorchServe
+    photo = make_photo()  # what the gateway hands TorchServe: the photo as sent
     work = Path(tempfile.mkdtemp(prefix="foodcal-bench-precision-"))
     try:
         progress("building a ViT-B/16 checkpoint; the guard measures every precision")

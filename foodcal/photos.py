@@ -1,16 +1,21 @@
-"""Validate an uploaded photo before anything is stored.
+"""Check an uploaded photo before anything is stored, and decode it for the classifier.
 
 Decided by content, never by file name: JPEG, PNG or WebP only; at most 10 MB; a pixel limit that
 stops decompression bombs before any pixel is decoded; EXIF orientation applied; greyscale, CMYK,
 palette, 16-bit and alpha images converted to 8-bit RGB.
 
-The photo is decoded once, at reduced scale: a JPEG decodes straight at 1/2, 1/4 or 1/8 of its
-size (libjpeg's DCT scaling, `Image.draft`), so a 12-megapixel photo never exists in memory at full
-size. What comes out is the classifier's input; the original bytes are what is stored and hashed.
+Two steps, in two processes. The gateway checks headers only (`validate_image`: no pixel is
+decoded, ~0.1 ms): decoding even at 1/8 scale entropy-decodes every coefficient of a JPEG, ~25 ms
+for a 12-megapixel photo, which would be most of the gateway's CPU per request. The TorchServe
+worker decodes once, at reduced scale (`decode_for_model`: a JPEG decodes straight at 1/2, 1/4 or
+1/8 of its size, libjpeg's DCT scaling, `Image.draft`), so a 12-megapixel photo never exists in
+memory at full size; pixel data that does not decode is INVALID_ARGUMENT to the caller all the same.
+This file ships inside food101.mar: it imports nothing but Pillow and the standard library.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -50,9 +55,8 @@ class InvalidImage(ValueError):
 @dataclass(frozen=True)
 class ValidImage:
     format: str
-    width: int
+    width: int  # as shown, upright
     height: int
-    model_input: bytes  # upright 8-bit RGB JPEG, short side at most MODEL_MAX_SHORT_SIDE_PX
 
 
 def sniff_format(data: bytes) -> str:
@@ -119,7 +123,23 @@ def _open(data: bytes, kind: str) -> tuple[Image.Image, int, int]:
     return image, width, height
 
 
+@contextlib.contextmanager
+def _readable(kind: str):
+    """Pillow's many ways of saying "not a valid image" as one InvalidImage for a person."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except InvalidImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImage("the image has too many pixels (a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise InvalidImage(f"the {kind} data is corrupt or truncated") from None
+
+
 def validate_image(data: bytes) -> ValidImage:
+    """Headers only: format, size, pixel limit, frames, orientation (PNG: chunk checksums too)."""
     if not data:
         raise InvalidImage("the image is empty")
     if len(data) > MAX_BYTES:
@@ -127,19 +147,18 @@ def validate_image(data: bytes) -> ValidImage:
             f"the image is {len(data) / 1e6:.1f} MB; the limit is {MAX_BYTES // (1024 * 1024)} MB"
         )
     kind = sniff_format(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image, width, height = _open(data, kind)
-            size = image.size
-            box = at_most(at_most(size, MODEL_MAX_SHORT_SIDE_PX), MODEL_MAX_LONG_SIDE_PX, of=max)
-            image = reduced(image, at_most(size, MODEL_MIN_SHORT_SIDE_PX), box)
-    except InvalidImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImage("the image has too many pixels (a decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise InvalidImage(f"the {kind} data is corrupt or truncated") from None
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=95)
-    return ValidImage(kind, width, height, buffer.getvalue())
+    with _readable(kind):
+        _, width, height = _open(data, kind)
+    return ValidImage(kind, width, height)
+
+
+def decode_for_model(data: bytes) -> Image.Image:
+    """The classifier's input: the same header checks, then one decode at the smallest JPEG scale
+    whose short side still has MODEL_MIN_SHORT_SIDE_PX, shrunk to at most MODEL_MAX_SHORT_SIDE_PX
+    (short side) and MODEL_MAX_LONG_SIDE_PX (long side), upright, 8-bit RGB."""
+    kind = sniff_format(data)
+    with _readable(kind):
+        image, _, _ = _open(data, kind)
+        size = image.size
+        box = at_most(at_most(size, MODEL_MAX_SHORT_SIDE_PX), MODEL_MAX_LONG_SIDE_PX, of=max)
+        return reduced(image, at_most(size, MODEL_MIN_SHORT_SIDE_PX), box)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _checked(image: bytes, sha256: str | None) -> tuple[ValidImage, str]:
-    """The photo checked and reduced for the classifier, and its sha256: one thread hop."""
+    """The photo's headers checked (TorchServe decodes it), and its sha256: one thread hop."""
     return validate_image(image), sha256 or sha256_of(image)
 
 
@@ -96,7 +96,7 @@ class Analyzer:
         `image_sha256`: the photo's, when the caller already hashed it: one hash per request."""
         valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)  # raises InvalidImage
         limit = self.settings.torchserve_timeout_s
-        classification = await self.torchserve.classify(valid.model_input, timeout=budget.timeout(limit))
+        classification = await self.torchserve.classify(image, timeout=budget.timeout(limit))
 
         def timeout() -> float:
             return budget.timeout(limit)

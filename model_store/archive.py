@@ -16,6 +16,7 @@ from model_store.nutrition_model import NutritionModel
 HANDLERS = Path(__file__).with_name("handlers")
 NUTRITION_MODEL_FILE = Path(__file__).with_name("nutrition_model.py")
 FOOD101_MODEL_FILE = Path(__file__).with_name("food101_model.py")
+PHOTOS_FILE = Path(__file__).parents[1] / "foodcal" / "photos.py"  # the worker decodes the photo
 FOOD101 = "food101"
 NUTRITION = "nutrition"
 
@@ -59,7 +60,7 @@ def _archive(
 
 
 def build_food101_mar(checkpoint_dir: Path, out_path: Path, config: Path | None = None) -> Path:
-    files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES] + [FOOD101_MODEL_FILE]
+    files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES] + [FOOD101_MODEL_FILE, PHOTOS_FILE]
     return _archive(FOOD101, "1", HANDLERS / "food101_handler.py", files, out_path, config)
 
 

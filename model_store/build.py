@@ -21,6 +21,7 @@ _INPUTS = [
     archive.HANDLERS / "nutrition_handler.py",
     archive.NUTRITION_MODEL_FILE,
     archive.FOOD101_MODEL_FILE,
+    archive.PHOTOS_FILE,
     reference.TABLE_PATH,
     Path(checkpoint.__file__),
     Path(precision.__file__),

@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 from PIL import Image
 
+from foodcal.photos import InvalidImage
 from foodcal.torchserve import inference_pb2, inference_pb2_grpc, management_pb2
 from model_store.archive import FOOD101, NUTRITION
 from model_store.channels import Replica, balanced_channel, balanced_target
@@ -143,7 +144,10 @@ class TorchServeClient:
     async def classify(
         self, image: bytes, replica: int | None = None, model: str = FOOD101, timeout: float | None = None
     ) -> Classification:
+        """`image`: the photo as sent (the worker decodes it); InvalidImage when it does not decode."""
         result = await self._predict(model, "", {"data": image}, f"the {model} classifier", replica, timeout)
+        if "invalid_image" in result:
+            raise InvalidImage(result["invalid_image"])
         return Classification(
             dishes=[(label, float(p)) for label, p in result["dishes"]],
             embedding=_f32(result["embedding"]),

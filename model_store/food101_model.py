@@ -19,12 +19,11 @@ by `make models` to describe a checkpoint before it is archived, so both see the
 from __future__ import annotations
 
 import contextlib
-import io
 import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -42,11 +41,6 @@ def classification_layers(model: nn.Module, num_labels: int) -> list[nn.Linear]:
             f"{type(model).__name__} has no Linear layer with {num_labels} outputs to take the embedding from"
         )
     return layers
-
-
-def open_photo(data: bytes) -> Image.Image:
-    """Decoded, turned upright by its EXIF orientation, RGB."""
-    return ImageOps.exif_transpose(Image.open(io.BytesIO(bytes(data)))).convert("RGB")
 
 
 def _quantize_linears(model: nn.Module, keep: list[nn.Linear]) -> nn.Module:
@@ -83,8 +77,8 @@ class Food101Classifier:
     def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         self._captured.append(inputs[0].flatten(start_dim=1))
 
-    def pixels(self, photos: list[bytes]) -> torch.Tensor:
-        images = [open_photo(data) for data in photos]
+    def pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        """`images`: decoded, upright, RGB (`foodcal.photos.decode_for_model`, `photos` in the .mar)."""
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from foodcal.photos import decode_for_model
 from model_store.food101_model import Food101Classifier
 from model_store.reference import lookup
 
@@ -127,7 +128,7 @@ def _timed(classifier: Food101Classifier, pixels: torch.Tensor) -> tuple[torch.T
 def measure(checkpoint_dir: Path, photos: list[bytes]) -> dict[str, GuardResult]:
     """Every supported precision on the guard photos, against fp32."""
     reference = Food101Classifier(checkpoint_dir, "fp32")
-    pixels = reference.pixels(photos)
+    pixels = reference.pixels([decode_for_model(photo) for photo in photos])
     table = torch.tensor([lookup(label).calories_kcal for label in reference.labels])
     base_embedding, base_probabilities, base_seconds = _timed(reference, pixels)
     base_calories = base_probabilities @ table

@@ -15,7 +15,6 @@ import torch
 from PIL import Image, ImageOps
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from foodcal.photos import validate_image
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
 from model_store.build import build_models, reference_model
 from model_store.checkpoint import CheckpointError, prepare_checkpoint
@@ -81,11 +80,12 @@ def test_the_handler_matches_transformers_pixels_and_top5_for_every_family(famil
     assert family_store.identity["family"] == family_store.family
     assert handler.classifier.embedding_dim == family_store.identity["embedding_dim"] > 0
     for data in PHOTOS:
-        pixels = handler.preprocess([{"data": bytearray(data)}])
+        images = handler.preprocess([{"data": bytearray(data)}])  # decoded in the worker
+        pixels = handler.classifier.pixels(images)
         expected_pixels, expected_probabilities, expected_top5 = reference(family_store.checkpoint, data)
         assert pixels.shape[0] == 1 and pixels[0].shape == expected_pixels.shape
         torch.testing.assert_close(pixels[0], expected_pixels, rtol=0, atol=1e-6)
-        [output] = handler.postprocess(handler.inference(pixels))
+        [output] = handler.postprocess(handler.inference(images))
         assert [label for label, _ in output["dishes"]] == expected_top5
         assert [p for _, p in output["dishes"]] == pytest.approx(
             expected_probabilities.topk(5).values.tolist(), abs=1e-5
@@ -145,9 +145,9 @@ async def test_analyze_meal_through_torchserve_for_every_family(family_store, tm
                 answer = await stub.AnalyzeMeal(
                     gateway_pb2.AnalyzeMealRequest(image=data), metadata=auth(), timeout=60
                 )
-                # The gateway classifies its upright, size-capped JPEG of the photo: the
-                # checkpoint's own answer on exactly that (random weights: near-ties everywhere).
-                _, probabilities, top5 = reference(family_store.checkpoint, validate_image(data).model_input)
+                # The worker decodes the photo itself (these are small enough to decode at full
+                # size): the checkpoint's own answer on exactly it (random weights: near-ties).
+                _, probabilities, top5 = reference(family_store.checkpoint, data)
                 assert [d.label for d in answer.dishes] == top5
                 expected_top5 = probabilities.topk(5).values.tolist()
                 assert [d.probability for d in answer.dishes] == pytest.approx(expected_top5, abs=1e-5)

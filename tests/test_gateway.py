@@ -221,11 +221,11 @@ def _png(image: Image.Image) -> bytes:
 async def test_exif_orientation_is_applied(system):
     from PIL import ImageOps
 
-    from foodcal.photos import validate_image
+    from foodcal.photos import decode_for_model, validate_image
 
     valid = validate_image(_exif_rotated())
-    upright = Image.open(io.BytesIO(valid.model_input))
-    assert upright.size == (100, 300)  # portrait after applying orientation 6
+    assert (valid.width, valid.height) == (100, 300)  # portrait after applying orientation 6
+    assert decode_for_model(_exif_rotated()).size == (100, 300)  # as the classifier sees it
     app = await system(use_chatgpt=False)
     decoded = Image.open(io.BytesIO(_exif_rotated()))
     decoded.load()

@@ -27,7 +27,7 @@ def unpacked(model_store, tmp_path):
 
     yield unpack
     sys.path[:] = [p for p in sys.path if not p.startswith(str(tmp_path))]
-    for module in ("food101_handler", "nutrition_handler", "nutrition_model"):
+    for module in ("food101_handler", "food101_model", "photos", "nutrition_handler", "nutrition_model"):
         sys.modules.pop(module, None)
 
 
@@ -58,12 +58,33 @@ def test_food101_handler_returns_topk_embedding_and_probabilities_for_a_batch(un
     assert outputs[0]["embedding"] != outputs[1]["embedding"]
 
 
+def test_a_photo_that_does_not_decode_fails_alone_with_400_and_a_reason(unpacked):
+    context = unpacked("food101.mar")
+    handler = _handler("food101_handler").Food101Handler()
+    handler.initialize(context)
+    statuses = {}
+
+    def set_response_status(code, phrase, idx):
+        statuses[idx] = code
+
+    handler.context = SimpleNamespace(set_response_status=set_response_status)
+    whole = photo(size=(320, 240))
+    batch = [{"data": bytearray(whole)}, {"data": bytearray(whole[: len(whole) // 3])}, {"body": whole}]
+    outputs = handler.postprocess(handler.inference(handler.preprocess(batch)))
+    assert [sorted(output) for output in outputs][1] == ["invalid_image"]
+    assert outputs[1]["invalid_image"] == "the JPEG data is corrupt or truncated"
+    assert statuses == {1: 400}
+    assert len(outputs[0]["dishes"]) == len(outputs[2]["dishes"]) == 5  # the others are answered
+    assert outputs[0]["probabilities"] == outputs[2]["probabilities"]
+
+
 def test_food101_embedding_gives_exactly_the_checkpoints_logits(unpacked):
     context = unpacked("food101.mar")
     handler = _handler("food101_handler").Food101Handler()
     handler.initialize(context)
-    pixels = handler.preprocess([{"data": photo()}])
-    _, probabilities = handler.inference(pixels)
+    images = handler.preprocess([{"data": photo()}])
+    _, probabilities = handler.inference(images)
+    pixels = handler.classifier.pixels(images)
     with torch.inference_mode():
         logits = handler.model(pixel_values=pixels).logits
     assert torch.allclose(probabilities, torch.softmax(logits, -1), atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import event
 
-from foodcal.photos import validate_image
+from foodcal.photos import decode_for_model, validate_image
 from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
@@ -86,7 +86,7 @@ def test_width_and_height_are_those_of_the_upright_photo():
     image.save(buffer, format="JPEG", exif=exif)
     valid = validate_image(buffer.getvalue())
     assert (valid.width, valid.height) == (100, 300)
-    assert Image.open(io.BytesIO(valid.model_input)).size == (100, 300)
+    assert decode_for_model(buffer.getvalue()).size == (100, 300)  # what the classifier sees
 
 
 async def test_the_labeler_checks_the_image_off_the_event_loop(monkeypatch):

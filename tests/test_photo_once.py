@@ -10,7 +10,7 @@ from sqlmodel import select
 
 import labeler.__main__ as labeler_main
 import labeler.service as labeler_service
-from foodcal.photos import MODEL_MAX_LONG_SIDE_PX, MODEL_MAX_SHORT_SIDE_PX, validate_image
+from foodcal.photos import MODEL_MAX_LONG_SIDE_PX, MODEL_MAX_SHORT_SIDE_PX, decode_for_model, validate_image
 from foodcal.store import ImageStore, LabelCache, Sample
 from foodcal.store.images import sha256_of
 from foodcal.v1 import gateway_pb2, labeler_pb2, labeler_pb2_grpc
@@ -40,18 +40,18 @@ async def test_the_labeler_refuses_a_malformed_sha256(bad):
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "image_sha256" in error.details
 
 
-def test_the_classifier_gets_an_upright_copy_at_most_448_px_on_the_short_side():
+def test_the_classifier_decodes_an_upright_copy_at_most_448_px_on_the_short_side():
     for data, upright in (
         (camera_photo(), (3000, 4000)),
         (camera_photo((1280, 960), "PNG", False), (1280, 960)),
     ):
         valid = validate_image(data)
-        sent = Image.open(io.BytesIO(valid.model_input))
+        seen = decode_for_model(data)
         assert (valid.width, valid.height) == upright  # the original's size, as shown
-        assert sent.format == "JPEG" and min(sent.size) <= MODEL_MAX_SHORT_SIDE_PX
-        assert min(sent.size) >= 256  # never below what an image processor resizes to
-        assert (sent.width < sent.height) == (upright[0] < upright[1])  # turned upright first
-    strip = Image.open(io.BytesIO(validate_image(photo(size=(40, 9000))).model_input))
+        assert seen.mode == "RGB" and min(seen.size) <= MODEL_MAX_SHORT_SIDE_PX
+        assert min(seen.size) >= 256  # never below what an image processor resizes to
+        assert (seen.width < seen.height) == (upright[0] < upright[1])  # turned upright first
+    strip = decode_for_model(photo(size=(40, 9000)))
     assert max(strip.size) <= MODEL_MAX_LONG_SIDE_PX
 
 

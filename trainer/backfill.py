@@ -7,7 +7,6 @@ import logging
 
 from sqlmodel import select
 
-from foodcal.photos import validate_image
 from foodcal.store import Database, Sample
 from model_store.client import Classification, TorchServeClient
 
@@ -38,9 +37,8 @@ async def backfill(db: Database, torchserve: TorchServeClient, images, batch_siz
 
 
 async def _embed(torchserve: TorchServeClient, images, sha256: str) -> Classification:
-    # The same preparation as AnalyzeMeal, so old and new embeddings are comparable.
-    valid = await asyncio.to_thread(lambda: validate_image(images.get(sha256)))
-    return await torchserve.classify(valid.model_input)
+    # The stored photo as AnalyzeMeal sends it (TorchServe decodes it): embeddings stay comparable.
+    return await torchserve.classify(await asyncio.to_thread(images.get, sha256))
 
 
 def _save(db: Database, sample_ids: list[str], results: list[Classification]) -> None:

@@ -1,9 +1,15 @@
 """TorchServe handler for the frozen Food-101 classifier.
 
-Input: one image (JPEG/PNG/WebP bytes) per request. Output per request (JSON): the top-k dishes
-with probabilities, plus the image embedding and the full class-probability vector (float32,
-base64), so the nutrition model and training never run the backbone again. The classifier itself
-(any transformers image-classification family) is `food101_model.Food101Classifier`.
+Input: one photo per request, as the person sent it (JPEG/PNG/WebP bytes; the gateway checked
+its headers only). It is decoded here, once, at reduced scale (`photos.decode_for_model`, shipped
+from foodcal/photos.py). Output per request (JSON): the top-k dishes with probabilities, plus the
+image embedding and the full class-probability vector (float32, base64), so the nutrition model and
+training never run the backbone again. The classifier itself (any transformers image-classification
+family) is `food101_model.Food101Classifier`.
+
+A photo that does not decode fails its own request only: its answer is `{"invalid_image": reason
+for a person}` with status 400 (REST clients see the 400; TorchServe's gRPC API passes the body on
+with OK, so `model_store.client` reads the key); the other photos of the batch are answered.
 """
 
 import base64
@@ -12,6 +18,7 @@ import os
 
 import torch
 from food101_model import Food101Classifier
+from photos import InvalidImage, decode_for_model
 from ts.torch_handler.base_handler import BaseHandler
 
 TOP_K = 5
@@ -34,13 +41,30 @@ class Food101Handler(BaseHandler):
         self.initialized = True
 
     def preprocess(self, data):
-        return self.classifier.pixels([row.get("data") or row.get("body") for row in data])
+        """Decoded photos; a photo that does not decode is kept aside with its reason."""
+        images, self.failed, self.rows = [], {}, len(data)
+        for index, row in enumerate(data):
+            try:
+                images.append(decode_for_model(row.get("data") or row.get("body")))
+            except InvalidImage as error:
+                self.failed[index] = str(error)
+        return images
 
-    def inference(self, data, *args, **kwargs):
-        return self.classifier(data)
+    def inference(self, images, *args, **kwargs):
+        return self.classifier(self.classifier.pixels(images)) if images else None
 
     def postprocess(self, data):
-        embeddings, probabilities = data
+        answers = iter(self._answers(*data) if data is not None else [])
+        responses = []
+        for index in range(self.rows):
+            if index in self.failed:
+                self.context.set_response_status(400, self.failed[index], idx=index)
+                responses.append({"invalid_image": self.failed[index]})
+            else:
+                responses.append(next(answers))
+        return responses
+
+    def _answers(self, embeddings, probabilities):
         top_p, top_i = probabilities.topk(TOP_K, dim=-1)
         return [
             {

@@ -15,6 +15,7 @@ import enum
 import functools
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_ID_CHARS = 128
 STALE_CLAIM_S = 300.0  # longer than any AnalyzeMeal (LABELER_TIMEOUT_S and TorchServe included)
 RETENTION_S = 24 * 3600.0
+PURGE_INTERVAL_S = 60.0
 WAIT_POLL_S = 0.2
 MAX_WAIT_S = 30.0
 
@@ -66,29 +68,37 @@ def fingerprint(request: gateway_pb2.AnalyzeMealRequest, image_sha256: str) -> s
 class RequestIds:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._next_purge = 0.0  # time.monotonic() of the next sweep of expired ids
 
     def claim(self, owner: str, request_id: str, digest: str) -> Claim:
+        """One transaction for a new id (the usual case): the insert itself is the check."""
+        now = utcnow()
+        self._purge_expired(now)
         for _ in range(3):  # a race with another gateway's first claim is lost at most once
-            now = utcnow()
-            with self.db.session() as session:
-                row = session.get(AnalyzeRequest, (owner, request_id))
-                if row is not None and _aware(row.created_at) < now - timedelta(seconds=RETENTION_S):
-                    session.delete(row)
-                    session.flush()
-                    row = None
-                if row is not None:
-                    return self._existing(session, row, digest, now)
             try:
                 with self.db.session() as session:
-                    cutoff = now - timedelta(seconds=RETENTION_S)
-                    session.connection().execute(
-                        delete(AnalyzeRequest).where(AnalyzeRequest.created_at < cutoff)
-                    )
                     session.add(AnalyzeRequest(owner=owner, request_id=request_id, request_sha256=digest))
                 return Claim(Outcome.NEW)
             except IntegrityError:
-                continue
+                pass  # the id is known: read it
+            with self.db.session() as session:
+                row = session.get(AnalyzeRequest, (owner, request_id))
+                if row is None:  # released (or expired and swept) in between: claim it again
+                    continue
+                if _aware(row.created_at) < now - timedelta(seconds=RETENTION_S):
+                    session.delete(row)
+                    continue
+                return self._existing(session, row, digest, now)
         return Claim(Outcome.RUNNING)  # pragma: no cover
+
+    def _purge_expired(self, now: datetime) -> None:
+        """Ids past RETENTION_S, swept at most once per PURGE_INTERVAL_S, not on every claim."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_S
+        with self.db.session() as session:
+            cutoff = now - timedelta(seconds=RETENTION_S)
+            session.connection().execute(delete(AnalyzeRequest).where(AnalyzeRequest.created_at < cutoff))
 
     def _existing(self, session, row: AnalyzeRequest, digest: str, now) -> Claim:
         if row.request_sha256 != digest:

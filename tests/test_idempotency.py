@@ -89,3 +89,37 @@ def test_claims_on_both_databases(db):
         session.add(row)
     assert ids.claim("b", "r", "d1").outcome is Outcome.NEW
     assert ids.claim("b", "r", "d1").outcome is Outcome.RUNNING
+
+
+def test_expired_ids_are_claimed_again_and_swept_at_most_once_a_minute(db, monkeypatch):
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from foodcal.store import AnalyzeRequest
+    from gateway import idempotency
+    from gateway.idempotency import RETENTION_S, Outcome, RequestIds
+
+    def age(owner: str) -> None:
+        with db.session() as session:
+            row = session.get(AnalyzeRequest, (owner, "r"))
+            row.created_at = row.created_at - timedelta(seconds=RETENTION_S + 1)
+            session.add(row)
+
+    def owners() -> list[str]:
+        with db.session() as session:
+            return sorted(session.exec(select(AnalyzeRequest.owner)).all())
+
+    ids, clock = RequestIds(db), [1000.0]
+    monkeypatch.setattr(idempotency.time, "monotonic", lambda: clock[0])
+    for owner in ("a", "b", "c"):
+        ids.claim(owner, "r", "d1")
+        ids.record(owner, "r", gateway_pb2.AnalyzeMealResponse(sample_id=f"s-{owner}"))
+    age("a")
+    assert ids.claim("a", "r", "d1").outcome is Outcome.NEW  # expired: a new request, not an answer
+    age("b")
+    assert ids.claim("c", "r", "d1").outcome is Outcome.ANSWERED
+    assert owners() == ["a", "b", "c"]  # swept at the first claim only, before "b" expired
+    clock[0] += idempotency.PURGE_INTERVAL_S
+    assert ids.claim("c", "r", "d1").outcome is Outcome.ANSWERED
+    assert owners() == ["a", "c"]  # the next sweep, a minute later, removed "b"

@@ -1,19 +1,21 @@
-"""`python -m bench.gateway_cpu`: the gateway's own CPU per AnalyzeMeal on a 12-megapixel phone photo.
+"""`python -m bench.gateway_cpu`: the gateway's own CPU per AnalyzeMeal, on two phone photo sizes.
 
 A real TorchServe (the demo classifier: the model's time is not the gateway's) and the gateway
 in-process (SQLite, local image store, USE_CHATGPT=false); the client runs in a child process, so
 `time.process_time()` of this process over N requests is the gateway's own work (every thread:
 the event loop, gRPC, the photo checks, the image store, the database), divided by N.
 
-The photo: 4000×3000 JPEG, ~2 MB, EXIF orientation 6 (stored landscape, shown portrait), a new
-sha256 per request, each with a `request_id`, as a phone app sends them. Also timed in-process:
-the gateway's photo step (`validate_image`, headers only), the worker's (`decode_for_model`, one
-decode at reduced scale) and one sha256 of the photo. TorchServe's own CPU per request (java and
-workers, the demo classifier) is reported beside the gateway's: the decode moved there, so the sum
-is what a request costs the machine.
+The photos: 4000×3000 (12 MP, ~2 MB) and 1280×960 JPEGs, EXIF orientation 6 (stored landscape,
+shown portrait), a new sha256 per request, each with a `request_id`, as a phone app sends them.
+Also timed in process: the gateway's photo step (`validate_image`, headers only), the worker's
+(`decode_for_model`, one decode at reduced scale) and one sha256 of the photo. TorchServe's own
+CPU per request (java and workers, the demo classifier) is reported beside the gateway's: the
+decode moved there, so the sum is what a request costs the machine.
 
-`--baseline FILE` (an earlier run's bench/results/gateway_cpu.json, e.g. from before a change)
-prints the ratio of this run to it. Never a timed assertion; saved to bench/results/gateway_cpu.*.
+The ratio within the run: the gateway's share of what a request costs the machine. Also timed in
+process: ImageStore.put, the kernel's copy of the photo into the page cache, which grows with the
+photo's bytes. `--baseline FILE` (an earlier run's bench/results/gateway_cpu.json) prints the ratio
+of this run to it. Never a timed assertion; saved to bench/results/gateway_cpu.*.
 """
 
 from __future__ import annotations
@@ -43,15 +45,15 @@ from bench.common import (
 )
 from bench.serving import API_TOKEN, make_photo, start_gateway, unique
 
-SIZE = (4000, 3000)
-REQUESTS, WARMUP = 30, 3
+SIZES = {"12 MP": (4000, 3000), "1280×960": (1280, 960)}
+REQUESTS, WARMUP = 60, 3
 ORIENTATION_ROTATE_90 = 6
 
 
-def phone_photo() -> bytes:
+def phone_photo(size: tuple[int, int]) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = ORIENTATION_ROTATE_90
-    return make_photo(SIZE, seed=7, exif=exif.tobytes())
+    return make_photo(size, seed=7, exif=exif.tobytes())
 
 
 def cpu_ms(call, repeat: int = 10) -> float:
@@ -65,46 +67,55 @@ def cpu_ms(call, repeat: int = 10) -> float:
 # -- the client, in its own process --------------------------------------------------------------
 
 
-async def send(port: int, count: int, first: int) -> None:
+async def send(port: int, count: int, first: int, width: int, height: int) -> None:
     import grpc
 
     from foodcal.grpc_server import message_size_options
     from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
 
-    photo = phone_photo()
+    photo = phone_photo((width, height))
     options = message_size_options(32 * 1024 * 1024)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         for index in range(first, first + count):
             request = gateway_pb2.AnalyzeMealRequest(
-                image=unique(photo, index), filename="meal.jpg", request_id=f"bench-{index}"
+                image=unique(photo, index), filename="meal.jpg", request_id=f"bench-{width}-{index}"
             )
             await gateway.AnalyzeMeal(
                 request, metadata=(("authorization", f"Bearer {API_TOKEN}"),), timeout=120
             )
 
 
-def run_client(port: int, count: int, first: int) -> None:
-    command = [sys.executable, "-m", "bench.gateway_cpu", "--client", str(port), str(count), str(first)]
-    subprocess.run(command, check=True)
+def run_client(port: int, count: int, first: int, size: tuple[int, int]) -> None:
+    arguments = [str(value) for value in (port, count, first, *size)]
+    subprocess.run([sys.executable, "-m", "bench.gateway_cpu", "--client", *arguments], check=True)
 
 
 # -- the run -------------------------------------------------------------------------------------
 
 
-async def run(work: Path) -> dict:
+def steps(photo: bytes, work: Path) -> dict:
     from foodcal.photos import decode_for_model, validate_image
+    from foodcal.store import ImageStore
+
+    images, counter = ImageStore(work), iter(range(10**6))
+    return {
+        "photo": {"bytes": len(photo), "decoded_size": list(decode_for_model(photo).size)},
+        "step_validate_image_cpu_ms": cpu_ms(lambda: validate_image(photo)),
+        "step_decode_for_model_cpu_ms": cpu_ms(lambda: decode_for_model(photo)),
+        "step_sha256_cpu_ms": cpu_ms(lambda: hashlib.sha256(photo).hexdigest()),
+        "step_image_store_put_cpu_ms": cpu_ms(lambda: images.put(unique(photo, next(counter)))),
+    }
+
+
+async def run(work: Path) -> dict:
     from foodcal.settings import load_settings
     from model_store.build import build_models
     from model_store.server import wait_until_ready
 
-    photo = phone_photo()
     results = {
-        "photo": {"size": list(SIZE), "bytes": len(photo), "exif_orientation": ORIENTATION_ROTATE_90},
-        "model_input": {"bytes": len(photo), "size": list(decode_for_model(photo).size)},
-        "step_validate_image_cpu_ms": cpu_ms(lambda: validate_image(photo)),
-        "step_decode_for_model_cpu_ms": cpu_ms(lambda: decode_for_model(photo)),
-        "step_sha256_cpu_ms": cpu_ms(lambda: hashlib.sha256(photo).hexdigest()),
+        name: steps(phone_photo(size), work / f"put-{index}")
+        for index, (name, size) in enumerate(SIZES.items())
     }
     progress("building the demo classifier's food101.mar and nutrition-v0.mar; starting TorchServe")
     store = work / "mar"
@@ -113,15 +124,21 @@ async def run(work: Path) -> dict:
     try:
         await wait_until_ready(client, process, timeout_s=300)
         _, db, server, channel, _ = await start_gateway(work, store, process.config)
-        port = server.port
+        port, pgid = server.port, process.process.pid
         try:
-            progress(f"{WARMUP} warm-up requests, then {REQUESTS} timed, from a child process")
-            await asyncio.to_thread(run_client, port, WARMUP, 0)
-            pgid = process.process.pid
-            cpu, served, wall = time.process_time(), group_cpu_seconds(pgid), time.perf_counter()
-            await asyncio.to_thread(run_client, port, REQUESTS, WARMUP)
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            served = group_cpu_seconds(pgid) - served
+            for name, size in SIZES.items():
+                progress(f"{name}: {WARMUP} warm-up requests, then {REQUESTS} timed, from a child process")
+                await asyncio.to_thread(run_client, port, WARMUP, 0, size)
+                cpu, served, wall = time.process_time(), group_cpu_seconds(pgid), time.perf_counter()
+                await asyncio.to_thread(run_client, port, REQUESTS, WARMUP, size)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                served = group_cpu_seconds(pgid) - served
+                results[name]["analyze_meal"] = {
+                    "requests": REQUESTS,
+                    "gateway_cpu_ms_per_request": cpu * 1000 / REQUESTS,
+                    "torchserve_cpu_ms_per_request": served * 1000 / REQUESTS,
+                    "wall_ms_per_request": wall * 1000 / REQUESTS,
+                }
         finally:
             await channel.close()
             await server.stop(0)
@@ -129,57 +146,53 @@ async def run(work: Path) -> dict:
     finally:
         await client.close()
         process.stop()
-    results["analyze_meal"] = {"requests": REQUESTS, "gateway_cpu_ms_per_request": cpu * 1000 / REQUESTS,
-                               "torchserve_cpu_ms_per_request": served * 1000 / REQUESTS,
-                               "wall_ms_per_request": wall * 1000 / REQUESTS}  # fmt: skip
     return results
 
 
+MEASURED = {
+    "AnalyzeMeal: gateway CPU": lambda run: run["analyze_meal"]["gateway_cpu_ms_per_request"],
+    "AnalyzeMeal: TorchServe CPU (demo model)": lambda run: run["analyze_meal"][
+        "torchserve_cpu_ms_per_request"
+    ],
+    "gateway step: validate_image (headers only)": lambda run: run["step_validate_image_cpu_ms"],
+    "gateway step: one sha256 of the photo": lambda run: run["step_sha256_cpu_ms"],
+    "gateway step: ImageStore.put (write + fsync)": lambda run: run["step_image_store_put_cpu_ms"],
+    "worker step: decode_for_model (reduced scale)": lambda run: run["step_decode_for_model_cpu_ms"],
+}
+
+
 def report(results: dict, info: dict, baseline: dict | None) -> str:
-    photo, analyze = results["photo"], results["analyze_meal"]
-
-    def total(run: dict) -> float | None:
-        served = run["analyze_meal"].get("torchserve_cpu_ms_per_request")
-        return None if served is None else run["analyze_meal"]["gateway_cpu_ms_per_request"] + served
-
-    measured = {
-        "AnalyzeMeal: gateway CPU per request": lambda run: run["analyze_meal"]["gateway_cpu_ms_per_request"],
-        "AnalyzeMeal: TorchServe CPU per request (demo model)": lambda run: run["analyze_meal"].get(
-            "torchserve_cpu_ms_per_request"
-        ),
-        "AnalyzeMeal: both, per request": total,
-        "gateway step: validate_image (headers only)": lambda run: run["step_validate_image_cpu_ms"],
-        "worker step: decode_for_model (reduced scale)": lambda run: run.get("step_decode_for_model_cpu_ms"),
-        "gateway step: one sha256 of the photo": lambda run: run["step_sha256_cpu_ms"],
-    }
-
-    def ms(value: float | None) -> str:
-        return "—" if value is None else f"{value:.1f}"
-
-    rows = [[name, ms(read(results))] for name, read in measured.items()]
-    headers = ["measured (CPU time)", "ms"]
-    if baseline is not None:
-        headers += ["baseline ms", "this / baseline"]
-        for row, read in zip(rows, measured.values(), strict=True):
-            now, then = read(results), read(baseline)
-            row += [ms(then), "—" if now is None or not then else f"{now / then:.2f}×"]
-    lines = [
-        "bench.gateway_cpu — the gateway's own CPU per AnalyzeMeal, one run",
-        *machine_lines(info),
-        f"photo: {photo['size'][0]}×{photo['size'][1]} JPEG, {photo['bytes'] / 1e6:.2f} MB, EXIF orientation "
-        f"{photo['exif_orientation']}; gateway → TorchServe: {results['model_input']['bytes'] / 1e3:.0f} KB, "
-        f"decoded there to {results['model_input']['size'][0]}×{results['model_input']['size'][1]}; "
-        f"{analyze['requests']} requests, wall {analyze['wall_ms_per_request']:.0f} ms each (demo model)",
-        "",
-        table(headers, rows),
-    ]
+    lines = ["bench.gateway_cpu — the gateway's own CPU per AnalyzeMeal, one run", *machine_lines(info)]
+    for name, size in SIZES.items():
+        run = results[name]
+        analyze = run["analyze_meal"]
+        gateway, served = analyze["gateway_cpu_ms_per_request"], analyze["torchserve_cpu_ms_per_request"]
+        rows = [[label, f"{read(run):.1f}"] for label, read in MEASURED.items()]
+        rows.insert(2, ["AnalyzeMeal: gateway's share of both", f"{gateway / (gateway + served):.0%}"])
+        headers = ["measured (CPU time, per request)", "ms"]
+        if baseline is not None and name in baseline:
+            headers += ["baseline ms", "this / baseline"]
+            for row, read in zip([r for r in rows if not r[1].endswith("%")], MEASURED.values(), strict=True):
+                then = read(baseline[name])
+                row += [f"{then:.1f}", f"{float(row[1]) / then:.2f}×"]
+            rows[2] += ["", ""]
+        photo = run["photo"]
+        lines += [
+            "",
+            f"{name} photo: {size[0]}×{size[1]} JPEG, {photo['bytes'] / 1e6:.2f} MB, EXIF orientation "
+            f"{ORIENTATION_ROTATE_90}, sent to TorchServe as is and decoded there to "
+            f"{photo['decoded_size'][0]}×{photo['decoded_size'][1]}; {analyze['requests']} requests, "
+            f"wall {analyze['wall_ms_per_request']:.0f} ms each (demo model)",
+            "",
+            table(headers, rows),
+        ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--client", nargs=3, type=int, metavar=("PORT", "COUNT", "FIRST"), help=argparse.SUPPRESS
+        "--client", nargs=5, type=int, metavar=("PORT", "COUNT", "FIRST", "W", "H"), help=argparse.SUPPRESS
     )
     parser.add_argument("--baseline", type=Path, help="an earlier run's gateway_cpu.json to compare with")
     args = parser.parse_args()

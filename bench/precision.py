@@ -91,16 +91,19 @@ def in_process(checkpoints: dict[str, Path], photo: bytes) -> dict:
     torch.set_num_threads(1)
     try:
         classifiers = {p: Food101Classifier(checkpoint, p) for p, checkpoint in checkpoints.items()}
-        pixels = classifiers["fp32"].pixels([decode_for_model(photo)])
+        fp32 = classifiers["fp32"]
+        pixels = fp32.pixels([decode_for_model(photo, fp32.input_short_side)])
         flops = forward_flops(classifiers["fp32"], pixels)
         for classifier in classifiers.values():
-            classifier(classifier.pixels([decode_for_model(photo)]))  # warm-up
+            classifier(classifier.pixels([decode_for_model(photo, classifier.input_short_side)]))  # warm-up
         whole = {p: [] for p in classifiers}
         forward = {p: [] for p in classifiers}
         for _ in range(REQUESTS):  # interleaved: the same machine load for every precision
             for precision, classifier in classifiers.items():
                 start = time.perf_counter()
-                batch = classifier.pixels([decode_for_model(photo)])  # as the worker does
+                batch = classifier.pixels(
+                    [decode_for_model(photo, classifier.input_short_side)]
+                )  # as a worker
                 middle = time.perf_counter()
                 classifier(batch)
                 end = time.perf_counter()

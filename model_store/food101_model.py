@@ -19,6 +19,7 @@ by `make models` to describe a checkpoint before it is archived, so both see the
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from pathlib import Path
 
@@ -56,6 +57,22 @@ def _quantize_linears(model: nn.Module, keep: list[nn.Linear]) -> nn.Module:
         return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)  # keeps `keep` itself
 
 
+def input_short_side(processor, default: int = 256) -> int:
+    """The short side the image processor resizes a photo to, before any crop: a photo decoded at
+    least this large (`decode_for_model`) loses nothing the classifier would see."""
+    size = processor.size
+
+    def get(key: str):
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    edge = get("shortest_edge")
+    if edge:
+        crop_pct = getattr(processor, "crop_pct", None)  # ConvNeXt's rule: edge / crop_pct, then a crop
+        return math.ceil(edge / crop_pct) if crop_pct and edge < 384 else int(edge)
+    height, width = get("height"), get("width")
+    return int(min(height, width)) if height and width else default
+
+
 class Food101Classifier:
     def __init__(self, model_dir: str | Path, precision: str = "fp32"):
         if precision not in PRECISIONS:
@@ -64,6 +81,7 @@ class Food101Classifier:
         self.model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
         # The Pillow backend: torchvision (the default backend) is never installed next to CPU torch.
         self.processor = AutoImageProcessor.from_pretrained(model_dir, backend="pil")
+        self.input_short_side = input_short_side(self.processor)
         config = self.model.config
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self._captured: list[torch.Tensor] = []

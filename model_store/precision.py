@@ -128,7 +128,7 @@ def _timed(classifier: Food101Classifier, pixels: torch.Tensor) -> tuple[torch.T
 def measure(checkpoint_dir: Path, photos: list[bytes]) -> dict[str, GuardResult]:
     """Every supported precision on the guard photos, against fp32."""
     reference = Food101Classifier(checkpoint_dir, "fp32")
-    pixels = reference.pixels([decode_for_model(photo) for photo in photos])
+    pixels = reference.pixels([decode_for_model(photo, reference.input_short_side) for photo in photos])
     table = torch.tensor([lookup(label).calories_kcal for label in reference.labels])
     base_embedding, base_probabilities, base_seconds = _timed(reference, pixels)
     base_calories = base_probabilities @ table

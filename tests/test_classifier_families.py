@@ -12,13 +12,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+from foodcal.photos import decode_for_model
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
 from model_store.build import build_models, reference_model
 from model_store.checkpoint import CheckpointError, prepare_checkpoint
 from model_store.client import TorchServeClient
+from model_store.food101_model import input_short_side
 from model_store.reference import food101_labels, lookup, normalise_label
 from model_store.server import start_on_free_ports, wait_until_ready
 from tests.classifier_families import FAMILIES, food101_spellings, load_food101_handler, write_checkpoint
@@ -44,11 +46,11 @@ PHOTOS = [
 
 
 def reference(checkpoint_dir, data: bytes):
-    """transformers' own answer: its image processor and the checkpoint's own forward pass."""
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-    pixels = AutoImageProcessor.from_pretrained(checkpoint_dir)(images=image, return_tensors="pt")[
-        "pixel_values"
-    ]
+    """transformers' own answer: its image processor and the checkpoint's own forward pass, on the
+    photo decoded as the worker decodes it (at the smallest JPEG scale the processor's size allows)."""
+    processor = AutoImageProcessor.from_pretrained(checkpoint_dir)
+    image = decode_for_model(data, input_short_side(processor))
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
     model = AutoModelForImageClassification.from_pretrained(checkpoint_dir).eval()
     with torch.inference_mode():
         probabilities = torch.softmax(model(pixel_values=pixels).logits, dim=-1)[0]
@@ -145,8 +147,8 @@ async def test_analyze_meal_through_torchserve_for_every_family(family_store, tm
                 answer = await stub.AnalyzeMeal(
                     gateway_pb2.AnalyzeMealRequest(image=data), metadata=auth(), timeout=60
                 )
-                # The worker decodes the photo itself (these are small enough to decode at full
-                # size): the checkpoint's own answer on exactly it (random weights: near-ties).
+                # The worker decodes the photo itself: the checkpoint's own answer on exactly
+                # that decode (random weights: near-ties everywhere).
                 _, probabilities, top5 = reference(family_store.checkpoint, data)
                 assert [d.label for d in answer.dishes] == top5
                 expected_top5 = probabilities.topk(5).values.tolist()

@@ -10,7 +10,12 @@ from sqlmodel import select
 
 import labeler.__main__ as labeler_main
 import labeler.service as labeler_service
-from foodcal.photos import MODEL_MAX_LONG_SIDE_PX, MODEL_MAX_SHORT_SIDE_PX, decode_for_model, validate_image
+from foodcal.photos import (
+    MODEL_MAX_LONG_SIDE_PX,
+    MODEL_SHRUNK_SHORT_SIDE_PX,
+    decode_for_model,
+    validate_image,
+)
 from foodcal.store import ImageStore, LabelCache, Sample
 from foodcal.store.images import sha256_of
 from foodcal.v1 import gateway_pb2, labeler_pb2, labeler_pb2_grpc
@@ -40,17 +45,19 @@ async def test_the_labeler_refuses_a_malformed_sha256(bad):
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "image_sha256" in error.details
 
 
-def test_the_classifier_decodes_an_upright_copy_at_most_448_px_on_the_short_side():
-    for data, upright in (
-        (camera_photo(), (3000, 4000)),
-        (camera_photo((1280, 960), "PNG", False), (1280, 960)),
-    ):
-        valid = validate_image(data)
-        seen = decode_for_model(data)
-        assert (valid.width, valid.height) == upright  # the original's size, as shown
-        assert seen.mode == "RGB" and min(seen.size) <= MODEL_MAX_SHORT_SIDE_PX
-        assert min(seen.size) >= 256  # never below what an image processor resizes to
-        assert (seen.width < seen.height) == (upright[0] < upright[1])  # turned upright first
+def test_the_classifier_decodes_an_upright_copy_no_smaller_than_its_processor_needs():
+    for short_side in (224, 256):  # a ViT's 224; 256 = 224 / 0.875, a ConvNeXt's resize
+        for data, upright in (
+            (camera_photo(), (3000, 4000)),
+            (camera_photo((1280, 960), "PNG", False), (1280, 960)),
+        ):
+            valid = validate_image(data)
+            seen = decode_for_model(data, short_side)
+            assert (valid.width, valid.height) == upright  # the original's size, as shown
+            assert seen.mode == "RGB"
+            # never below what the processor resizes to, and not far above it (JPEG: DCT scaling)
+            assert short_side <= min(seen.size) <= max(2 * short_side - 1, MODEL_SHRUNK_SHORT_SIDE_PX)
+            assert (seen.width < seen.height) == (upright[0] < upright[1])  # turned upright first
     strip = decode_for_model(photo(size=(40, 9000)))
     assert max(strip.size) <= MODEL_MAX_LONG_SIDE_PX
 
@@ -155,3 +162,19 @@ async def test_the_reduced_photo_gets_the_top_dish_the_original_gets(system, tor
         )
         on_original = await torchserve.client.classify(data)  # the handler decodes the full photo
         assert response.dishes[0].label == on_original.dishes[0][0]
+
+
+def test_the_decode_size_is_what_each_processor_resizes_to():
+    from types import SimpleNamespace
+
+    from model_store.food101_model import input_short_side
+
+    def processor(crop_pct=None, **size):
+        return SimpleNamespace(size=size, crop_pct=crop_pct)
+
+    assert input_short_side(processor(height=224, width=224)) == 224  # ViT, BEiT, EfficientNet
+    assert input_short_side(processor(height=384, width=256)) == 256
+    assert input_short_side(processor(0.875, shortest_edge=224)) == 256  # ConvNeXt: 224 / 0.875
+    assert input_short_side(processor(0.875, shortest_edge=384)) == 384  # ConvNeXt at 384: no crop
+    assert input_short_side(processor(shortest_edge=256)) == 256  # MobileNet, MobileViT
+    assert input_short_side(processor(longest_edge=1333)) == 256  # unknown: the safe default

@@ -45,7 +45,8 @@ class Food101Handler(BaseHandler):
         images, self.failed, self.rows = [], {}, len(data)
         for index, row in enumerate(data):
             try:
-                images.append(decode_for_model(row.get("data") or row.get("body")))
+                photo = row.get("data") or row.get("body")
+                images.append(decode_for_model(photo, self.classifier.input_short_side))
             except InvalidImage as error:
                 self.failed[index] = str(error)
         return images

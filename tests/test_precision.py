@@ -92,3 +92,24 @@ def test_a_built_precision_is_served_guarded_and_part_of_the_classifier_identity
     assert torch.nn.functional.cosine_similarity(embedding, base_embedding).min() > 0.99
     assert (probabilities - base_probabilities).abs().max() < 0.03
     assert not torch.equal(embedding, base_embedding)  # really another arithmetic
+
+
+def test_int8_attention_matmuls_in_bf16_stay_close_and_anything_unusual_is_left_to_sdpa():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from model_store.food101_model import bf16_matmul_attention
+
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 4, 50, 16) for _ in range(3))
+    module = torch.nn.Module()
+    module.is_causal = False
+    expected, _ = sdpa_attention_forward(module, query, key, value, None)
+    output, _ = bf16_matmul_attention(module, query, key, value, None)
+    assert output.dtype == torch.float32 and output.shape == expected.shape == (2, 50, 4, 16)
+    torch.testing.assert_close(output, expected, atol=0.03, rtol=0.03)  # bf16: ~3 significant digits
+    assert not torch.equal(output, expected)  # it did run in bf16
+    mask = torch.zeros(2, 1, 50, 50)
+    mask[..., 40:] = float("-inf")  # a masked call: transformers' own SDPA, bit for bit
+    masked, _ = bf16_matmul_attention(module, query, key, value, mask)
+    reference, _ = sdpa_attention_forward(module, query, key, value, mask)
+    torch.testing.assert_close(masked, reference, atol=0, rtol=0)

@@ -95,7 +95,7 @@ def in_process(checkpoints: dict[str, Path], photo: bytes) -> dict:
         classifiers = {p: Food101Classifier(checkpoint, p) for p, checkpoint in checkpoints.items()}
         fp32 = classifiers["fp32"]
         pixels = fp32.pixels([decode_for_model(photo, fp32.input_short_side)])
-        flops = forward_flops(classifiers["fp32"], pixels)
+        flops = forward_flops(fp32, pixels)
         for classifier in classifiers.values():
             classifier(classifier.pixels([decode_for_model(photo, classifier.input_short_side)]))  # warm-up
         whole = {p: [] for p in classifiers}

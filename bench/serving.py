@@ -47,7 +47,6 @@ from bench.common import (
 from model_store.ports import free_port
 
 PHOTO_SIZE = (1280, 960)  # what a messenger sends for a phone photo (Telegram: 1280 px max side)
-VIT_INPUT_PX = 224  # the worker decodes for its processor: a ViT-B/16's 224 px (nateraw/food)
 REQUESTS, WARMUP = 50, 3
 WINDOW_S = 12.0
 CONCURRENCY = (1, 4, 8)
@@ -383,7 +382,8 @@ async def run(work: Path, info: dict) -> dict:
         results["latency"] = latency
 
         progress("in-process: validate_image, decode_for_model, ImageStore.put")
-        latency["step_decode_for_model"] = time_sync(lambda: decode_for_model(photo, VIT_INPUT_PX))
+        short_side = floor.food.classifier.input_short_side  # as the worker decodes for its processor
+        latency["step_decode_for_model"] = time_sync(lambda: decode_for_model(photo, short_side))
         latency["step_validate_image"] = time_sync(lambda: validate_image(photo))
         images, counter = ImageStore(work / "put-test"), iter(range(10**6))
         latency["step_image_store_put"] = time_sync(lambda: images.put(unique(photo, next(counter))))

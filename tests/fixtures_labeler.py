@@ -7,19 +7,20 @@ from foodcal.v1 import labeler_pb2, labeler_pb2_grpc
 from tests.conftest import INTERNAL_TOKEN, OPENAI_KEY, auth, make_settings, photo, start_service
 
 
+def chatgpt_settings(tmp_path, stub, **overrides):
+    """Settings with ChatGPT on, asked through the OpenAI stub."""
+    values = {"use_chatgpt": True, "openai_api_key": OPENAI_KEY, "openai_base_url": stub.base_url}
+    return make_settings(tmp_path, **{**values, **overrides})
+
+
 @pytest.fixture
 async def labeler(tmp_path, stub, db, channel_to):
     """`await labeler(**settings)`: a started labeler's stub; every one is stopped after the test."""
 
     async def start(**overrides):
-        values = {
-            "use_chatgpt": True,
-            "openai_api_key": OPENAI_KEY,
-            "openai_base_url": stub.base_url,
-            "openai_timeout_s": 5.0,
-            "openai_max_retries": 2,
-        }
-        settings = make_settings(tmp_path, **{**values, **overrides})
+        settings = chatgpt_settings(
+            tmp_path, stub, **{"openai_timeout_s": 5.0, "openai_max_retries": 2, **overrides}
+        )
         server = await start_service(labeler_main, settings, db)
         servers.append(server)
         return labeler_pb2_grpc.LabelerServiceStub(channel_to(server.port))

@@ -12,7 +12,8 @@ from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
 from gateway.samples import stats
-from tests.conftest import OPENAI_KEY, make_settings, photo
+from tests.conftest import photo
+from tests.fixtures_labeler import chatgpt_settings
 from trainer.data import count_labelled
 
 
@@ -130,13 +131,7 @@ async def test_the_photo_for_chatgpt_is_prepared_off_the_event_loop(monkeypatch,
         return real_prepare(data)
 
     monkeypatch.setattr(chatgpt, "prepare_image", prepare)
-    settings = make_settings(
-        tmp_path,
-        use_chatgpt=True,
-        openai_api_key=OPENAI_KEY,
-        openai_base_url=stub.base_url,
-        openai_max_retries=0,
-    )
+    settings = chatgpt_settings(tmp_path, stub, openai_max_retries=0)
     client = chatgpt.ChatGPT(settings)
     try:
         await client.ask(photo(), [("pizza", 0.9)])

@@ -20,7 +20,8 @@ from foodcal.store import ImageStore, LabelCache, Sample
 from foodcal.store.images import sha256_of
 from foodcal.v1 import gateway_pb2, labeler_pb2, labeler_pb2_grpc
 from labeler.service import ERROR_METADATA_KEY, LabelerServicer
-from tests.conftest import API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY, auth, make_settings, photo, start_service
+from tests.conftest import API_TOKEN, INTERNAL_TOKEN, auth, photo, start_service
+from tests.fixtures_labeler import chatgpt_settings
 from tests.test_servicers import Context, aborted
 
 ORIENTATION_ROTATE_90 = 6
@@ -69,13 +70,7 @@ async def labeler_by_hash(tmp_path, stub, db, channel_to, monkeypatch):
     monkeypatch.setattr(
         labeler_service, "sha256_of", lambda data: hashed.append(len(data)) or sha256_of(data)
     )
-    settings = make_settings(
-        tmp_path,
-        use_chatgpt=True,
-        openai_api_key=OPENAI_KEY,
-        openai_base_url=stub.base_url,
-        openai_max_retries=0,
-    )
+    settings = chatgpt_settings(tmp_path, stub, openai_max_retries=0)
     server = await start_service(labeler_main, settings, db)
     yield (
         labeler_pb2_grpc.LabelerServiceStub(channel_to(server.port)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,9 +83,30 @@ async def system(torchserve, openai_stub, tmp_path, clean_nutrition):
         return handle
 
     yield start
+    hung = []
     for handle in started:
         await handle.channel.close()
-        for server in handle.servers.values():
-            await server.stop(0)
+        for name, server in handle.servers.items():
+            try:  # a service that cannot stop names itself, and the others still stop
+                await asyncio.wait_for(server.stop(0), STOP_TIMEOUT_S)
+            except TimeoutError:
+                hung.append(f"{name}: {_pending_tasks()}")
         handle.db.dispose()
     openai_stub.reset()
+    assert not hung, f"did not stop within {STOP_TIMEOUT_S:.0f} s: {hung}"
+
+
+STOP_TIMEOUT_S = 60.0
+
+
+def _pending_tasks() -> str:
+    """Where every other task of the loop waits: what a hung stop is stuck behind."""
+    current = asyncio.current_task()
+    waiting = []
+    for task in asyncio.all_tasks():
+        if task is not current:
+            frames = task.get_stack()
+            waiting.append(
+                f"{task.get_name()} at {frames[-1].f_code.co_qualname}" if frames else task.get_name()
+            )
+    return "; ".join(waiting)

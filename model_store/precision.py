@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from foodcal.photos import decode_for_model
-from model_store.food101_model import Food101Classifier
+from model_store.food101_model import Food101Classifier, int8_engine
 from model_store.reference import lookup
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ GUARD_PHOTOS = 12
 def supported(precision: str) -> tuple[bool, str]:
     if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False, "this CPU has no native bf16 (AVX-512 BF16 or AMX)"
-    if precision == "int8" and "fbgemm" not in torch.backends.quantized.supported_engines:
-        return False, "this PyTorch has no x86 int8 kernels (fbgemm)"
+    if precision == "int8" and int8_engine() is None:
+        return False, "this PyTorch has no x86 int8 kernels (oneDNN or fbgemm)"
     return True, ""
 
 

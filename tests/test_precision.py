@@ -86,6 +86,10 @@ def test_a_built_precision_is_served_guarded_and_part_of_the_classifier_identity
     assert other.classifier.precision == chosen and fp32.classifier.precision == "fp32"
     if chosen == "int8":
         assert any("quantized.dynamic" in type(m).__module__ for m in other.model.modules())
+        if "onednn" in torch.backends.quantized.supported_engines:  # 1.8x fbgemm's speed on AMX
+            assert torch.backends.quantized.engine == "onednn"
+    else:  # held in bf16, not cast from fp32 on every call (autocast: 1.8x slower on AMX)
+        assert {parameter.dtype for parameter in other.model.parameters()} == {torch.bfloat16}
     batch = [{"data": bytearray(photo)} for photo in guard_photos()[:4]]
     base_embedding, base_probabilities = fp32.inference(fp32.preprocess(batch))
     embedding, probabilities = other.inference(other.preprocess(batch))

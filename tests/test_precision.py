@@ -59,6 +59,25 @@ def test_an_unsupported_precision_falls_back(monkeypatch, caplog):
     assert "FOOD101_PRECISION=bf16 falls back to fp32: this CPU has no native bf16" in caplog.text
 
 
+def test_candidates_are_timed_round_by_round_on_one_thread():
+    calls = []
+
+    class Recording:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, pixels):
+            calls.append((self.name, torch.get_num_threads(), len(pixels)))
+
+    names = ("fp32", "bf16", "int8")
+    seconds = precision._timed({name: Recording(name) for name in names}, torch.zeros(3, 3, 8, 8))
+    assert set(seconds) == set(names) and all(value > 0 for value in seconds.values())
+    timed = calls[len(names) :]  # after one warm-up call each
+    # Interleaved: a slow moment of a noisy machine hits every candidate, not one.
+    assert [name for name, _, _ in timed] == list(names) * precision.TIMING_ROUNDS
+    assert {(threads, rows) for _, threads, rows in calls} == {(1, 1)}
+
+
 def test_guard_photos_are_the_same_on_every_call():
     first, second = guard_photos(), guard_photos()
     assert len(first) == precision.GUARD_PHOTOS and first == second and len(set(first)) == len(first)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _checked(image: bytes, sha256: str | None) -> tuple[ValidImage, str]:
-    """The photo's headers checked (TorchServe decodes it), and its sha256: one thread hop."""
+    """The photo's headers checked (TorchServe decodes it), and its sha256."""
     return validate_image(image), sha256 or sha256_of(image)
 
 
@@ -94,7 +94,10 @@ class Analyzer:
         `owner`: the caller's identity (gateway/auth.py), stored with the sample.
         `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo.
         `image_sha256`: the photo's, when the caller already hashed it: one hash per request."""
-        valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)  # raises InvalidImage
+        if image_sha256:  # headers only (~0.1 ms): not worth a thread hop
+            valid, sha256 = _checked(image, image_sha256)  # raises InvalidImage
+        else:  # hashing a 12 MP photo takes milliseconds: off the event loop
+            valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)
         limit = self.settings.torchserve_timeout_s
         classification = await self.torchserve.classify(image, timeout=budget.timeout(limit))
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from foodcal.errors import abort
@@ -76,8 +76,13 @@ class RequestIds:
         self._purge_expired(now)
         for _ in range(3):  # a race with another gateway's first claim is lost at most once
             try:
-                with self.db.session() as session:
-                    session.add(AnalyzeRequest(owner=owner, request_id=request_id, request_sha256=digest))
+                with self.db.session() as session:  # Core, not an ORM object: a third of the CPU
+                    session.connection().execute(
+                        insert(AnalyzeRequest).values(
+                            owner=owner, request_id=request_id, request_sha256=digest, created_at=now,
+                            claimed_at=now,
+                        )
+                    )  # fmt: skip
                 return Claim(Outcome.NEW)
             except IntegrityError:
                 pass  # the id is known: read it
@@ -159,10 +164,14 @@ def idempotent(analyze):
                 "REQUEST_ID_TOO_LONG",
             )
         owner, request_id = self._caller(context).identity, request.request_id
-        image_sha256 = await asyncio.to_thread(sha256_of, request.image)
-        digest = fingerprint(request, image_sha256)
+
+        def hash_and_claim() -> tuple[str, str, Claim]:  # one thread hop for both
+            image_sha256 = sha256_of(request.image)
+            digest = fingerprint(request, image_sha256)
+            return image_sha256, digest, store.claim(owner, request_id, digest)
+
         try:
-            claim = await asyncio.to_thread(store.claim, owner, request_id, digest)
+            image_sha256, digest, claim = await asyncio.to_thread(hash_and_claim)
             if claim.outcome is Outcome.RUNNING:
                 claim = await _wait(store, owner, request_id, digest, Budget.of(context))
         except DatabaseUnavailable:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from foodcal.calibration import Calibration
 from foodcal.photos import ValidImage, validate_image
@@ -89,11 +90,14 @@ class Analyzer:
         owner: str | None = None,
         note: str = "",
         image_sha256: str | None = None,
+        on_insert: Callable[[Session, Analysis], None] | None = None,
     ) -> Analysis:
         """`budget`: what is left of the caller's deadline; every inner call gets at most that.
         `owner`: the caller's identity (gateway/auth.py), stored with the sample.
         `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo.
-        `image_sha256`: the photo's, when the caller already hashed it: one hash per request."""
+        `image_sha256`: the photo's, when the caller already hashed it: one hash per request.
+        `on_insert(session, analysis)`: writes in the sample's own transaction (a request id's answer:
+        both are stored or neither, in one commit)."""
         if image_sha256:  # headers only (~0.1 ms): not worth a thread hop
             valid, sha256 = _checked(image, image_sha256)  # raises InvalidImage
         else:  # hashing a 12 MP photo takes milliseconds: off the event loop
@@ -155,7 +159,8 @@ class Analyzer:
             if label is not None:
                 shown, source = label, CHATGPT
         sample.shown_source = source
-        duplicate = await asyncio.to_thread(self._insert, sample)
+        analysis = Analysis(sample, classification, prediction, shown, False, own_range, portion)
+        await asyncio.to_thread(self._insert, analysis, on_insert)
         if sample.label_status == LabelStatus.PENDING:
             self.wake_queue()
         log.info(
@@ -163,7 +168,7 @@ class Analyzer:
             sample.id, classification.dishes[0][0], classification.dishes[0][1], prediction.version,
             sample.label_status,
         )  # fmt: skip
-        return Analysis(sample, classification, prediction, shown, duplicate, own_range, portion)
+        return analysis
 
     def _range(self, calibration: Calibration, prediction, classification) -> OwnRange:
         low, high, group = calibration.ranges(prediction.values, classification.probabilities)
@@ -195,11 +200,15 @@ class Analyzer:
             return
         apply_label(sample, response)
 
-    def _insert(self, sample: Sample) -> bool:
-        """Insert; True when an earlier sample has the same photo (decided by samples, not files)."""
+    def _insert(self, analysis: Analysis, on_insert: Callable[[Session, Analysis], None] | None) -> None:
+        """Insert; `duplicate_image` when an earlier sample has the same photo (decided by samples,
+        not files)."""
+        sample = analysis.sample
         with self.db.session() as session:
             earlier = session.exec(
                 select(Sample.id).where(Sample.image_sha256 == sample.image_sha256).limit(1)
             ).first()
+            analysis.duplicate_image = earlier is not None
             session.add(sample)
-        return earlier is not None
+            if on_insert is not None:
+                on_insert(session, analysis)

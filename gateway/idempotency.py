@@ -126,11 +126,16 @@ class RequestIds:
 
     def record(self, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse) -> None:
         with self.db.session() as session:
-            session.connection().execute(
-                update(AnalyzeRequest)
-                .where(AnalyzeRequest.owner == owner, AnalyzeRequest.request_id == request_id)
-                .values(sample_id=response.sample_id, response=response.SerializeToString())
-            )
+            self.record_in(session, owner, request_id, response)
+
+    @staticmethod
+    def record_in(session, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse) -> None:
+        """The answer, in the caller's transaction: AnalyzeMeal writes it with its sample."""
+        session.connection().execute(
+            update(AnalyzeRequest)
+            .where(AnalyzeRequest.owner == owner, AnalyzeRequest.request_id == request_id)
+            .values(sample_id=response.sample_id, response=response.SerializeToString())
+        )
 
     def release(self, owner: str, request_id: str) -> None:
         """The call failed: nothing was stored, so a retry may do the work again."""
@@ -198,14 +203,15 @@ def idempotent(analyze):
                 1.0,
             )
 
+        def remember(session, response) -> None:  # in the sample's transaction: both or neither
+            store.record_in(session, owner, request_id, response)
+
         async def work():
             try:
-                response = await analyze(self, request, context, image_sha256=image_sha256)
-            except BaseException:
+                return await analyze(self, request, context, image_sha256=image_sha256, remember=remember)
+            except BaseException:  # an id already answered is kept (release skips it)
                 await asyncio.to_thread(store.release, owner, request_id)
                 raise
-            await asyncio.to_thread(store.record, owner, request_id, response)
-            return response
 
         # A caller that gives up (deadline, cancel) does not stop the work: its retry gets this answer.
         task = asyncio.ensure_future(work())

@@ -15,7 +15,7 @@ from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
-from gateway.analyze import Analyzer
+from gateway.analyze import Analysis, Analyzer
 from gateway.auth import Caller, Roles
 from gateway.corrections import InvalidCorrection, correction_of
 from gateway.deadlines import Budget
@@ -83,20 +83,33 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
             )
 
     @idempotent  # a retry with the same request_id returns the first answer
-    async def AnalyzeMeal(self, request, context, image_sha256: str | None = None):
-        """`image_sha256`: the photo's, when @idempotent already hashed it (hashed once per request)."""
+    async def AnalyzeMeal(self, request, context, image_sha256: str | None = None, remember=None):
+        """`image_sha256`: the photo's, when @idempotent already hashed it (hashed once per request).
+        `remember(session, response)`: @idempotent's record of the answer, written in the sample's
+        own transaction."""
         caller = self._caller(context)
         await self._spend(context, caller)
+        answered: list[gateway_pb2.AnalyzeMealResponse] = []
+
+        def answer(session, analysis: Analysis) -> None:
+            answered.append(self._response(analysis))
+            if remember is not None:
+                remember(session, answered[0])
+
         try:
             note = clean_note(request.note)
             analysis = await self.analyzer.analyze(
                 request.image, request.filename, Budget.of(context), owner=caller.identity, note=note,
-                image_sha256=image_sha256,
+                image_sha256=image_sha256, on_insert=answer,
             )  # fmt: skip
         except Exception as error:
             await translate_errors(context, error)
-        sample = analysis.sample
         self.classifier = (analysis.classification.classifier, analysis.classification.demo)
+        return answered[0]
+
+    @staticmethod
+    def _response(analysis: Analysis) -> gateway_pb2.AnalyzeMealResponse:
+        sample = analysis.sample
         return gateway_pb2.AnalyzeMealResponse(
             sample_id=sample.id,
             dishes=[common_pb2.DishCandidate(label=label, probability=p) for label, p in sample.dishes],

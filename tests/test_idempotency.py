@@ -8,6 +8,7 @@ import pytest
 
 from foodcal.errors import details_of, error_info
 from foodcal.v1 import gateway_pb2
+from gateway.idempotency import RequestIds
 from tests.conftest import API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo
 from tests.openai_stub import answer
 
@@ -43,6 +44,25 @@ async def test_a_request_id_reused_for_another_photo_is_refused(system):
         await app.gateway.AnalyzeMeal(request("x" * 129), metadata=CLIENT, timeout=60)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert app.sample_count() == 1
+
+
+async def test_the_sample_and_its_answer_for_the_request_id_are_stored_together_or_not_at_all(
+    system, monkeypatch
+):
+    app = await system(services=("gateway",), use_chatgpt=False)
+
+    def lost(*args, **kwargs):
+        raise RuntimeError("the answer could not be written")
+
+    with monkeypatch.context() as patched:  # the answer's write fails, in whichever step writes it
+        patched.setattr(RequestIds, "record", lost)
+        patched.setattr(RequestIds, "record_in", staticmethod(lost), raising=False)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await app.gateway.AnalyzeMeal(request("meal-3"), metadata=CLIENT, timeout=60)
+    assert app.sample_count() == 0  # no sample without its answer: a retry cannot store a second
+    first = await app.gateway.AnalyzeMeal(request("meal-3"), metadata=CLIENT, timeout=60)
+    again = await app.gateway.AnalyzeMeal(request("meal-3"), metadata=CLIENT, timeout=60)
+    assert again == first and app.sample_count() == 1
 
 
 async def test_a_retry_after_a_timeout_or_while_the_first_call_runs_stores_one_sample(system, openai_stub):

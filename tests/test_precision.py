@@ -7,6 +7,7 @@ import torch
 
 from model_store import precision
 from model_store.build import build_models
+from model_store.food101_model import PackedBf16Linear
 from model_store.precision import GuardResult, choose, guard_photos
 from tests.classifier_families import load_food101_handler
 from tests.conftest import make_settings
@@ -109,12 +110,28 @@ def test_a_built_precision_is_served_guarded_and_part_of_the_classifier_identity
             assert torch.backends.quantized.engine == "onednn"
     else:  # held in bf16, not cast from fp32 on every call (autocast: 1.8x slower on AMX)
         assert {parameter.dtype for parameter in other.model.parameters()} == {torch.bfloat16}
+        # the .mar's own copy of food101_model: matched by name
+        assert any(type(m).__name__ == PackedBf16Linear.__name__ for m in other.model.modules())
     batch = [{"data": bytearray(photo)} for photo in guard_photos()[:4]]
     base_embedding, base_probabilities = fp32.inference(fp32.preprocess(batch))
     embedding, probabilities = other.inference(other.preprocess(batch))
     assert torch.nn.functional.cosine_similarity(embedding, base_embedding).min() > 0.99
     assert (probabilities - base_probabilities).abs().max() < 0.03
     assert not torch.equal(embedding, base_embedding)  # really another arithmetic
+
+
+@pytest.mark.parametrize("shape", [(5, 64), (2, 7, 64), (2, 3, 4, 64)])
+def test_a_packed_bf16_linear_gives_the_plain_linears_outputs_exactly(shape):
+    if not precision.supported("bf16")[0]:
+        pytest.skip("bf16 is not supported on this CPU")
+    plain = torch.nn.Linear(64, 96).bfloat16()
+    packed = PackedBf16Linear(plain)
+    first = torch.randn(3, 64).bfloat16()  # packed on its first call, for 3 rows
+    x = torch.randn(*shape).bfloat16()
+    with torch.inference_mode():
+        packed(first)
+        assert packed.packed is not None and packed.packed.is_mkldnn and packed.weight is None
+        assert torch.equal(packed(x), plain(x))  # any row count after packing, bit for bit
 
 
 def test_int8_attention_matmuls_in_bf16_stay_close_and_anything_unusual_is_left_to_sdpa():

@@ -27,6 +27,17 @@ def test_auto_serves_the_fastest_precision_that_passes_the_guard(caplog):
     assert "int8 not used: top-1 agreement 50% < 90%" in caplog.text
 
 
+def test_auto_serves_the_precision_closer_to_fp32_when_two_are_about_as_fast(caplog):
+    close, fast = result("bf16", 0.126, cosine=0.9999), result("int8", 0.121, cosine=0.9985)
+    with caplog.at_level(logging.INFO):
+        assert choose("auto", {"fp32": FP32, "bf16": close, "int8": fast}) == "bf16"
+    assert "int8 not used: bf16 is as fast (within 10%) and closer to fp32" in caplog.text
+    clearly_faster = result("int8", 0.09, cosine=0.9985)  # 29% faster: speed decides
+    assert choose("auto", {"fp32": FP32, "bf16": close, "int8": clearly_faster}) == "int8"
+    failing = result("bf16", 0.126, cosine=0.9999, top1=0.5)  # as fast and closer, but it fails
+    assert choose("auto", {"fp32": FP32, "bf16": failing, "int8": fast}) == "int8"
+
+
 def test_auto_keeps_fp32_when_nothing_is_clearly_faster(caplog):
     results = {"fp32": FP32, "bf16": result("bf16", 0.95), "int8": result("int8", 1.3)}
     with caplog.at_level(logging.INFO, logger="model_store.precision"):

@@ -33,6 +33,15 @@ PREDICTIONS = {
 }
 
 
+# A restarted TorchServe is reached again within 2 s: gRPC's default reconnect backoff grows to 120 s,
+# and the gateway's calls fail fast meanwhile (UNAVAILABLE) although the model server is back.
+RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
 def balanced_target(addresses: Sequence[str]) -> str:
     """One gRPC target for every replica: `ipv4:`/`ipv6:` lists IP literals; one address (maybe a
     DNS name with several records) stays as it is. gRPC cannot list several DNS names."""
@@ -57,6 +66,7 @@ def balanced_channel(target: str, max_bytes: int) -> grpc.aio.Channel:
     }
     options = [
         *message_size_options(max_bytes),
+        *RECONNECT,
         ("grpc.service_config", json.dumps(config)),
         # A request larger than the retry buffer (256 KiB by default; photos are larger) is not retried.
         ("grpc.per_rpc_retry_buffer_size", max_bytes),
@@ -68,7 +78,7 @@ class Replica:
     """One TorchServe: its management API, and its inference API for calls that must reach it."""
 
     def __init__(self, inference: str, management: str, max_bytes: int) -> None:
-        options = message_size_options(max_bytes)
+        options = [*message_size_options(max_bytes), *RECONNECT]
         self.address = inference
         self.channels = [grpc.aio.insecure_channel(a, options=options) for a in (inference, management)]
         self.inference = inference_pb2_grpc.InferenceAPIsServiceStub(self.channels[0])

@@ -92,7 +92,12 @@ def wait_for(condition, timeout_s: float, what: str, interval_s: float = 1.0):
 
 def snapshot() -> dict:
     """Everything a restart must not lose: samples, labels, versions, the served version."""
-    stats = grpcurl(f"{GATEWAY}/GetStats", retry_s=90)
+
+    def served_known():  # right after a restart the gateway may not have reached TorchServe yet
+        stats = grpcurl(f"{GATEWAY}/GetStats", retry_s=90)
+        return stats if "nutrition" in stats["served"] else None
+
+    stats = wait_for(served_known, 60, "GetStats knows the served nutrition version", 1)
     samples = grpcurl(f"{GATEWAY}/ListSamples", {"page_size": 100}, retry_s=90)["samples"]
     versions = grpcurl(f"{GATEWAY}/ListModelVersions", retry_s=90)
     return {

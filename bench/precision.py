@@ -39,7 +39,7 @@ from bench.common import (
     table,
     verdict,
 )
-from bench.serving import API_TOKEN, make_photo, start_gateway, unique
+from bench.serving import API_TOKEN, make_photo, start_gateway, time_sync, unique
 from foodcal.photos import decode_for_model
 from model_store.food101_model import PRECISIONS, Food101Classifier
 
@@ -59,17 +59,9 @@ def gemm_peaks(size: int = 2048, repeat: int = 5) -> dict[str, float]:
     a16 = a.bfloat16()
     int8 = _quantize_linears(torch.nn.Sequential(torch.nn.Linear(size, size, bias=False)), keep=[])
     calls = {"fp32": lambda: torch.mm(a, a), "bf16": lambda: torch.mm(a16, a16), "int8": lambda: int8(a)}
-    peaks = {}
     with torch.inference_mode():
-        for precision, call in calls.items():
-            call()
-            seconds = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                call()
-                seconds.append(time.perf_counter() - start)
-            peaks[precision] = 2 * size**3 / statistics.median(seconds) / 1e9
-    return peaks
+        p50_ms = {precision: time_sync(call, repeat, warmup=1)["p50_ms"] for precision, call in calls.items()}
+    return {precision: 2 * size**3 / (ms / 1000) / 1e9 for precision, ms in p50_ms.items()}
 
 
 def forward_flops(classifier: Food101Classifier, pixels: torch.Tensor) -> float:

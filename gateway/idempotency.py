@@ -124,12 +124,8 @@ class RequestIds:
         )
         return Claim(Outcome.NEW if taken.rowcount == 1 else Outcome.RUNNING)
 
-    def record(self, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse) -> None:
-        with self.db.session() as session:
-            self.record_in(session, owner, request_id, response)
-
     @staticmethod
-    def record_in(session, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse) -> None:
+    def record(session, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse) -> None:
         """The answer, in the caller's transaction: AnalyzeMeal writes it with its sample."""
         session.connection().execute(
             update(AnalyzeRequest)
@@ -204,7 +200,7 @@ def idempotent(analyze):
             )
 
         def remember(session, response) -> None:  # in the sample's transaction: both or neither
-            store.record_in(session, owner, request_id, response)
+            store.record(session, owner, request_id, response)
 
         async def work():
             try:

@@ -54,9 +54,8 @@ async def test_the_sample_and_its_answer_for_the_request_id_are_stored_together_
     def lost(*args, **kwargs):
         raise RuntimeError("the answer could not be written")
 
-    with monkeypatch.context() as patched:  # the answer's write fails, in whichever step writes it
-        patched.setattr(RequestIds, "record", lost)
-        patched.setattr(RequestIds, "record_in", staticmethod(lost), raising=False)
+    with monkeypatch.context() as patched:  # the write of the answer fails
+        patched.setattr(RequestIds, "record", staticmethod(lost))
         with pytest.raises(grpc.aio.AioRpcError):
             await app.gateway.AnalyzeMeal(request("meal-3"), metadata=CLIENT, timeout=60)
     assert app.sample_count() == 0  # no sample without its answer: a retry cannot store a second
@@ -97,7 +96,8 @@ def test_claims_on_both_databases(db):
     assert ids.claim("b", "r", "d1").outcome is Outcome.NEW  # another client
     ids.release("a", "r")  # the call failed: a retry does the work
     assert ids.claim("a", "r", "d1").outcome is Outcome.NEW
-    ids.record("a", "r", gateway_pb2.AnalyzeMealResponse(sample_id="s1"))
+    with db.session() as session:
+        ids.record(session, "a", "r", gateway_pb2.AnalyzeMealResponse(sample_id="s1"))
     claim = ids.claim("a", "r", "d1")
     assert claim.outcome is Outcome.ANSWERED
     assert gateway_pb2.AnalyzeMealResponse.FromString(claim.response).sample_id == "s1"
@@ -134,7 +134,8 @@ def test_expired_ids_are_claimed_again_and_swept_at_most_once_a_minute(db, monke
     monkeypatch.setattr(idempotency.time, "monotonic", lambda: clock[0])
     for owner in ("a", "b", "c"):
         ids.claim(owner, "r", "d1")
-        ids.record(owner, "r", gateway_pb2.AnalyzeMealResponse(sample_id=f"s-{owner}"))
+        with db.session() as session:
+            ids.record(session, owner, "r", gateway_pb2.AnalyzeMealResponse(sample_id=f"s-{owner}"))
     age("a")
     assert ids.claim("a", "r", "d1").outcome is Outcome.NEW  # expired: a new request, not an answer
     age("b")

@@ -48,6 +48,11 @@ def classification_layers(model: nn.Module, num_labels: int) -> list[nn.Linear]:
     return layers
 
 
+def native_bf16() -> bool:
+    """This CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def int8_engine() -> str | None:
     """oneDNN's int8 kernels where this PyTorch has them: 1.8x fbgemm's on an AMX Xeon (AMX-INT8),
     level with it on a Zen 4 (VNNI); fbgemm otherwise. Weights are packed for the engine that is
@@ -109,7 +114,7 @@ class PackedBf16Linear(nn.Module):
 
 def _pack_bf16_linears(model: nn.Module, keep: list[nn.Linear]) -> None:
     """Every Linear but the classification layers (they keep the embedding hook)."""
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not native_bf16():
         return
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
@@ -148,7 +153,7 @@ def _attention_in_bf16(model: nn.Module) -> None:
     """Only where bf16 is native, and only for models that already route attention through
     transformers' interface (SDPA); CNNs and families with their own attention code are left."""
     uses_interface = getattr(model.config, "_attn_implementation", None) == "sdpa"
-    if uses_interface and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if uses_interface and native_bf16():
         model.set_attn_implementation("foodcal_bf16_matmul")
 
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from foodcal.photos import decode_for_model
-from model_store.food101_model import Food101Classifier, int8_engine
+from model_store.food101_model import Food101Classifier, int8_engine, native_bf16
 from model_store.reference import lookup
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ GUARD_PHOTOS = 12
 
 
 def supported(precision: str) -> tuple[bool, str]:
-    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if precision == "bf16" and not native_bf16():
         return False, "this CPU has no native bf16 (AVX-512 BF16 or AMX)"
     if precision == "int8" and int8_engine() is None:
         return False, "this PyTorch has no x86 int8 kernels (oneDNN or fbgemm)"

@@ -98,11 +98,10 @@ def build(work: Path) -> tuple[dict[str, Path], dict, Path]:
     return checkpoints, identity, store
 
 
-def in_process(checkpoints: dict[str, Path], photo: bytes) -> dict:
+def in_process(classifiers: dict[str, Food101Classifier], photo: bytes) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        classifiers = {p: Food101Classifier(checkpoint, p) for p, checkpoint in checkpoints.items()}
         fp32 = classifiers["fp32"]
         pixels = fp32.pixels([decode_for_model(photo, fp32.input_short_side)])
         flops = forward_flops(fp32, pixels)
@@ -148,7 +147,7 @@ def one_request_in_process(classifier: Food101Classifier, photo: bytes) -> float
         torch.set_num_threads(threads)
 
 
-async def serve(store: Path, work: Path, photo: bytes, chosen: str, checkpoint: Path) -> dict:
+async def serve(store: Path, work: Path, photo: bytes, chosen: str, classifier: Food101Classifier) -> dict:
     from foodcal.torchserve import management_pb2
     from foodcal.v1 import gateway_pb2
     from model_store.server import wait_until_ready
@@ -202,7 +201,6 @@ async def serve(store: Path, work: Path, photo: bytes, chosen: str, checkpoint: 
             f"AnalyzeMeal at the chosen precision ({chosen}), {REQUESTS} requests, each followed by "
             "the classifier in process"
         )
-        classifier = Food101Classifier(checkpoint, chosen)
         _, db, server, channel, gateway = await start_gateway(work, store, process.config)
         metadata = (("authorization", f"Bearer {API_TOKEN}"),)
         seconds, alone = [], []
@@ -317,9 +315,10 @@ def main() -> None:
         progress("building a ViT-B/16 checkpoint; the guard measures every precision")
         checkpoints, identity, store = build(work)
         progress(f"in process, {REQUESTS} rounds of each precision")
-        local = in_process(checkpoints, photo)
+        classifiers = {p: Food101Classifier(checkpoint, p) for p, checkpoint in checkpoints.items()}
+        local = in_process(classifiers, photo)
         chosen = identity["precision"]
-        served = asyncio.run(serve(store, work, photo, chosen, checkpoints[chosen]))
+        served = asyncio.run(serve(store, work, photo, chosen, classifiers[chosen]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info["load_average_at_end"] = load_average()

@@ -17,6 +17,7 @@ HANDLERS = Path(__file__).with_name("handlers")
 NUTRITION_MODEL_FILE = Path(__file__).with_name("nutrition_model.py")
 FOOD101_MODEL_FILE = Path(__file__).with_name("food101_model.py")
 PHOTOS_FILE = Path(__file__).parents[1] / "foodcal" / "photos.py"  # the worker decodes the photo
+WORKER_HEAP_FILE = Path(__file__).with_name("worker_heap.py")
 FOOD101 = "food101"
 NUTRITION = "nutrition"
 
@@ -60,7 +61,8 @@ def _archive(
 
 
 def build_food101_mar(checkpoint_dir: Path, out_path: Path, config: Path | None = None) -> Path:
-    files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES] + [FOOD101_MODEL_FILE, PHOTOS_FILE]
+    checkpoint = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES]
+    files = [*checkpoint, FOOD101_MODEL_FILE, PHOTOS_FILE, WORKER_HEAP_FILE]
     return _archive(FOOD101, "1", HANDLERS / "food101_handler.py", files, out_path, config)
 
 

@@ -22,6 +22,7 @@ _INPUTS = [
     archive.NUTRITION_MODEL_FILE,
     archive.FOOD101_MODEL_FILE,
     archive.PHOTOS_FILE,
+    archive.WORKER_HEAP_FILE,
     reference.TABLE_PATH,
     Path(checkpoint.__file__),
     Path(precision.__file__),

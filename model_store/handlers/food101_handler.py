@@ -20,6 +20,7 @@ import torch
 from food101_model import Food101Classifier
 from photos import InvalidImage, decode_for_model
 from ts.torch_handler.base_handler import BaseHandler
+from worker_heap import keep_freed_memory
 
 TOP_K = 5
 
@@ -31,6 +32,7 @@ def _f32_b64(values: torch.Tensor) -> str:
 class Food101Handler(BaseHandler):
     def initialize(self, context):
         model_dir = context.system_properties["model_dir"]
+        keep_freed_memory()  # no page faults on every request's activations (worker_heap.py)
         torch.set_num_threads(int(os.environ.get("FOODCAL_TORCH_THREADS", "1")))
         with open(os.path.join(model_dir, "foodcal_classifier.json")) as handle:
             self.identity = json.load(handle)

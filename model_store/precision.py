@@ -167,14 +167,16 @@ def measure(checkpoint_dir: Path, photos: list[bytes]) -> dict[str, GuardResult]
     return results
 
 
-def _closer_if_as_fast(fastest: GuardResult, candidates: list[GuardResult]) -> str:
-    """A passing candidate closer to fp32 (embedding cosine) and within NEAR_TIE of the fastest is
-    served instead: one single-thread timing cannot rank two precisions that close (on an AMX Xeon
-    int8 timed 121 vs bf16's 126 ms, and bf16 served 3.27-3.38x fp32 through TorchServe against
-    int8's 2.80-2.96x in three runs)."""
+def _closer_if_as_fast(fastest: GuardResult, candidates: list[GuardResult], fp32_seconds: float) -> str:
+    """A passing candidate closer to fp32 (embedding cosine), within NEAR_TIE of the fastest and
+    itself MIN_SPEEDUP faster than fp32 is served instead: one single-thread timing cannot rank two
+    precisions that close (on an AMX Xeon int8 timed 121 vs bf16's 126 ms, and bf16 served
+    3.27-3.38x fp32 through TorchServe against int8's 2.80-2.96x in three runs)."""
     for other in candidates:
         near = other.seconds_per_photo <= fastest.seconds_per_photo * NEAR_TIE
-        if near and not other.failures and other.embedding_cosine_min > fastest.embedding_cosine_min:
+        fast_enough = fp32_seconds / other.seconds_per_photo >= MIN_SPEEDUP
+        closer = other.embedding_cosine_min > fastest.embedding_cosine_min
+        if near and fast_enough and closer and not other.failures:
             log.info(
                 "classifier precision %s not used: %s is as fast (within %.0f%%) and closer to fp32",
                 fastest.precision, other.precision, (NEAR_TIE - 1) * 100,
@@ -199,7 +201,7 @@ def choose(setting: str, results: dict[str, GuardResult]) -> str:
                     "classifier precision %s not used: only %.2fx faster than fp32", result.precision, speedup
                 )
             else:
-                return _closer_if_as_fast(result, candidates)
+                return _closer_if_as_fast(result, candidates, fp32_seconds)
         return "fp32"
     precision = setting
     while precision != "fp32":

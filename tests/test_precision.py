@@ -36,6 +36,9 @@ def test_auto_serves_the_precision_closer_to_fp32_when_two_are_about_as_fast(cap
     assert choose("auto", {"fp32": FP32, "bf16": close, "int8": clearly_faster}) == "int8"
     failing = result("bf16", 0.126, cosine=0.9999, top1=0.5)  # as fast and closer, but it fails
     assert choose("auto", {"fp32": FP32, "bf16": failing, "int8": fast}) == "int8"
+    # Closer and within 10% of int8, but only 1.05x faster than fp32: not a faster precision at all.
+    barely, enough = result("bf16", 0.95, cosine=0.9999), result("int8", 0.88, cosine=0.9985)
+    assert choose("auto", {"fp32": FP32, "bf16": barely, "int8": enough}) == "int8"
 
 
 def test_auto_keeps_fp32_when_nothing_is_clearly_faster(caplog):

@@ -36,6 +36,10 @@ def _checked(image: bytes, sha256: str | None) -> tuple[ValidImage, str]:
 
 # Kept from the caller's deadline for storing the sample and answering after the label call.
 ANSWER_RESERVE_S = 0.5
+# A photo up to this size is hashed on the event loop (~0.5 ms at most here): a thread hop costs
+# more. On a 2-vCPU VM whose idle cores halt, each hop after an idle moment added 4-5 ms to
+# AnalyzeMeal (measured); hashing a 12 MP photo (~2 MB, ~1.2 ms) still runs in a thread.
+INLINE_HASH_BYTES = 1024 * 1024
 
 OWN_MODEL, CHATGPT, REFERENCE = (
     "NUTRITION_SOURCE_OWN_MODEL",
@@ -98,7 +102,7 @@ class Analyzer:
         `image_sha256`: the photo's, when the caller already hashed it: one hash per request.
         `on_insert(session, analysis)`: writes in the sample's own transaction (a request id's answer:
         both are stored or neither, in one commit)."""
-        if image_sha256:  # headers only (~0.1 ms): not worth a thread hop
+        if image_sha256 or len(image) <= INLINE_HASH_BYTES:  # headers, and a small photo's hash
             valid, sha256 = _checked(image, image_sha256)  # raises InvalidImage
         else:  # hashing a 12 MP photo takes milliseconds: off the event loop
             valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)
@@ -115,11 +119,9 @@ class Analyzer:
             table = await self.torchserve.predict_nutrition(embedding, probabilities, 0, timeout=timeout())
             predictions = Predictions(table, None)
         prediction, paired = predictions.answered, predictions.paired
-        # Stored only once the model server has answered: a failed request leaves no orphan photo.
-        stored = await asyncio.to_thread(self.images.put, image, sha256)  # raises ImageStorageError
         sample = Sample(
-            image_sha256=stored.sha256,
-            image_path=stored.path,
+            image_sha256=sha256,
+            image_path="",  # set when the photo is stored: once the model server has answered
             filename=filename[:255],
             width=valid.width,
             height=valid.height,
@@ -154,13 +156,14 @@ class Analyzer:
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
         else:
+            await asyncio.to_thread(self._store, sample, image)  # the labeler reads it from the store
             await self._label_now(sample, budget)
             label = sample.values("label")
             if label is not None:
                 shown, source = label, CHATGPT
         sample.shown_source = source
         analysis = Analysis(sample, classification, prediction, shown, False, own_range, portion)
-        await asyncio.to_thread(self._insert, analysis, on_insert)
+        await asyncio.to_thread(self._store_and_insert, analysis, image, on_insert)
         if sample.label_status == LabelStatus.PENDING:
             self.wake_queue()
         log.info(
@@ -200,10 +203,19 @@ class Analyzer:
             return
         apply_label(sample, response)
 
-    def _insert(self, analysis: Analysis, on_insert: Callable[[Session, Analysis], None] | None) -> None:
-        """Insert; `duplicate_image` when an earlier sample has the same photo (decided by samples,
-        not files)."""
+    def _store(self, sample: Sample, image: bytes) -> None:
+        """Only once the model server has answered: a failed request leaves no orphan photo."""
+        sample.image_path = self.images.put(image, sample.image_sha256).path  # raises ImageStorageError
+
+    def _store_and_insert(
+        self, analysis: Analysis, image: bytes, on_insert: Callable[[Session, Analysis], None] | None
+    ) -> None:
+        """The photo (unless stored already for the labeler), then the sample, in one thread hop;
+        `duplicate_image` when an earlier sample has the same photo (decided by samples, not
+        files)."""
         sample = analysis.sample
+        if not sample.image_path:
+            self._store(sample, image)
         with self.db.session() as session:
             earlier = session.exec(
                 select(Sample.id).where(Sample.image_sha256 == sample.image_sha256).limit(1)

@@ -1,5 +1,6 @@
 """Work that must stay off the event loop, and queries that must not grow with the data."""
 
+import asyncio
 import io
 import threading
 
@@ -10,10 +11,12 @@ from sqlalchemy import event
 from foodcal.photos import decode_for_model, validate_image
 from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
-from foodcal.v1 import labeler_pb2
+from foodcal.v1 import gateway_pb2, labeler_pb2
+from gateway.analyze import INLINE_HASH_BYTES
 from gateway.samples import stats
-from tests.conftest import photo
+from tests.conftest import API_TOKEN, auth, photo
 from tests.fixtures_labeler import chatgpt_settings
+from tests.test_photo_once import camera_photo
 from trainer.data import count_labelled
 
 
@@ -138,3 +141,36 @@ async def test_the_photo_for_chatgpt_is_prepared_off_the_event_loop(monkeypatch,
     finally:
         await client.close()
     assert threads == [False]
+
+
+@pytest.mark.parametrize(
+    "size, hops",
+    [((640, 480), ["_store_and_insert"]), ((4000, 3000), ["_checked", "_store_and_insert"])],
+)
+async def test_analyze_meal_writes_the_photo_and_its_sample_in_one_thread_hop(
+    system, monkeypatch, size, hops
+):
+    """A thread hop costs milliseconds of latency on a machine whose idle cores sleep: a small
+    photo is hashed on the loop (a large one in a thread), and the photo and its sample are
+    written in one hop. Every hop of a warm request is listed: the rate limiter's `take` (an API
+    client's call), then the analyzer's."""
+    app = await system(services=("gateway",), use_chatgpt=False)
+    data = camera_photo(size)
+    assert (len(data) > INLINE_HASH_BYTES) == (size == (4000, 3000))
+    warm_up = gateway_pb2.AnalyzeMealRequest(image=camera_photo((320, 240)))  # fills the cached reads
+    await app.gateway.AnalyzeMeal(warm_up, metadata=auth(API_TOKEN), timeout=60)
+    called: list[str] = []
+    real = asyncio.to_thread
+
+    def counting(function, *args, **kwargs):
+        called.append(function.__name__)
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    request = gateway_pb2.AnalyzeMealRequest(image=data)
+    response = await app.gateway.AnalyzeMeal(request, metadata=auth(API_TOKEN), timeout=60)
+    monkeypatch.undo()
+    assert called == ["take", *hops]
+    with app.db.session() as session:
+        image_path = session.get(Sample, response.sample_id).image_path
+    assert image_path in [str(p) for p in app.upload_files]

@@ -16,7 +16,7 @@ from foodcal.calibration import Calibration
 from foodcal.photos import ValidImage, validate_image
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
-from foodcal.store.images import sha256_of
+from foodcal.store.images import Staged, sha256_of
 from gateway.budget import DailyBudget, next_midnight
 from gateway.calibrations import Calibrations
 from gateway.challenger import Challengers, Predictions
@@ -33,6 +33,18 @@ log = logging.getLogger(__name__)
 def _checked(image: bytes, sha256: str | None) -> tuple[ValidImage, str]:
     """The photo's headers checked (TorchServe decodes it), and its sha256."""
     return validate_image(image), sha256 or sha256_of(image)
+
+
+def _discard(staging: asyncio.Future) -> None:
+    """A staging's done-callback: its photo, if it was written, is removed."""
+    if not staging.cancelled() and staging.exception() is None:
+        staging.result().discard()
+
+
+async def _discarded(staging: asyncio.Future) -> None:
+    """After a failed request: the staged photo removed before the caller hears of the failure."""
+    await asyncio.wait([staging])
+    _discard(staging)
 
 
 # Kept from the caller's deadline for storing the sample and answering after the label call.
@@ -107,6 +119,32 @@ class Analyzer:
             valid, sha256 = _checked(image, image_sha256)  # raises InvalidImage
         else:  # hashing a 12 MP photo takes milliseconds: off the event loop
             valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)
+        # Written while the model runs, off the critical path; published (one rename) only once the
+        # model has answered: a failed request leaves no orphan photo.
+        staging = asyncio.ensure_future(asyncio.to_thread(self.images.stage, image, sha256))
+        try:
+            return await self._analyze(
+                image, valid, sha256, staging, filename, budget, owner, note, on_insert
+            )
+        except asyncio.CancelledError:
+            staging.add_done_callback(_discard)
+            raise
+        except BaseException:
+            await _discarded(staging)
+            raise
+
+    async def _analyze(
+        self,
+        image: bytes,
+        valid: ValidImage,
+        sha256: str,
+        staging: asyncio.Future,
+        filename: str,
+        budget: Budget,
+        owner: str | None,
+        note: str,
+        on_insert: Callable[[Session, Analysis], None] | None,
+    ) -> Analysis:
         limit = self.settings.torchserve_timeout_s
         classification = await self.torchserve.classify(image, timeout=budget.timeout(limit))
 
@@ -157,14 +195,14 @@ class Analyzer:
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
         else:
-            await asyncio.to_thread(self._store, sample, image)  # the labeler reads it from the store
+            await asyncio.to_thread(self._store, sample, await staging)  # the labeler reads the store
             await self._label_now(sample, budget)
             label = sample.values("label")
             if label is not None:
                 shown, source = label, CHATGPT
         sample.shown_source = source
         analysis = Analysis(sample, classification, prediction, shown, False, own_range, portion)
-        await asyncio.to_thread(self._store_and_insert, analysis, image, on_insert)
+        await asyncio.to_thread(self._store_and_insert, analysis, await staging, on_insert)
         if sample.label_status == LabelStatus.PENDING:
             self.wake_queue()
         log.info(
@@ -204,19 +242,19 @@ class Analyzer:
             return
         apply_label(sample, response)
 
-    def _store(self, sample: Sample, image: bytes) -> None:
-        """Only once the model server has answered: a failed request leaves no orphan photo."""
-        sample.image_path = self.images.put(image, sample.image_sha256).path  # raises ImageStorageError
+    @staticmethod
+    def _store(sample: Sample, staged: Staged) -> None:
+        sample.image_path = staged.publish().path  # raises ImageStorageError
 
     def _store_and_insert(
-        self, analysis: Analysis, image: bytes, on_insert: Callable[[Session, Analysis], None] | None
+        self, analysis: Analysis, staged: Staged, on_insert: Callable[[Session, Analysis], None] | None
     ) -> None:
         """The photo (unless stored already for the labeler), then the sample, in one thread hop;
         `duplicate_image` when an earlier sample has the same photo (decided by samples, not
         files)."""
         sample = analysis.sample
         if not sample.image_path:
-            self._store(sample, image)
+            self._store(sample, staged)
         with self.db.session() as session:
             earlier = session.exec(
                 select(Sample.id).where(Sample.image_sha256 == sample.image_sha256).limit(1)

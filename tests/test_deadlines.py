@@ -1,9 +1,11 @@
 """The caller's deadline bounds every inner call the gateway makes."""
 
+import asyncio
 import dataclasses
 import time
 
 import numpy as np
+import pytest
 
 from foodcal.store import ImageStore
 from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, trainer_pb2
@@ -106,3 +108,29 @@ async def test_a_slow_label_does_not_outlive_the_callers_deadline(system, openai
     assert time.monotonic() - started < 3.0
     assert response.label_status == common_pb2.LABEL_STATUS_PENDING  # our numbers now, the label later
     assert response.source == common_pb2.NUTRITION_SOURCE_REFERENCE
+
+
+async def test_a_caller_that_gives_up_while_the_model_runs_leaves_no_photo(sqlite_db, tmp_path):
+    """The photo is written while the model runs; a request cancelled meanwhile removes it."""
+    started = asyncio.Event()
+
+    class Stuck(Recorder):
+        async def classify(self, image, timeout=None):
+            started.set()
+            await asyncio.Event().wait()  # a model that never answers
+
+    uploads = tmp_path / "uploads"
+    analyzer = Analyzer(
+        make_settings(tmp_path), sqlite_db, ImageStore(uploads), Stuck(), None, RetryPolicy(3, 0.1, 1.0), None
+    )
+    request = asyncio.create_task(analyzer.analyze(photo(), "meal.jpg"))
+    await started.wait()
+    await asyncio.sleep(0.2)  # the photo's write is done or under way
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    for _ in range(50):  # the write ends in its own thread; the photo is removed when it does
+        if not [p for p in uploads.rglob("*") if p.is_file()]:
+            break
+        await asyncio.sleep(0.1)
+    assert [p for p in uploads.rglob("*") if p.is_file()] == []

@@ -145,15 +145,17 @@ async def test_the_photo_for_chatgpt_is_prepared_off_the_event_loop(monkeypatch,
 
 @pytest.mark.parametrize(
     "size, hops",
-    [((640, 480), ["_store_and_insert"]), ((4000, 3000), ["_checked", "_store_and_insert"])],
+    [
+        ((640, 480), ["stage", "_store_and_insert"]),
+        ((4000, 3000), ["_checked", "stage", "_store_and_insert"]),
+    ],
 )
-async def test_analyze_meal_writes_the_photo_and_its_sample_in_one_thread_hop(
-    system, monkeypatch, size, hops
-):
+async def test_analyze_meal_hops_to_a_thread_once_after_the_model_answers(system, monkeypatch, size, hops):
     """A thread hop costs milliseconds of latency on a machine whose idle cores sleep: a small
-    photo is hashed on the loop (a large one in a thread), and the photo and its sample are
-    written in one hop. Every hop of a warm request is listed: the rate limiter's `take` (an API
-    client's call), then the analyzer's."""
+    photo is hashed on the loop (a large one in a thread), the photo is written while the model
+    runs (`stage`), and after the model has answered one hop publishes the photo and writes its
+    sample. Every hop of a warm request is listed: the rate limiter's `take` (an API client's
+    call), then the analyzer's."""
     app = await system(services=("gateway",), use_chatgpt=False)
     data = camera_photo(size)
     assert (len(data) > INLINE_HASH_BYTES) == (size == (4000, 3000))

@@ -116,6 +116,24 @@ def test_same_photo_twice_is_one_file_and_one_sha(tmp_path):
     assert store.get(first.sha256) == photo()
 
 
+def test_a_staged_photo_is_under_its_name_only_once_published(tmp_path):
+    """Staged while the model runs, published once it has answered, discarded if it did not."""
+    store = ImageStore(tmp_path)
+
+    def files():
+        return sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+
+    staged = store.stage(photo())
+    assert not store.path_for(staged.sha256).exists() and len(files()) == 1  # written, not yet named
+    stored = staged.publish()
+    assert not stored.already_stored and files() == [stored.sha256] and store.get(stored.sha256) == photo()
+    staged.discard()  # after publishing: the photo stays
+    assert files() == [stored.sha256]
+    assert store.stage(photo()).publish().already_stored and files() == [stored.sha256]
+    store.stage(photo(color=(10, 20, 30))).discard()
+    assert files() == [stored.sha256]
+
+
 def test_image_paths_come_only_from_sha256_names(tmp_path):
     store = ImageStore(tmp_path)
     for bad in ("../../etc/passwd", "a" * 63, "G" * 64, "/abs/path"):

@@ -43,6 +43,30 @@ def object_name(sha256: str) -> str:
     return f"images/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
 
+@dataclass(frozen=True)
+class StagedImage:
+    """A photo written but not yet under its name (`incoming`; None when it was stored already)."""
+
+    sha256: str
+    path: Path
+    incoming: Path | None
+
+    def publish(self) -> StoredImage:
+        if self.incoming is None:
+            return StoredImage(self.sha256, str(self.path), already_stored=True)
+        try:
+            os.replace(self.incoming, self.path)
+        except OSError as error:
+            self.discard()
+            raise ImageStorageError(f"could not store the image: {error.strerror or error}") from error
+        return StoredImage(self.sha256, str(self.path), already_stored=False)
+
+    def discard(self) -> None:
+        """Nothing left behind; a published photo stays (its incoming name is gone)."""
+        if self.incoming is not None:
+            self.incoming.unlink(missing_ok=True)
+
+
 class ImageStore:
     """Local directory backend: `<root>/images/ab/cd/<sha256>`."""
 
@@ -54,26 +78,30 @@ class ImageStore:
 
     def put(self, data: bytes, sha256: str | None = None) -> StoredImage:
         """`sha256`: the caller's hash of `data`, when it has one (a photo is hashed once)."""
+        return self.stage(data, sha256).publish()
+
+    def stage(self, data: bytes, sha256: str | None = None) -> StagedImage:
+        """The photo written and fsynced beside its name, not yet under it: AnalyzeMeal writes it
+        while the model runs and publishes it (one rename) only once the model has answered."""
         sha256 = sha256 or sha256_of(data)
         path = self.path_for(sha256)
         if path.exists():
-            return StoredImage(sha256, str(path), already_stored=True)
+            return StagedImage(sha256, path, incoming=None)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Write to a temp file and rename: a crash never leaves a half-written image.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+            # A temp file renamed into place: a crash never leaves a half-written image.
+            fd, incoming = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.replace(tmp, path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                Path(incoming).unlink(missing_ok=True)
                 raise
         except OSError as error:
             raise ImageStorageError(f"could not store the image: {error.strerror or error}") from error
-        return StoredImage(sha256, str(path), already_stored=False)
+        return StagedImage(sha256, path, Path(incoming))
 
     def get(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
@@ -98,6 +126,10 @@ class S3ImageStore:
 
     def _key(self, sha256: str) -> str:
         return f"{self.prefix}/{object_name(sha256)}" if self.prefix else object_name(sha256)
+
+    def stage(self, data: bytes, sha256: str | None = None) -> DeferredPut:
+        """S3 has no rename: the photo is uploaded when it is published."""
+        return DeferredPut(self, data, sha256 or sha256_of(data))
 
     def put(self, data: bytes, sha256: str | None = None) -> StoredImage:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -130,6 +162,24 @@ class S3ImageStore:
             raise OSError(f"could not read image {sha256[:12]}…: {error}") from error
         except BotoCoreError as error:
             raise OSError(f"could not read image {sha256[:12]}…: {error}") from error
+
+
+@dataclass(frozen=True)
+class DeferredPut:
+    """S3ImageStore's StagedImage: nothing is written before `publish`."""
+
+    store: S3ImageStore
+    data: bytes
+    sha256: str
+
+    def publish(self) -> StoredImage:
+        return self.store.put(self.data, self.sha256)
+
+    def discard(self) -> None:
+        pass
+
+
+Staged = StagedImage | DeferredPut  # a photo written (or not, on S3) and not yet published
 
 
 def open_image_store(settings) -> ImageStore | S3ImageStore:

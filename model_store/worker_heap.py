@@ -20,11 +20,14 @@ TRIM_THRESHOLD_BYTES = 512 * 1024 * 1024  # free memory at the top of the heap k
 
 def keep_freed_memory() -> bool:
     """True where the C library took the settings (glibc); elsewhere nothing changes."""
+    return set_thresholds(MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES)
+
+
+def set_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
+    """glibc's mmap and trim thresholds (fixed: glibc stops adjusting them); False elsewhere."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    )
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_bytes) and mallopt(M_TRIM_THRESHOLD, trim_bytes))

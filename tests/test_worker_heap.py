@@ -29,10 +29,8 @@ PAGES_PER_REQUEST = 32 * 197 * 768 * 4 * 4 // 4096  # ~18,900: every page of the
 # layout: the same worker imports left a process faulting 17,699, 118 and 0 pages per request in
 # three runs. A fixed start makes the "without" case repeatable.
 GLIBC_START = (
-    f"import ctypes, sys\nsys.path.append({str(archive.WORKER_HEAP_FILE.parent)!r})\nimport worker_heap\n"
-    "mallopt = ctypes.CDLL(None).mallopt\n"
-    "assert mallopt(worker_heap.M_MMAP_THRESHOLD, 128 * 1024)\n"
-    "assert mallopt(worker_heap.M_TRIM_THRESHOLD, 128 * 1024)\n"
+    f"import sys\nsys.path.append({str(archive.WORKER_HEAP_FILE.parent)!r})\nimport worker_heap\n"
+    "assert worker_heap.set_thresholds(128 * 1024, 128 * 1024)\n"
 )
 
 

@@ -43,6 +43,10 @@ def object_name(sha256: str) -> str:
     return f"images/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
 
+def _could_not_store(error: OSError) -> ImageStorageError:
+    return ImageStorageError(f"could not store the image: {error.strerror or error}")
+
+
 @dataclass(frozen=True)
 class StagedImage:
     """A photo written but not yet under its name (`incoming`; None when it was stored already)."""
@@ -58,7 +62,7 @@ class StagedImage:
             os.replace(self.incoming, self.path)
         except OSError as error:
             self.discard()
-            raise ImageStorageError(f"could not store the image: {error.strerror or error}") from error
+            raise _could_not_store(error) from error
         return StoredImage(self.sha256, str(self.path), already_stored=False)
 
     def discard(self) -> None:
@@ -100,7 +104,7 @@ class ImageStore:
                 Path(incoming).unlink(missing_ok=True)
                 raise
         except OSError as error:
-            raise ImageStorageError(f"could not store the image: {error.strerror or error}") from error
+            raise _could_not_store(error) from error
         return StagedImage(sha256, path, Path(incoming))
 
     def get(self, sha256: str) -> bytes:

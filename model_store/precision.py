@@ -12,8 +12,8 @@ the same pixels on every machine). A candidate passes when all of these hold:
 
 `auto` serves the fastest supported precision that passes, and fp32 unless the winner is at least
 10% faster than fp32 (timed on this machine, one thread, as a worker runs). A passing precision
-within 10% of the fastest and closer to fp32 (embedding cosine) is served instead: timings that
-close do not rank two precisions. An explicit `bf16` or
+within 10% of the fastest, closer to fp32 (embedding cosine) and itself 10% faster than fp32 is
+served instead: timings that close do not rank two precisions. An explicit `bf16` or
 `int8` that is unsupported or fails falls back (int8 -> bf16 -> fp32) with one log line saying why.
 """
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from sqlalchemy import delete, insert, update
+from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from foodcal.errors import abort
@@ -56,6 +57,13 @@ class Claim:
 
 _BY_HASH = ("image", "request_id")  # the photo counts by its sha256; the id not at all
 
+# Built once: building a statement per call costs more CPU than the write (tests/test_hot_path.py).
+_REQUESTS = AnalyzeRequest.__table__
+_CLAIM = insert(_REQUESTS)
+_RECORD = update(_REQUESTS).where(
+    _REQUESTS.c.owner == bindparam("key_owner"), _REQUESTS.c.request_id == bindparam("key_request_id")
+)
+
 
 def fingerprint(request: gateway_pb2.AnalyzeMealRequest, image_sha256: str) -> str:
     """The request without its id: the same id with another photo or note is refused. The photo
@@ -76,13 +84,9 @@ class RequestIds:
         self._purge_expired(now)
         for _ in range(3):  # a race with another gateway's first claim is lost at most once
             try:
-                with self.db.session() as session:  # Core, not an ORM object: a third of the CPU
-                    session.connection().execute(
-                        insert(AnalyzeRequest).values(
-                            owner=owner, request_id=request_id, request_sha256=digest, created_at=now,
-                            claimed_at=now,
-                        )
-                    )  # fmt: skip
+                with self.db.transaction() as connection:
+                    row = dict(owner=owner, request_id=request_id, request_sha256=digest)
+                    connection.execute(_CLAIM, dict(row, created_at=now, claimed_at=now))
                 return Claim(Outcome.NEW)
             except IntegrityError:
                 pass  # the id is known: read it
@@ -125,13 +129,17 @@ class RequestIds:
         return Claim(Outcome.NEW if taken.rowcount == 1 else Outcome.RUNNING)
 
     @staticmethod
-    def record(session, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse) -> None:
+    def record(
+        connection: Connection, owner: str, request_id: str, response: gateway_pb2.AnalyzeMealResponse
+    ) -> None:
         """The answer, in the caller's transaction: AnalyzeMeal writes it with its sample."""
-        session.connection().execute(
-            update(AnalyzeRequest)
-            .where(AnalyzeRequest.owner == owner, AnalyzeRequest.request_id == request_id)
-            .values(sample_id=response.sample_id, response=response.SerializeToString())
-        )
+        connection.execute(
+            _RECORD,
+            dict(
+                key_owner=owner, key_request_id=request_id, sample_id=response.sample_id,
+                response=response.SerializeToString(),
+            ),
+        )  # fmt: skip
 
     def release(self, owner: str, request_id: str) -> None:
         """The call failed: nothing was stored, so a retry may do the work again."""
@@ -199,8 +207,8 @@ def idempotent(analyze):
                 1.0,
             )
 
-        def remember(session, response) -> None:  # in the sample's transaction: both or neither
-            store.record(session, owner, request_id, response)
+        def remember(connection, response) -> None:  # in the sample's transaction: both or neither
+            store.record(connection, owner, request_id, response)
 
         async def work():
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Float, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from foodcal.store import Database, RateLimit
@@ -27,6 +27,19 @@ class RateLimiter:
         self.per_minute, self.burst = per_minute, burst
         self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
         self.tolerance = (burst - 1) * self.interval
+        # Built once (every AnalyzeMeal of a client spends): a statement built per call costs more
+        # CPU than the write.
+        buckets, now = RateLimit.__table__, bindparam("now", type_=Float)
+        self._spend = (
+            update(buckets)
+            .where(
+                buckets.c.identity == bindparam("key"),
+                buckets.c.tat <= bindparam("allowed_until", type_=Float),
+            )
+            .values(tat=case((buckets.c.tat > now, buckets.c.tat), else_=now) + self.interval)
+        )
+        self._tat = select(buckets.c.tat).where(buckets.c.identity == bindparam("key"))
+        self._open = insert(buckets)
 
     def __str__(self) -> str:
         return f"CLIENT_RATE_PER_MINUTE={self.per_minute:g}, CLIENT_RATE_BURST={self.burst}"
@@ -40,25 +53,17 @@ class RateLimiter:
         if not self.enabled:
             return None
         now = self.clock()
-        spend = (
-            update(RateLimit)
-            .where(RateLimit.identity == identity, RateLimit.tat <= now + self.tolerance)
-            .values(tat=case((RateLimit.tat > now, RateLimit.tat), else_=now) + self.interval)
-        )
+        spend = {"key": identity, "allowed_until": now + self.tolerance, "now": now}
         for _ in range(3):  # a first call races another gateway's first call at most once
-            with self.db.session() as session:
-                if session.connection().execute(spend).rowcount == 1:
+            with self.db.transaction() as connection:
+                if connection.execute(self._spend, spend).rowcount == 1:
                     return None
-                tat = (
-                    session.connection()
-                    .execute(select(RateLimit.tat).where(RateLimit.identity == identity))
-                    .scalar()
-                )
+                tat = connection.execute(self._tat, {"key": identity}).scalar()
             if tat is not None:
                 return max(tat - self.tolerance - now, 0.001)
             try:
-                with self.db.session() as session:
-                    session.add(RateLimit(identity=identity, tat=now + self.interval))
+                with self.db.transaction() as connection:
+                    connection.execute(self._open, {"identity": identity, "tat": now + self.interval})
                 return None
             except IntegrityError:
                 continue

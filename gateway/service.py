@@ -85,16 +85,16 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
     @idempotent  # a retry with the same request_id returns the first answer
     async def AnalyzeMeal(self, request, context, image_sha256: str | None = None, remember=None):
         """`image_sha256`: the photo's, when @idempotent already hashed it (hashed once per request).
-        `remember(session, response)`: @idempotent's record of the answer, written in the sample's
+        `remember(connection, response)`: @idempotent's record of the answer, written in the sample's
         own transaction."""
         caller = self._caller(context)
         await self._spend(context, caller)
         answered: list[gateway_pb2.AnalyzeMealResponse] = []
 
-        def answer(session, analysis: Analysis) -> None:
+        def answer(connection, analysis: Analysis) -> None:
             answered.append(self._response(analysis))
             if remember is not None:
-                remember(session, answered[0])
+                remember(connection, answered[0])
 
         try:
             note = clean_note(request.note)

@@ -9,10 +9,11 @@ from PIL import Image
 from sqlalchemy import event
 
 from foodcal.photos import decode_for_model, validate_image
-from foodcal.store import LabelStatus, Sample
+from foodcal.store import AnalyzeRequest, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import gateway_pb2, labeler_pb2
 from gateway.analyze import INLINE_HASH_BYTES
+from gateway.auth import identity_of
 from gateway.samples import stats
 from tests.conftest import API_TOKEN, auth, photo
 from tests.fixtures_labeler import chatgpt_settings
@@ -176,3 +177,31 @@ async def test_analyze_meal_hops_to_a_thread_once_after_the_model_answers(system
     with app.db.session() as session:
         image_path = session.get(Sample, response.sample_id).image_path
     assert image_path in [str(p) for p in app.upload_files]
+
+
+async def test_a_warm_analyze_meal_writes_through_core_statements_not_orm_sessions(system, monkeypatch):
+    """The rate limiter's spend, the request id's claim, the sample and the answer are prebuilt
+    Core statements on a connection: an ORM session and a statement built per request cost more
+    CPU than the writes (~1 ms per AnalyzeMeal, bench/gateway_cpu.py). The cached reads are warm."""
+    from sqlmodel import Session
+
+    app = await system(services=("gateway",), use_chatgpt=False)
+    warm_up = gateway_pb2.AnalyzeMealRequest(image=camera_photo((320, 240)), request_id="warm-up")
+    await app.gateway.AnalyzeMeal(warm_up, metadata=auth(API_TOKEN), timeout=60)
+    opened: list[str] = []
+    real_init = Session.__init__
+
+    def counting(self, *args, **kwargs):
+        opened.append(threading.current_thread().name)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "__init__", counting)
+    request = gateway_pb2.AnalyzeMealRequest(image=camera_photo((640, 480)), request_id="core")
+    response = await app.gateway.AnalyzeMeal(request, metadata=auth(API_TOKEN), timeout=60)
+    monkeypatch.undo()
+    assert opened == []
+    with app.db.session() as session:  # what was written is all there
+        assert session.get(Sample, response.sample_id) is not None
+        stored = session.get(AnalyzeRequest, (identity_of(API_TOKEN), "core"))
+    assert stored.sample_id == response.sample_id
+    assert gateway_pb2.AnalyzeMealResponse.FromString(stored.response) == response

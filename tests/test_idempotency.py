@@ -96,8 +96,8 @@ def test_claims_on_both_databases(db):
     assert ids.claim("b", "r", "d1").outcome is Outcome.NEW  # another client
     ids.release("a", "r")  # the call failed: a retry does the work
     assert ids.claim("a", "r", "d1").outcome is Outcome.NEW
-    with db.session() as session:
-        ids.record(session, "a", "r", gateway_pb2.AnalyzeMealResponse(sample_id="s1"))
+    with db.transaction() as connection:
+        ids.record(connection, "a", "r", gateway_pb2.AnalyzeMealResponse(sample_id="s1"))
     claim = ids.claim("a", "r", "d1")
     assert claim.outcome is Outcome.ANSWERED
     assert gateway_pb2.AnalyzeMealResponse.FromString(claim.response).sample_id == "s1"
@@ -134,8 +134,8 @@ def test_expired_ids_are_claimed_again_and_swept_at_most_once_a_minute(db, monke
     monkeypatch.setattr(idempotency.time, "monotonic", lambda: clock[0])
     for owner in ("a", "b", "c"):
         ids.claim(owner, "r", "d1")
-        with db.session() as session:
-            ids.record(session, owner, "r", gateway_pb2.AnalyzeMealResponse(sample_id=f"s-{owner}"))
+        with db.transaction() as connection:
+            ids.record(connection, owner, "r", gateway_pb2.AnalyzeMealResponse(sample_id=f"s-{owner}"))
     age("a")
     assert ids.claim("a", "r", "d1").outcome is Outcome.NEW  # expired: a new request, not an answer
     age("b")

@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
 
@@ -50,6 +50,17 @@ def _make_engine(url: str) -> Engine:
     )
 
 
+@contextlib.contextmanager
+def _unavailable_raised() -> Iterator[None]:
+    """A lost or unreachable database as DatabaseUnavailable; other errors as they are."""
+    try:
+        yield
+    except (OperationalError, DBAPIError) as error:
+        if isinstance(error, OperationalError) or error.connection_invalidated:
+            raise DatabaseUnavailable(f"database unavailable: {type(error.orig).__name__}") from error
+        raise
+
+
 class Database:
     """One engine per process; `session()` yields a transaction that commits on success."""
 
@@ -73,14 +84,17 @@ class Database:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                yield session
-                session.commit()
-        except (OperationalError, DBAPIError) as error:
-            if isinstance(error, OperationalError) or error.connection_invalidated:
-                raise DatabaseUnavailable(f"database unavailable: {type(error.orig).__name__}") from error
-            raise
+        with _unavailable_raised(), Session(self.engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in a transaction that commits on success: for prebuilt statements on
+        the hot path, where an ORM session's unit of work and statement building cost more CPU
+        than the write itself (AnalyzeMeal's claim, sample and answer: ~1 ms less per request)."""
+        with _unavailable_raised(), self.engine.begin() as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

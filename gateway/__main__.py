@@ -48,6 +48,8 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         return labeler.LabelMeal(request, metadata=metadata, timeout=limit)
 
     images = open_image_store(settings)
+    if swept := images.sweep_incoming():
+        log.warning("removed %d staged photos left unpublished by a process that stopped", swept)
     torchserve = TorchServeClient.from_settings(settings)
     policy = RetryPolicy(settings.label_max_attempts, settings.label_retry_base_s, settings.label_retry_max_s)
     queue = LabelQueue(

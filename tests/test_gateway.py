@@ -3,6 +3,8 @@
 import asyncio
 import io
 import math
+import os
+import time
 
 import pytest
 from PIL import Image
@@ -171,6 +173,21 @@ async def test_duplicate_is_decided_by_samples_not_by_an_orphan_image_in_the_sto
     assert not first.duplicate_image  # no earlier sample of this photo
     assert second.duplicate_image
     assert len(app.upload_files) == 1
+
+
+async def test_a_gateway_starting_sweeps_photos_a_dead_process_left_staged(system, tmp_path):
+    """Killed between staging a photo and publishing it, a gateway leaves the photo under no name;
+    the next gateway to start removes it."""
+    from foodcal.store import ImageStore
+    from foodcal.store.images import INCOMING_MAX_AGE_S
+
+    left = ImageStore(tmp_path / "uploads").stage(photo())  # make_settings' upload_dir
+    long_ago = time.time() - INCOMING_MAX_AGE_S - 60
+    os.utime(left.incoming, (long_ago, long_ago))
+    app = await system(use_chatgpt=False)
+    assert not left.incoming.exists()
+    await analyze(app)
+    assert len(app.upload_files) == 1  # the request's own photo, published
 
 
 def _image(mode, size=(200, 150), fmt="PNG", **save):

@@ -1,4 +1,6 @@
 import json
+import os
+import time
 
 import sqlalchemy
 from alembic import command
@@ -8,6 +10,7 @@ from sqlmodel import select
 
 from foodcal.store import ImageStore, LabelStatus, Sample
 from foodcal.store.db import MIGRATIONS_DIR
+from foodcal.store.images import INCOMING_MAX_AGE_S
 from foodcal.store.tables import utcnow
 from tests.conftest import photo
 
@@ -132,6 +135,23 @@ def test_a_staged_photo_is_under_its_name_only_once_published(tmp_path):
     assert store.stage(photo()).publish().already_stored and files() == [stored.sha256]
     store.stage(photo(color=(10, 20, 30))).discard()
     assert files() == [stored.sha256]
+
+
+def test_photos_a_crash_left_staged_are_swept_once_old_and_writes_in_progress_are_not(tmp_path):
+    """A gateway killed between staging and publishing leaves a staged photo under no name; the
+    next start sweeps it (one directory, not the whole tree), but never one young enough to be a
+    write in progress (another gateway on the same directory)."""
+    store = ImageStore(tmp_path)
+    left = store.stage(photo())  # the process "dies" here: never published nor discarded
+    in_progress = store.stage(photo(color=(10, 20, 30)))
+    published = store.put(photo(color=(40, 50, 60)))
+    hour_ago = time.time() - INCOMING_MAX_AGE_S - 60
+    os.utime(left.incoming, (hour_ago, hour_ago))
+    assert store.sweep_incoming() == 1
+    assert not left.incoming.exists() and in_progress.incoming.exists()
+    assert store.get(published.sha256) == photo(color=(40, 50, 60))  # published photos are never touched
+    assert in_progress.publish().path == str(store.path_for(in_progress.sha256))
+    assert ImageStore(tmp_path / "never-used").sweep_incoming() == 0  # nothing written yet: nothing to do
 
 
 def test_image_paths_come_only_from_sha256_names(tmp_path):

@@ -11,10 +11,16 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Photos are staged here, beside `images/` on the same file system, so publishing is one rename.
+INCOMING_DIR = "incoming"
+# A staged photo is published or discarded within one AnalyzeMeal (seconds): one older than this
+# was left by a process that died, and is swept.
+INCOMING_MAX_AGE_S = 3600.0
 
 
 class ImageStorageError(OSError):
@@ -59,6 +65,7 @@ class StagedImage:
         if self.incoming is None:
             return StoredImage(self.sha256, str(self.path), already_stored=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.incoming, self.path)
         except OSError as error:
             self.discard()
@@ -76,6 +83,7 @@ class ImageStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.incoming = self.root / INCOMING_DIR
 
     def path_for(self, sha256: str) -> Path:
         return self.root / object_name(sha256)
@@ -92,9 +100,13 @@ class ImageStore:
         if path.exists():
             return StagedImage(sha256, path, incoming=None)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # A temp file renamed into place: a crash never leaves a half-written image.
-            fd, incoming = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+            # Written under a temporary name in one directory, renamed into place: a crash never
+            # leaves a half-written image under its name, and sweep_incoming finds what it left.
+            try:
+                fd, incoming = tempfile.mkstemp(dir=self.incoming)
+            except FileNotFoundError:
+                self.incoming.mkdir(parents=True, exist_ok=True)
+                fd, incoming = tempfile.mkstemp(dir=self.incoming)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
@@ -109,6 +121,25 @@ class ImageStore:
 
     def get(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
+
+    def sweep_incoming(self, older_than_s: float = INCOMING_MAX_AGE_S) -> int:
+        """Removes photos staged and never published or discarded (their process died); a staged
+        photo younger than `older_than_s` may be another gateway's write in progress and stays.
+        Returns how many were removed."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        try:
+            entries = list(os.scandir(self.incoming))
+        except OSError:  # none staged yet, or an unusable directory: each request will say so
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # published or discarded meanwhile
+        return removed
 
 
 class S3ImageStore:
@@ -134,6 +165,10 @@ class S3ImageStore:
     def stage(self, data: bytes, sha256: str | None = None) -> DeferredPut:
         """S3 has no rename: the photo is uploaded when it is published."""
         return DeferredPut(self, data, sha256 or sha256_of(data))
+
+    def sweep_incoming(self) -> int:
+        """Nothing is staged on disk for S3: nothing to sweep."""
+        return 0
 
     def put(self, data: bytes, sha256: str | None = None) -> StoredImage:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -65,8 +65,11 @@ class StagedImage:
         if self.incoming is None:
             return StoredImage(self.sha256, str(self.path), already_stored=True)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.incoming, self.path)
+            try:
+                os.replace(self.incoming, self.path)
+            except FileNotFoundError:  # the first photo under its images/ab/cd/ directory
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.incoming, self.path)
         except OSError as error:
             self.discard()
             raise _could_not_store(error) from error

@@ -21,6 +21,7 @@ from gateway.labels import RetryPolicy
 from gateway.rate_limit import RateLimiter
 from gateway.service import GatewayServicer
 from model_store.client import TorchServeClient
+from model_store.worker_heap import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def tls_files(settings: Settings) -> tuple[bytes, bytes] | None:
 
 
 def main() -> None:
+    keep_freed_memory()  # a 12 MP photo's copies are not mapped afresh per request (worker_heap.py)
     run_service(
         "gateway",
         lambda settings, db: build(settings, db, settings.gateway_port),

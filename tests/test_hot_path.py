@@ -182,7 +182,7 @@ async def test_analyze_meal_hops_to_a_thread_once_after_the_model_answers(system
 async def test_a_warm_analyze_meal_writes_through_core_statements_not_orm_sessions(system, monkeypatch):
     """The rate limiter's spend, the request id's claim, the sample and the answer are prebuilt
     Core statements on a connection: an ORM session and a statement built per request cost more
-    CPU than the writes (~1 ms per AnalyzeMeal, bench/gateway_cpu.py). The cached reads are warm."""
+    CPU than the writes (bench/gateway_ab.py). The cached reads are warm."""
     from sqlmodel import Session
 
     app = await system(services=("gateway",), use_chatgpt=False)

@@ -1,6 +1,7 @@
 """A TorchServe worker and the gateway keep the memory they freed for the next request
 (model_store/worker_heap.py)."""
 
+import statistics
 import subprocess
 import sys
 import zipfile
@@ -73,8 +74,8 @@ def _minor_faults(pid: int) -> int:
 async def test_a_gateway_keeps_its_heap_across_12_mp_photos(torchserve, tmp_path):
     """A 12 MP photo (~2 MB) is held in a few copies per AnalyzeMeal (the gRPC message, its bytes,
     the request to TorchServe). Above glibc's dynamic mmap threshold each copy was mapped afresh and
-    faulted in: ~2,000 page faults per request and 19 -> 15 ms of gateway CPU without them
-    (bench/gateway_ab.py, interleaved)."""
+    faulted in: 2,041 page faults per request for bench.gateway_cpu's photo, and 19 -> 15 ms of
+    gateway CPU without them (bench/gateway_ab.py, interleaved)."""
     import grpc
 
     from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
@@ -96,13 +97,15 @@ async def test_a_gateway_keeps_its_heap_across_12_mp_photos(torchserve, tmp_path
                 request = gateway_pb2.AnalyzeMealRequest(image=data + index.to_bytes(8, "big"))
                 await stub.AnalyzeMeal(request, metadata=auth(), timeout=60)
 
-            for index in range(3):  # warm: first-call allocations, glibc's thresholds settle
+            for index in range(8):  # warm: first-call allocations, glibc's thresholds settle
                 await analyze(index)
-            before = _minor_faults(gateway.process.pid)
-            for index in range(3, 8):
+            faults = []
+            for index in range(8, 13):
+                before = _minor_faults(gateway.process.pid)
                 await analyze(index)
-            per_request = (_minor_faults(gateway.process.pid) - before) / 5
+                faults.append(_minor_faults(gateway.process.pid) - before)
     finally:
         gateway.stop()
-    # Without: 2,949 here, every copy faulted in again; with: 478, less than one copy's pages.
-    assert per_request < photo_pages, f"{per_request:.0f} page faults per request ({photo_pages} pages/photo)"
+    # Without: every request faults its copies in again, 3.2-5.3 photos' worth of pages (2,668-4,464
+    # here); with: none once the heap has grown, at most about one photo's worth while it grows.
+    assert statistics.median(faults) < 2 * photo_pages, f"faults: {faults}, {photo_pages} pages/photo"

@@ -117,6 +117,16 @@ def progress(text: str) -> None:
     print(f"  .. {text}", file=sys.stderr, flush=True)
 
 
+# /proc/PID/stat's fields after "(comm)": state ppid pgrp session tty_nr tpgid flags minflt cminflt
+# majflt cmajflt utime stime ...
+STAT_PGRP, STAT_MINFLT, STAT_UTIME, STAT_STIME = 2, 7, 11, 12
+
+
+def stat_fields(pid: int | str) -> list[str]:
+    """/proc/PID/stat after "(comm)" (a name may hold spaces and parentheses); OSError once gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in a process group (TorchServe: java + workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -125,10 +135,9 @@ def group_cpu_seconds(pgid: int) -> float:
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(entry.name)
         except OSError:
             continue
-        # after "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
+        if int(fields[STAT_PGRP]) == pgid:
+            total += int(fields[STAT_UTIME]) + int(fields[STAT_STIME])
     return total / ticks

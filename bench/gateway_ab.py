@@ -24,9 +24,8 @@ from pathlib import Path
 
 from bench.common import RESULTS, machine, machine_lines, progress, save, say, start_torchserve, table
 from bench.gateway_cpu import SIZES, phone_photo
-from bench.gateway_process import REQUESTS, WARMUP, interleaved, start_gateway_process
+from bench.gateway_process import REQUESTS, ROOT, WARMUP, interleaved, start_gateway_process
 
-ROOT = Path(__file__).resolve().parent.parent
 HEAD = "this tree"
 
 

@@ -44,10 +44,8 @@ from bench.common import (
     table,
     verdict,
 )
-from bench.gateway_process import REQUESTS, WARMUP, interleaved, start_gateway_process
+from bench.gateway_process import REQUESTS, ROOT, WARMUP, interleaved, start_gateway_process
 from bench.serving import make_photo, unique
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = {"12 MP": (4000, 3000), "1280×960": (1280, 960)}
 ORIENTATION_ROTATE_90 = 6

@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import STAT_MINFLT, stat_fields
 from bench.serving import API_TOKEN, INTERNAL_TOKEN, unique
 from model_store.ports import free_port
 
 REQUESTS, WARMUP = 80, 5
+ROOT = Path(__file__).resolve().parent.parent  # this tree: what `python -m gateway` runs by default
 
 
 def cpu_ns(pid: int) -> int:
@@ -30,8 +32,7 @@ def cpu_ns(pid: int) -> int:
 
 def minor_faults(pid: int) -> int:
     """Minor page faults of `pid` so far (memory the kernel had to map in again)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[7])  # after "(comm)": state ppid pgrp session tty_nr tpgid flags minflt
+    return int(stat_fields(pid)[STAT_MINFLT])
 
 
 def gateway_env(tree: Path, work: Path, torchserve_config) -> tuple[dict[str, str], int]:

@@ -84,9 +84,9 @@ class RequestIds:
         self._purge_expired(now)
         for _ in range(3):  # a race with another gateway's first claim is lost at most once
             try:
+                row = {"owner": owner, "request_id": request_id, "request_sha256": digest}
                 with self.db.transaction() as connection:
-                    row = dict(owner=owner, request_id=request_id, request_sha256=digest)
-                    connection.execute(_CLAIM, dict(row, created_at=now, claimed_at=now))
+                    connection.execute(_CLAIM, {**row, "created_at": now, "claimed_at": now})
                 return Claim(Outcome.NEW)
             except IntegrityError:
                 pass  # the id is known: read it

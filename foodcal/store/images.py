@@ -96,8 +96,9 @@ class ImageStore:
         return self.stage(data, sha256).publish()
 
     def stage(self, data: bytes, sha256: str | None = None) -> StagedImage:
-        """The photo written and fsynced beside its name, not yet under it: AnalyzeMeal writes it
-        while the model runs and publishes it (one rename) only once the model has answered."""
+        """The photo written and fsynced under `incoming/`, not yet under its name: AnalyzeMeal
+        writes it while the model runs and publishes it (one rename) only once the model has
+        answered."""
         sha256 = sha256 or sha256_of(data)
         path = self.path_for(sha256)
         if path.exists():

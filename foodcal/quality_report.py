@@ -13,26 +13,49 @@ from foodcal.v1 import gateway_pb2, trainer_pb2
 SHORT = {"calories_kcal": "kcal", "proteins_g": "prot g", "fats_g": "fats g", "carbs_g": "carbs g"}
 SCORES = (
     ("test_chatgpt", "test vs ChatGPT"),
-    ("test_corrections", "test vs corrections"),
+    ("test_corrections", "vs truth"),
     ("live", "live vs ChatGPT"),
 )
 
 
-def _errors(errors: trainer_pb2.QualityErrors) -> str:
+def _errors(errors: trainer_pb2.QualityErrors, interval: bool = False) -> str:
+    """One line; `interval`: each MAE with its 95% interval and its share of the mean truth."""
     if errors.samples == 0:
         return "n=0"
-    mae = " ".join(f"{SHORT[n]} {getattr(errors.mae, n):.1f}" for n in NUTRIENTS)
+    if interval:
+        mae = " ".join(
+            f"{SHORT[n]} {getattr(errors.mae, n):.1f} [{getattr(errors.mae_low, n):.1f}, "
+            f"{getattr(errors.mae_high, n):.1f}] {getattr(errors.relative_error, n):.0%}"
+            for n in NUTRIENTS
+        )
+    else:
+        mae = " ".join(f"{SHORT[n]} {getattr(errors.mae, n):.1f}" for n in NUTRIENTS)
     bias = " ".join(f"{getattr(errors.bias, n):+.1f}" for n in NUTRIENTS)
     return f"n={errors.samples:<5} score {errors.score:.4f}  MAE {mae}  bias {bias}"
 
 
+def _worst(score: trainer_pb2.QualityScore, title: str) -> list[str]:
+    if not score.worst_dishes:
+        return []
+    dishes = ", ".join(f"{d.dish} {d.errors.score:.3f} (n={d.errors.samples})" for d in score.worst_dishes)
+    return [f"  worst dishes, {title}: {dishes}"]
+
+
 def text(report: gateway_pb2.GatewayServiceGetQualityReportResponse) -> str:
     lines = [
-        f"test set: {report.test_percent}% of photos (by image hash) + every corrected sample; "
+        f"test set: {report.test_percent}% of photos (by image hash), against ChatGPT's labels; "
         "never trained on",
+        f"truth set: people's corrections of photos in {report.truth_percent}% of hash buckets, never "
+        "trained on (the other corrections are learnt from); MAE [95% interval] and MAE / mean truth",
         f"score: {report.primary_score}; bias = mean(ours - truth); "
         f"dishes need {report.min_dish_samples}+ samples",
     ]
+    if report.truth_note:
+        lines.append(f"truth: {report.truth_note}")
+    else:
+        teacher = report.chatgpt_vs_corrections
+        lines += ["", f"ChatGPT vs truth  {_errors(teacher.overall, interval=True)}"]
+        lines += _worst(teacher, "ChatGPT vs truth")
     for version in report.versions:
         made = version.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
         served = f"  ({version.live_role})" if version.live_role else ""
@@ -40,14 +63,12 @@ def text(report: gateway_pb2.GatewayServiceGetQualityReportResponse) -> str:
         if version.unscored_reason:
             lines.append(f"  test set not scored: {version.unscored_reason}")
         for name, title in SCORES:
-            lines.append(f"  {title:<20} {_errors(getattr(version, name).overall)}")
+            truth = name == "test_corrections"
+            lines.append(f"  {title:<20} {_errors(getattr(version, name).overall, interval=truth)}")
         if version.HasField("test_chatgpt_at_creation"):
             lines.append(f"  {'test when made':<20} {_errors(version.test_chatgpt_at_creation)}")
         for name, title in SCORES:
-            worst = getattr(version, name).worst_dishes
-            if worst:
-                dishes = ", ".join(f"{d.dish} {d.errors.score:.3f} (n={d.errors.samples})" for d in worst)
-                lines.append(f"  worst dishes, {title}: {dishes}")
+            lines += _worst(getattr(version, name), title)
         lines += [f"  {_decision(decision)}" for decision in version.decisions]
     return "\n".join(lines)
 
@@ -81,6 +102,11 @@ def chart(report: gateway_pb2.GatewayServiceGetQualityReportResponse, path: Path
             ]
             if points:
                 axis.plot(*zip(*points, strict=True), marker="o", label=title)
+        teacher = report.chatgpt_vs_corrections.overall
+        if teacher.samples:  # the bar a student has to clear
+            axis.axhline(
+                getattr(teacher.mae, nutrient), color="grey", linestyle="--", label="ChatGPT vs truth"
+            )
         axis.set(title=f"{SHORT[nutrient]}: MAE by version", xlabel="version", ylabel="MAE")
         axis.set_xticks(numbers)
         axis.legend(fontsize=7)

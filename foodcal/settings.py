@@ -137,6 +137,9 @@ class Settings(BaseSettings, StartupChecks):
     min_training_samples: int = Field(50, ge=1)
     auto_retrain_every_n_labels: int = Field(0, ge=0)
     auto_retrain_interval_s: float = Field(0.0, ge=0)
+    # Where several clients contribute to a run, the most of its photos and of its corrections one
+    # client may weigh (trainer/trust.py); a deployment with a single client is never capped.
+    training_max_share_per_client: float = Field(0.3, gt=0, le=1)
     swap_drain_s: float = Field(0.5, ge=0)
     # How a version that passed the offline gate goes live (trainer/rollout.py): `replace` serves it
     # at once; `shadow` and `split` make it a challenger until ROLLOUT_MIN_SAMPLES live labels decide.

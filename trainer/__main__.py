@@ -103,6 +103,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
         lambda: current_classifier(torchserve),
         range_level=settings.range_level,
         label_exploration=settings.label_policy_exploration if settings.label_policy == "uncertain" else 0.0,
+        max_share_per_client=settings.training_max_share_per_client,
         rollouts=rollouts,
     )
     interrupted = runs.fail_interrupted()

@@ -1,8 +1,14 @@
-"""Deploy only when better: a paired comparison of two versions on the same validation samples.
+"""Deploy only when better: a paired comparison of two versions on the same held-out samples.
 
 A score that is lower by chance is not "better". Validation sets are small (20% of as few as 50
 samples), so a candidate must win by a margin *and* keep winning when the validation samples are
 resampled (a paired bootstrap): noise that happens to look 3% better on 48 samples stays undeployed.
+
+The truth comes first (`decide`): with at least MIN_TRUTH_PHOTOS held-out corrected photos, the
+comparison against people's values decides whenever it is conclusive (the candidate clearly better,
+or clearly worse). Otherwise ChatGPT's labels decide, as adjusted for the teacher's learnt bias: a
+student that learnt the truth would otherwise be judged for no longer copying its teacher's errors.
+Each decision says which evidence decided it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ MIN_CONFIDENCE = 0.95  # ...and lower than the served one's in 95% of bootstrap 
 RESAMPLES = 2000
 SEED = 1234  # the same data and models always give the same decision
 PRIMARY_SCORE = "mean over nutrients of MAE / mean label (lower is better)"
+MIN_TRUTH_PHOTOS = 30  # below this, a 2% difference is mostly noise: ChatGPT's labels decide
+EVIDENCE_TRUTH, EVIDENCE_CHATGPT = "truth", "chatgpt"
 RULE = (
     f"a score at least {MIN_IMPROVEMENT:.0%} lower, "
     f"and lower in {MIN_CONFIDENCE:.0%} of {RESAMPLES} paired bootstrap resamples"
@@ -46,6 +54,8 @@ class Comparison:
     served: Evaluation
     improvement: float  # relative drop of the primary score; > 0 means the candidate is better
     confidence: float  # share of resamples in which the candidate scores lower
+    evidence: str = EVIDENCE_CHATGPT  # what decided: people's corrections or ChatGPT's labels
+    evidence_note: str = ""  # why that evidence
 
     @property
     def better(self) -> bool:
@@ -59,10 +69,18 @@ class Comparison:
             "improvement": self.improvement,
             "confidence": self.confidence,
             "rule": RULE,
+            "evidence": self.evidence,
+            "evidence_note": self.evidence_note,
         }
 
+    @property
+    def conclusive(self) -> bool:
+        """Clearly better, or clearly not: lower in at most 1 - MIN_CONFIDENCE of resamples."""
+        return self.better or self.confidence <= 1 - MIN_CONFIDENCE
+
     def summary(self) -> str:
-        return f"gain {self.improvement:+.1%}, lower in {self.confidence:.0%} of resamples"
+        on = f"on {self.evidence}" + (f" ({self.evidence_note})" if self.evidence_note else "")
+        return f"{on}: gain {self.improvement:+.1%}, lower in {self.confidence:.0%} of resamples"
 
 
 def predictions(model: NutritionModel, data: Dataset) -> np.ndarray:
@@ -88,6 +106,22 @@ def evaluate(model: NutritionModel, data: Dataset) -> Evaluation:
 
 def compare(candidate: NutritionModel, served: NutritionModel, data: Dataset) -> Comparison:
     return compare_predictions(predictions(candidate, data), predictions(served, data), data.targets)
+
+
+def decide(candidate: NutritionModel, served: NutritionModel, labels: Dataset, truth: Dataset) -> Comparison:
+    """On the held-out truth when it is large enough and conclusive, else on `labels` (ChatGPT's)."""
+    if len(truth) >= MIN_TRUTH_PHOTOS:
+        on_truth = compare(candidate, served, truth)
+        on_truth.evidence = EVIDENCE_TRUTH
+        on_truth.evidence_note = f"{len(truth)} held-out corrected photos"
+        if on_truth.conclusive:
+            return on_truth
+        note = f"the truth was inconclusive on {len(truth)} photos ({on_truth.confidence:.0%})"
+    else:
+        note = f"{len(truth)} held-out corrected photos, {MIN_TRUTH_PHOTOS} needed to decide"
+    on_labels = compare(candidate, served, labels)
+    on_labels.evidence, on_labels.evidence_note = EVIDENCE_CHATGPT, note
+    return on_labels
 
 
 def compare_predictions(candidate: np.ndarray, served: np.ndarray, targets: np.ndarray) -> Comparison:

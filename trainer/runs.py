@@ -15,11 +15,12 @@ from foodcal.calibration import DEFAULT_LEVEL
 from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
+from model_store.reference import food101_labels
 from trainer import quality
 from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both
-from trainer.data import count_labelled, load_dataset
-from trainer.gate import RULE, compare
+from trainer.data import count_labelled, learn_teacher_bias, load_dataset, towards_truth
+from trainer.gate import RULE, decide
 from trainer.rollout import Rollouts
 from trainer.training import EpochResult, TrainingParameters, train
 from trainer.versions import VersionStore
@@ -51,6 +52,7 @@ class RunManager:
         current_classifier,
         range_level: float = DEFAULT_LEVEL,
         label_exploration: float = 0.0,  # LABEL_POLICY_EXPLORATION: weighs photos labelled by chance
+        max_share_per_client: float = 1.0,  # TRAINING_MAX_SHARE_PER_CLIENT (trainer/trust.py)
         *,
         rollouts: Rollouts,  # how a better candidate goes live (trainer/rollout.py)
     ) -> None:
@@ -62,6 +64,7 @@ class RunManager:
         )
         self.current_classifier = current_classifier  # async () -> str
         self.range_level, self.label_exploration = range_level, label_exploration
+        self.max_share_per_client = max_share_per_client
         self.rollouts = rollouts
         self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
@@ -104,7 +107,7 @@ class RunManager:
             if labelled == 0:
                 raise Refused("precondition", "no training data: collect ChatGPT labels first")
             classifier = await self.current_classifier()
-            dataset = await asyncio.to_thread(load_dataset, self.db, classifier)
+            dataset = await asyncio.to_thread(load_dataset, self.db, classifier, self.max_share_per_client)
             if len(dataset) < self.min_samples:
                 stale = labelled - len(dataset)
                 hint = f" ({stale} more need `make backfill` for classifier {classifier})" if stale else ""
@@ -169,7 +172,15 @@ class RunManager:
         self._publish(run.id, run)
 
     async def _train_and_deploy(self, run, params, dataset, classifier, loop) -> None:
-        train_data, early_stopping, val_data = dataset.split()
+        split = dataset.split()
+        # Towards the truth: corrections where people gave them, else ChatGPT's labels adjusted by
+        # the bias the learnable corrections show (trainer/teacher_bias.py).
+        bias = learn_teacher_bias(split.train, split.early_stopping)
+        train_data, early_stopping = (
+            towards_truth(split.train, bias),
+            towards_truth(split.early_stopping, bias),
+        )
+        val_data, truth = towards_truth(split.validation, bias, corrections=False), split.truth
         if len(val_data) == 0 or len(train_data) == 0:
             raise ValueError("the stable split left training or validation empty; collect more samples")
         run.train_samples, run.val_samples = len(train_data) + len(early_stopping), len(val_data)
@@ -192,10 +203,10 @@ class RunManager:
         )
 
         served_model = await asyncio.to_thread(self.versions.model, served_row)
-        comparison = await asyncio.to_thread(compare, best, served_model, val_data)
+        comparison = await asyncio.to_thread(decide, best, served_model, val_data, truth)
         self._check_stopping()
         candidate, served = comparison.candidate, comparison.served
-        run.metrics = comparison.as_dict()
+        run.metrics = {**comparison.as_dict(), "teacher_bias": bias.as_dict(food101_labels())}
         # Ranges from the held-out split, which no version ever trains on: the served version is
         # recalibrated on it as it grows, the candidate calibrated for the day it is served.
         splits, models = (train_data, early_stopping, val_data), (best, served_model)

@@ -11,6 +11,7 @@ from foodcal.convert import nutrition_proto
 from foodcal.v1 import trainer_pb2
 
 MIN_DISH_SAMPLES = 3
+Z95 = 1.959964  # the MAE's 95% interval: mean ± z · sd / sqrt(n) (normal approximation)
 
 
 @dataclass
@@ -19,19 +20,32 @@ class Errors:
     mae: tuple[float, ...]
     bias: tuple[float, ...]  # mean of prediction - truth
     score: float  # PRIMARY_SCORE
+    relative: tuple[float, ...] = (0.0,) * 4  # MAE / mean truth
+    mae_low: tuple[float, ...] = (0.0,) * 4  # the MAE's 95% interval
+    mae_high: tuple[float, ...] = (0.0,) * 4
 
     @classmethod
     def of(cls, predictions: np.ndarray, truths: np.ndarray) -> Errors:
         if len(truths) == 0:
             return cls(0, (0.0,) * 4, (0.0,) * 4, 0.0)
         difference = predictions.astype(np.float64) - truths.astype(np.float64)
-        mae = np.abs(difference).mean(axis=0)
+        absolute = np.abs(difference)
+        mae = absolute.mean(axis=0)
         scale = np.maximum(np.abs(truths).mean(axis=0), 1e-6)
+        spread = absolute.std(axis=0, ddof=1) if len(truths) > 1 else np.full(4, np.inf)
+        half = Z95 * spread / np.sqrt(len(truths))
+
+        def values(array) -> tuple[float, ...]:
+            return tuple(map(float, array))
+
         return cls(
             len(truths),
-            tuple(map(float, mae)),
-            tuple(map(float, difference.mean(axis=0))),
+            values(mae),
+            values(difference.mean(axis=0)),
             float((mae / scale).mean()),
+            values(mae / scale),
+            values(np.maximum(mae - half, 0)),
+            values(mae + half),
         )
 
     def as_dict(self) -> dict:
@@ -47,6 +61,9 @@ class Errors:
             mae=nutrition_proto(self.mae),
             bias=nutrition_proto(self.bias),
             score=self.score,
+            relative_error=nutrition_proto(self.relative) if self.samples else None,
+            mae_low=nutrition_proto(self.mae_low) if self.samples else None,
+            mae_high=nutrition_proto(self.mae_high) if self.samples else None,
         )
 
 

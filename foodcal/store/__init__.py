@@ -6,6 +6,7 @@ from foodcal.store.rollouts import Rollout, RolloutMode, RolloutState
 from foodcal.store.tables import (
     AnalyzeRequest,
     ChatGPTCall,
+    CorrectionReview,
     LabelCache,
     LabelStatus,
     ModelVersionRow,
@@ -18,6 +19,7 @@ from foodcal.store.tables import (
 __all__ = [
     "AnalyzeRequest",
     "ChatGPTCall",
+    "CorrectionReview",
     "Database",
     "ImageStore",
     "LabelCache",

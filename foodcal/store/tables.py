@@ -109,6 +109,11 @@ class Sample(SQLModel, table=True):
     # foodcal.items.FoodItem.to_json() of each corrected item; None = totals only.
     correction_items: list | None = Field(default=None, sa_column=Column(JSON))
     corrected_at: datetime | None = None
+    corrected_by: str | None = Field(default=None, max_length=64)  # gateway.auth identity
+    # Why the correction is far from both ChatGPT and our prediction (gateway/corrections.py);
+    # "" = not flagged. A flagged correction is not learned from until confirmed (trainer/data.py).
+    correction_flag: str = ""
+    correction_review: str = Field(default="", max_length=20)  # CorrectionReview: "", confirmed, rejected
 
     def values(self, prefix: str) -> tuple[float, float, float, float] | None:
         """The four nutrients stored under `pred`, `paired`, `label` or `correction`, or None."""
@@ -158,6 +163,12 @@ class Sample(SQLModel, table=True):
     @property
     def training_target(self) -> tuple[float, float, float, float] | None:
         return self.values("correction") or self.values("label")
+
+
+class CorrectionReview(enum.StrEnum):
+    NONE = ""
+    CONFIRMED = "confirmed"  # an admin vouches for a flagged correction: it is learned from
+    REJECTED = "rejected"  # kept for the record; never learned from, never scored against
 
 
 class LabelCache(SQLModel, table=True):

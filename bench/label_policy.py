@@ -99,7 +99,7 @@ def replay(policy: str, stream: Dataset, test: Dataset) -> dict:
         if since_training >= RETRAIN_EVERY and len(labelled) >= MIN_SAMPLES:
             since_training = 0
             data = stream.subset(np.isin(np.arange(len(stream)), labelled))
-            train_data, early_stopping, validation = data.split()
+            train_data, early_stopping, validation, _ = data.split()
             best, _, _ = train(served, train_data, early_stopping, params, lambda _: None)
             if compare(best, served, validation).better:
                 served, deployed = best, deployed + 1

@@ -73,7 +73,7 @@ def params() -> TrainingParameters:
 
 def time_ours(dishes: np.ndarray) -> dict:
     dataset = unstructured_dataset(SAMPLES, VIT_B_WIDTH, dishes)
-    train_data, early_stopping, _ = dataset.split()
+    train_data, early_stopping, *_ = dataset.split()
     reference = reference_model(VIT_B_WIDTH)
     start = time.perf_counter()
     _, _, epochs = train(reference, train_data, early_stopping, params(), lambda _: None)
@@ -168,7 +168,7 @@ async def time_end_to_end(dishes: np.ndarray, work: Path) -> dict:
         version = 1
         mar_path = Path(settings.model_store_dir) / archive.nutrition_mar_name(version)
         t0 = time.perf_counter()
-        train_data, early_stopping, _ = dataset.split()
+        train_data, early_stopping, *_ = dataset.split()
         best, _, _ = await asyncio.to_thread(
             train, reference, train_data, early_stopping, params(), lambda _: None
         )
@@ -240,7 +240,7 @@ def measure_quality() -> dict:
     runs = []
     for samples in QUALITY_SAMPLES:
         labelled = world.photos(samples, seed=1, id_prefix="labelled")
-        train_data, early_stopping, validation = labelled.data.split()
+        train_data, early_stopping, validation, _ = labelled.data.split()
         start = time.perf_counter()
         best, _, epochs = train(reference, train_data, early_stopping, params(), lambda _: None)
         seconds = time.perf_counter() - start

@@ -12,12 +12,20 @@ import numpy as np
 import pytest
 from sqlmodel import select
 
-from foodcal.store import LabelStatus, ModelVersionRow, Sample
+from foodcal.store import ModelVersionRow, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import API_TOKEN, auth
 from tests.trainer_helpers import add_samples, learnable, start_run, watch
 from trainer.backfill import current_classifier
-from trainer.data import TEST_PERCENT, Dataset, in_test_set, is_early_stopping, is_validation
+from trainer.data import (
+    TEST_PERCENT,
+    VALIDATION_PERCENT,
+    Dataset,
+    in_test_set,
+    in_truth_set,
+    is_early_stopping,
+    is_validation,
+)
 from trainer.versions import load_mar_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,20 +37,35 @@ def in_test_bucket(image_sha256: str) -> bool:
     return int(hashlib.sha256(image_sha256.encode()).hexdigest()[:8], 16) % 100 >= 100 - TEST_PERCENT
 
 
-def test_split_keeps_the_test_set_and_every_correction_out_of_every_training_side():
+def in_truth_bucket(image_sha256: str) -> bool:
+    """The validation and test buckets, written out again: no version is ever trained on them."""
+    bucket = int(hashlib.sha256(image_sha256.encode()).hexdigest()[:8], 16) % 100
+    return bucket < VALIDATION_PERCENT or bucket >= 100 - TEST_PERCENT
+
+
+def test_split_learns_from_corrections_on_the_training_side_and_holds_out_the_rest_as_the_truth():
     ids = [f"{i:032x}" for i in range(2000)]
-    corrected = np.zeros(2000, dtype=bool)
-    corrected[::37] = True  # corrections, whatever their bucket
+    corrections = np.full((2000, 4), np.nan, "f4")
+    corrections[::7] = 1.0  # corrections, whatever their bucket
+    corrected = {i for i, c in zip(ids, corrections, strict=True) if not np.isnan(c).any()}
     assert 0.08 < sum(map(in_test_bucket, ids)) / len(ids) < 0.12
     assert not any(in_test_bucket(i) and (is_validation(i) or is_early_stopping(i)) for i in ids)
     data = Dataset(
-        ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"), ids, corrected
-    )
-    train, early_stopping, validation = data.split()
-    used = set(train.ids + early_stopping.ids + validation.ids)
-    test = {i for i, c in zip(ids, corrected, strict=True) if c or in_test_bucket(i)}
-    assert test == {i for i, c in zip(ids, corrected, strict=True) if in_test_set(i, bool(c))}
-    assert not used & test and used | test == set(ids)
+        ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"), ids,
+        labels=np.zeros((2000, 4), "f4"), corrections=corrections,
+    )  # fmt: skip
+    train, early_stopping, validation, truth = data.split()
+    trained = set(train.ids + early_stopping.ids)
+    # The truth set: exactly the corrected photos of the validation and test buckets, with their truth.
+    assert set(truth.ids) == {i for i in corrected if in_truth_bucket(i)}
+    assert set(truth.ids) == {i for i in corrected if in_truth_set(i)} and (truth.targets == 1.0).all()
+    assert 0.2 < len(truth) / len(corrected) < 0.4  # TRUTH_PERCENT of the corrections
+    # The other corrections are learnt from; no held-out photo is ever trained on.
+    assert {i for i in corrected if not in_truth_bucket(i)} <= trained
+    assert not trained & {i for i in ids if in_truth_bucket(i)}
+    assert not set(validation.ids) & {i for i in ids if in_test_bucket(i)}
+    assert trained | set(validation.ids) | {i for i in ids if in_test_bucket(i)} == set(ids)
+    assert {i for i in ids if in_test_bucket(i)} == {i for i in ids if in_test_set(i)}
     assert data.split().train.ids == train.ids  # stable
 
 
@@ -67,9 +90,15 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
             row.top1_dish, row.pred_model_version = DISHES[index % 3], 0  # v0 answered them all live
             session.add(row)
         ids = [(row.id, row.image_sha256) for row in rows]
-    corrected = [sample_id for sample_id, sha in ids if not in_test_bucket(sha)][:6]  # trainable before
+    # Six corrections learnt from (training buckets), six held out as the truth (validation, test).
+    learnt = [sample_id for sample_id, sha in ids if not in_truth_bucket(sha)][:6]
+    held_out = [sample_id for sample_id, sha in ids if in_truth_bucket(sha)][:6]
+    corrected = learnt + held_out
+    with app.db.session() as session:
+        labels = {i: session.get(Sample, i).values("label") for i in corrected}
     for number, sample_id in enumerate(corrected):
-        truth = common_pb2.Nutrition(calories_kcal=500 + 10 * number, proteins_g=30, fats_g=20, carbs_g=60)
+        kcal, proteins, fats, carbs = (v * (1.1 + 0.02 * number) for v in labels[sample_id])
+        truth = common_pb2.Nutrition(calories_kcal=kcal, proteins_g=proteins, fats_g=fats, carbs_g=carbs)
         await app.gateway.CorrectSample(
             gateway_pb2.CorrectSampleRequest(sample_id=sample_id, nutrition=truth), metadata=auth()
         )
@@ -77,8 +106,8 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
     started = await start_run(app)
     outcome = (await watch(app, started.run_id))[-1].outcome
     assert outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, outcome.message
-    test_ids = {i for i, sha in ids if in_test_bucket(sha)} | set(corrected)
-    # Neither trained, stopped nor compared on: the run saw exactly the other samples.
+    test_ids = {i for i, sha in ids if in_test_bucket(sha)}
+    # Trained on or compared on: every photo but the ChatGPT test set's, the learnt corrections too.
     assert outcome.train_samples + outcome.val_samples == len(ids) - len(test_ids)
 
     report = await app.gateway.GetQualityReport(
@@ -89,7 +118,7 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
 
     # The numbers equal a direct computation from the samples and the archive.
     with app.db.session() as session:
-        samples = [session.get(Sample, i) for i in sorted(test_ids)]
+        samples = [session.get(Sample, i) for i in sorted(test_ids | set(held_out))]
         v1 = session.get(ModelVersionRow, 1)
     from model_store.nutrition_model import NutritionModel
 
@@ -101,7 +130,7 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
             torch.from_numpy(np.stack([np.frombuffer(s.embedding, "<f4") for s in samples])),
             torch.from_numpy(np.stack([np.frombuffer(s.class_probabilities, "<f4") for s in samples])),
         ).numpy()
-    labelled = [k for k, s in enumerate(samples) if s.label_status == LabelStatus.LABELED]
+    labelled = [k for k, s in enumerate(samples) if s.id in test_ids]
     mae, bias = _errors(predictions[labelled], [samples[k].values("label") for k in labelled])
     ledger = report.versions[1]
     assert ledger.test_chatgpt.overall.samples == len(labelled) == len(test_ids)
@@ -111,11 +140,26 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
     assert ledger.test_chatgpt_at_creation.samples == len(labelled)
     assert ledger.test_chatgpt_at_creation.score == pytest.approx(ledger.test_chatgpt.overall.score)
 
-    # Corrections apart, against the person's values.
-    fixed = [k for k, s in enumerate(samples) if s.id in corrected]
-    mae, _ = _errors(predictions[fixed], [samples[k].values("correction") for k in fixed])
-    assert ledger.test_corrections.overall.samples == 6
-    assert _values(ledger.test_corrections.overall.mae) == pytest.approx(mae, rel=1e-5)
+    # Against the truth: the held-out corrections only, never the six it learnt from.
+    fixed = [k for k, s in enumerate(samples) if s.id in held_out]
+    truths = np.array([samples[k].values("correction") for k in fixed])
+    errors = np.abs(predictions[fixed] - truths)
+    assert ledger.test_corrections.overall.samples == 6 and report.truth_note == ""
+    assert _values(ledger.test_corrections.overall.mae) == pytest.approx(errors.mean(axis=0), rel=1e-5)
+    assert _values(ledger.test_corrections.overall.relative_error) == pytest.approx(
+        errors.mean(axis=0) / truths.mean(axis=0), rel=1e-5
+    )
+    half = 1.96 * errors.std(axis=0, ddof=1) / np.sqrt(6)
+    assert _values(ledger.test_corrections.overall.mae_high) == pytest.approx(
+        errors.mean(axis=0) + half, rel=1e-3
+    )
+    # ChatGPT itself against the truth, on the same photos: every label was 10-32% under it.
+    teacher = np.array([samples[k].values("label") for k in fixed])
+    chatgpt = report.chatgpt_vs_corrections.overall
+    assert chatgpt.samples == 6 and report.truth_percent == 30
+    assert _values(chatgpt.mae) == pytest.approx(np.abs(teacher - truths).mean(axis=0), rel=1e-5)
+    assert _values(chatgpt.bias) == pytest.approx((teacher - truths).mean(axis=0), rel=1e-5)
+    assert chatgpt.bias.calories_kcal < 0
 
     # Per dish, worst first, each with its count.
     dishes = ledger.test_chatgpt.worst_dishes
@@ -149,7 +193,8 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
         subprocess.run, command, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
-    assert "v1  (served)" in result.stdout and "test vs corrections  n=6" in result.stdout
+    assert "v1  (served)" in result.stdout and "vs truth             n=6" in result.stdout
+    assert "ChatGPT vs truth  n=6" in result.stdout
     assert "worst dishes, test vs ChatGPT: " in result.stdout
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
 

@@ -160,7 +160,7 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
     ids = [
         (
             await app.gateway.AnalyzeMeal(
-                gateway_pb2.AnalyzeMealRequest(image=photo(color=(i, 9, 99))), metadata=auth()
+                gateway_pb2.AnalyzeMealRequest(image=photo(color=(40 * i, 9, 99))), metadata=auth()
             )
         ).sample_id
         for i in range(3)

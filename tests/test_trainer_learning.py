@@ -25,7 +25,7 @@ def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_p
         [f"s{i}" for i in range(80)], embeddings, probabilities, targets, [f"p{i}" for i in range(80)]
     )
     reference = NutritionModel.from_table(torch.from_numpy(TABLE), embedding_dim=48)
-    train_data, early_stopping, _ = data.split()
+    train_data, early_stopping, *_ = data.split()
     params = TrainingParameters(epochs=3)
     first, _, _ = train(reference, train_data, early_stopping, params, on_epoch=lambda e: None)
     second, _, _ = train(reference, train_data, early_stopping, params, on_epoch=lambda e: None)
@@ -46,7 +46,8 @@ def test_split_is_stable_a_fifth_held_out_and_early_stopping_never_touches_valid
     data = Dataset(
         ids, np.zeros((2000, 4), "f4"), np.zeros((2000, 101), "f4"), np.zeros((2000, 4), "f4"), ids
     )
-    train_data, early_stopping, validation = data.split()
+    train_data, early_stopping, validation, truth = data.split()
+    assert len(truth) == 0  # no corrections: nothing held out as the truth
     test = [i for i in ids if in_test_set(i)]  # the quality test set is on no side (test_quality.py)
     assert sorted(train_data.ids + early_stopping.ids + validation.ids + test) == sorted(ids)
     assert data.split().validation.ids == validation.ids  # stable across runs

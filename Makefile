@@ -58,6 +58,7 @@ compose-test: setup ## build the image, run docker-compose.yml for real and driv
 
 bench: setup ## training and serving benchmarks (prints ratios, writes bench/results/)
 	$(PY) -m bench.training
+	$(PY) -m bench.training --truth
 	$(PY) -m bench.serving
 	$(PY) -m bench.precision
 	$(PY) -m bench.label_policy

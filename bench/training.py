@@ -538,6 +538,11 @@ def quiet_transformers() -> None:
 
 def main() -> None:
     quiet_transformers()
+    if "--truth" in sys.argv[1:]:  # the student against the truth, beside its teacher (bench/truth.py)
+        from bench import truth
+
+        truth.main()
+        return
     if "--quality" in sys.argv[1:]:  # only the quality part: seconds, not minutes
         quality = measure_quality()
         say("\n".join(quality_lines(quality)))

@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     samples = commands.add_parser("samples", help="the newest samples")
     samples.add_argument("--page-size", type=int, default=10)
     samples.add_argument("--page-token", default="")
+    samples.add_argument(
+        "--corrections",
+        choices=["corrected", "flagged", "rejected"],
+        help="only corrected samples, flagged corrections not yet reviewed, or rejected ones",
+    )
     sample = commands.add_parser("sample", help="one sample")
     sample.add_argument("sample_id")
     correct = commands.add_parser(
@@ -125,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME:GRAMS:KCAL:PROTEINS:FATS:CARBS",
         help="one item on the plate (repeat); items alone set the totals to their sum",
     )
+    review = commands.add_parser(
+        "review", help="admins: confirm or reject a correction (`samples --corrections flagged` finds them)"
+    )
+    review.add_argument("sample_id")
+    review.add_argument("decision", choices=["confirm", "reject", "undo"])
     train = commands.add_parser("train", help="start a training run and watch it")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=8)
@@ -163,8 +173,17 @@ def _run(args, stub, metadata) -> int:
     elif args.command == "stats":
         _print(stub.GetStats(gateway_pb2.GetStatsRequest(), metadata=metadata, timeout=30))
     elif args.command == "samples":
-        request = gateway_pb2.ListSamplesRequest(page_size=args.page_size, page_token=args.page_token)
+        corrections = f"CORRECTION_FILTER_{(args.corrections or 'unspecified').upper()}"
+        request = gateway_pb2.ListSamplesRequest(
+            page_size=args.page_size, page_token=args.page_token, corrections=corrections
+        )
         _print(stub.ListSamples(request, metadata=metadata))
+    elif args.command == "review":
+        decision = {"confirm": "CONFIRMED", "reject": "REJECTED", "undo": "UNREVIEWED"}[args.decision]
+        request = gateway_pb2.ReviewCorrectionRequest(
+            sample_id=args.sample_id, review=f"CORRECTION_REVIEW_{decision}"
+        )
+        _print(stub.ReviewCorrection(request, metadata=metadata))
     elif args.command == "sample":
         _print(stub.GetSample(gateway_pb2.GetSampleRequest(sample_id=args.sample_id), metadata=metadata))
     elif args.command == "correct":

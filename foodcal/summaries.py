@@ -147,7 +147,10 @@ def sample(s: gateway_pb2.Sample) -> str:
             ("ours - label", nutrients(s.difference, sign="+")),
         ]
     if s.corrected:
-        rows.append(("correction", nutrients(s.correction)))
+        review = common_pb2.CorrectionReview.Name(s.correction_review).removeprefix("CORRECTION_REVIEW_")
+        rows.append(("correction", f"{nutrients(s.correction)}  ({review.lower()})"))
+        if s.correction_flag:
+            rows.append(("flagged", f"{s.correction_flag}: not learnt from until an admin confirms it"))
     if s.shown_source:
         rows.append(("shown", source(s.shown_source)))
     attempts = f" (attempts: {s.label_attempts})" if s.label_attempts else ""
@@ -157,15 +160,20 @@ def sample(s: gateway_pb2.Sample) -> str:
 
 
 def samples(r: gateway_pb2.ListSamplesResponse) -> str:
-    lines = [f"{'sample':<33}{'created (UTC)':<18}{'dish':<26}{'ours':>9}{'label':>9}  label status"]
+    lines = [
+        f"{'sample':<33}{'created (UTC)':<18}{'dish':<26}{'ours':>9}{'label':>9}{'truth':>9}  label status"
+    ]
     for s in r.samples:
         top = f"{s.dishes[0].label} {s.dishes[0].probability:.0%}" if s.dishes else ""
         theirs = (
             f"{s.chatgpt_label.nutrition.calories_kcal:.0f}" if s.chatgpt_label.HasField("nutrition") else "-"
         )
+        truth = f"{s.correction.calories_kcal:.0f}" if s.corrected else "-"
+        flag = "  flagged: " + s.correction_flag if s.correction_flag else ""
         lines.append(
             f"{s.sample_id:<33}{s.created_at.ToDatetime():%Y-%m-%d %H:%M}  {top[:24]:<26}"
-            f"{s.own_prediction.calories_kcal:>9.0f}{theirs:>9}  {label_status(s.label_status)}"
+            f"{s.own_prediction.calories_kcal:>9.0f}{theirs:>9}{truth:>9}  "
+            f"{label_status(s.label_status)}{flag}"
         )
     lines.append("(kcal)" + (f"  next page: --page-token {r.next_page_token}" if r.next_page_token else ""))
     return "\n".join(lines)
@@ -213,7 +221,11 @@ def summary(message: Message) -> str:
     match message:
         case gateway_pb2.AnalyzeMealResponse():
             return analyzed(message)
-        case gateway_pb2.GetSampleResponse() | gateway_pb2.CorrectSampleResponse():
+        case (
+            gateway_pb2.GetSampleResponse()
+            | gateway_pb2.CorrectSampleResponse()
+            | gateway_pb2.ReviewCorrectionResponse()
+        ):
             return sample(message.sample)
         case gateway_pb2.ListSamplesResponse():
             return samples(message)

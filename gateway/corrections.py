@@ -1,7 +1,10 @@
-"""A person's correction: totals, items, or both, checked before anything is stored."""
+"""A person's correction: totals, items, or both, checked before anything is stored; flagged when
+it is far from both ChatGPT's label and our prediction (trainer/trust.py decides what that means for
+training)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from foodcal.convert import nutrition_values
@@ -48,3 +51,24 @@ def correction_of(request: gateway_pb2.CorrectSampleRequest) -> Correction:
                 nutrient=off[0],
             )
     return Correction(values, items or None)
+
+
+# A correction more than 2.5× off (either way) in calories from every reference it has is flagged.
+# Vision LLMs are 30-40% off on some dishes; 2.5× is a typo, a wrong photo or an attack.
+FLAG_FACTOR = 2.5
+_OFFSET_KCAL = 10.0  # a 0 kcal reference (black coffee) would make any ratio infinite
+
+
+def flag_of(
+    values: tuple[float, ...], label: tuple[float, ...] | None, prediction: tuple[float, ...] | None
+) -> str:
+    """Why the correction is far from both ChatGPT's label and our prediction; "" if it is not."""
+    references = [
+        (name, ref) for name, ref in (("ChatGPT's label", label), ("our prediction", prediction)) if ref
+    ]
+    ratios = [
+        (name, (values[0] + _OFFSET_KCAL) / (max(ref[0], 0.0) + _OFFSET_KCAL)) for name, ref in references
+    ]
+    if not ratios or any(abs(math.log(ratio)) <= math.log(FLAG_FACTOR) for _, ratio in ratios):
+        return ""
+    return "calories " + " and ".join(f"{ratio:.2g}× {name}" for name, ratio in ratios)

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from foodcal.convert import nutrition_proto, timestamp
 from foodcal.items import FoodItem
 from foodcal.nutrition import NUTRIENTS
-from foodcal.store import ChatGPTCall, LabelCache, LabelStatus, Sample
+from foodcal.store import ChatGPTCall, CorrectionReview, LabelCache, LabelStatus, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import spent_today
 from gateway.label_policy import CONFIDENT_REASON
@@ -46,6 +46,10 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         correction_items=[FoodItem.from_json(item).to_proto() for item in sample.correction_items or []],
         paired_prediction=nutrition_proto(sample.values("paired")),
         paired_prediction_version=sample.paired_model_version,  # None: unset
+        correction_flag=sample.correction_flag,
+        correction_review=(
+            CorrectionReview(sample.correction_review).to_proto() if sample.corrected_at is not None else None
+        ),
     )
     return message
 
@@ -75,11 +79,20 @@ def list_samples(
     page_token: str,
     status: LabelStatus | None,
     owner: str | None = None,
+    corrections: int = gateway_pb2.CORRECTION_FILTER_UNSPECIFIED,
 ):
     """Newest first, keyset-paged on (created_at, id) so pages stay stable while samples arrive."""
     query = select(Sample).order_by(col(Sample.created_at).desc(), col(Sample.id).desc())
     if status is not None:
         query = query.where(Sample.label_status == status)
+    if corrections != gateway_pb2.CORRECTION_FILTER_UNSPECIFIED:
+        query = query.where(col(Sample.corrected_at).is_not(None))
+    if corrections == gateway_pb2.CORRECTION_FILTER_FLAGGED:
+        query = query.where(
+            Sample.correction_flag != "", Sample.correction_review == CorrectionReview.UNREVIEWED
+        )
+    elif corrections == gateway_pb2.CORRECTION_FILTER_REJECTED:
+        query = query.where(Sample.correction_review == CorrectionReview.REJECTED)
     if owner is not None:  # a client lists only its own samples
         query = query.where(Sample.owner == owner)
     if page_token:

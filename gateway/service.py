@@ -11,13 +11,13 @@ import grpc
 from foodcal.convert import nutrition_proto
 from foodcal.errors import abort
 from foodcal.notes import clean_note
-from foodcal.store import Database, LabelStatus, Sample
+from foodcal.store import CorrectionReview, Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analysis, Analyzer
 from gateway.auth import Caller, Roles
-from gateway.corrections import InvalidCorrection, correction_of
+from gateway.corrections import InvalidCorrection, correction_of, flag_of
 from gateway.deadlines import Budget
 from gateway.errors import translate_errors
 from gateway.idempotency import RequestIds, idempotent
@@ -182,11 +182,25 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
             status = LabelStatus.from_proto(request.label_status) if request.label_status else None
         except ValueError as error:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_LABEL_STATUS")
+        if request.corrections not in gateway_pb2.CorrectionFilter.values():
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"corrections filter {request.corrections} is not a CorrectionFilter",
+                "INVALID_CORRECTION_FILTER",
+            )
         owner = self._caller(context).owner_filter
 
         def page():
             with self.db.session() as session:
-                return list_samples(session, page_size, request.page_token, status, owner=owner)
+                return list_samples(
+                    session,
+                    page_size,
+                    request.page_token,
+                    status,
+                    owner=owner,
+                    corrections=request.corrections,
+                )
 
         try:
             rows, next_token = await asyncio.to_thread(page)
@@ -203,7 +217,8 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
             correction = correction_of(request)
         except InvalidCorrection as error:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), error.reason, **error.metadata)
-        await self._sample(context, request.sample_id, self._caller(context))
+        caller = self._caller(context)
+        await self._sample(context, request.sample_id, caller)
 
         def correct() -> Sample:
             with self.db.session() as session:
@@ -211,7 +226,10 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
                 sample.set_values("correction", correction.values)
                 items = correction.items
                 sample.correction_items = [item.to_json() for item in items] if items else None
-                sample.corrected_at = utcnow()
+                sample.corrected_at, sample.corrected_by = utcnow(), caller.identity
+                label = sample.values("label") if sample.label_status == LabelStatus.LABELED else None
+                sample.correction_flag = flag_of(correction.values, label, sample.values("pred"))
+                sample.correction_review = CorrectionReview.UNREVIEWED  # a new correction, a new review
                 session.add(sample)
                 return sample
 
@@ -219,8 +237,45 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
             sample = await asyncio.to_thread(correct)
         except DatabaseUnavailable as error:
             await translate_errors(context, error)
-        log.info("sample %s corrected", sample.id)
+        if sample.correction_flag:
+            log.warning("sample %s corrected, flagged: %s", sample.id, sample.correction_flag)
+        else:
+            log.info("sample %s corrected", sample.id)
         return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
+
+    async def ReviewCorrection(self, request, context):
+        """Admins: confirm or reject a correction (or undo a review)."""
+        try:
+            review = CorrectionReview.from_proto(request.review)
+        except ValueError:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "review must be CONFIRMED, REJECTED or UNREVIEWED",
+                "INVALID_REVIEW",
+            )
+        sample = await self._sample(context, request.sample_id, self._caller(context))
+        if sample.corrected_at is None:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"sample {sample.id} has no correction to review",
+                "NOT_CORRECTED",
+            )
+
+        def store() -> Sample:
+            with self.db.session() as session:
+                row = session.get(Sample, request.sample_id)
+                row.correction_review = review
+                session.add(row)
+                return row
+
+        try:
+            sample = await asyncio.to_thread(store)
+        except DatabaseUnavailable as error:
+            await translate_errors(context, error)
+        log.info("correction of sample %s reviewed: %s", sample.id, review.name.lower())
+        return gateway_pb2.ReviewCorrectionResponse(sample=sample_proto(sample))
 
     async def GetStats(self, request, context):
         owner = self._caller(context).owner_filter

@@ -173,6 +173,30 @@ def towards_truth(part: Dataset, bias: TeacherBias, corrections: bool = True) ->
     return replace(part.subset(keep), targets=targets[keep].astype(np.float32))
 
 
+class RunData(NamedTuple):
+    """What one training run reads: its sides with their targets, and the teacher's learnt bias."""
+
+    train: Dataset
+    early_stopping: Dataset
+    validation: Dataset  # ChatGPT's labels, adjusted by `bias`
+    truth: Dataset  # the held-out corrections
+    bias: TeacherBias
+
+
+def run_data(dataset: Dataset) -> RunData:
+    """Towards the truth: corrections where people gave them, else ChatGPT's labels adjusted by the
+    bias the learnable corrections show (trainer/teacher_bias.py)."""
+    split = dataset.split()
+    bias = learn_teacher_bias(split.train, split.early_stopping)
+    return RunData(
+        towards_truth(split.train, bias),
+        towards_truth(split.early_stopping, bias),
+        towards_truth(split.validation, bias, corrections=False),
+        split.truth,
+        bias,
+    )
+
+
 def count_labelled(db: Database) -> int:
     """Samples that may teach the model (any classifier version): ChatGPT labels or corrections."""
     with db.session() as session:

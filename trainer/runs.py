@@ -19,7 +19,7 @@ from model_store.reference import food101_labels
 from trainer import quality
 from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both
-from trainer.data import count_labelled, learn_teacher_bias, load_dataset, towards_truth
+from trainer.data import count_labelled, load_dataset, run_data
 from trainer.gate import RULE, decide
 from trainer.rollout import Rollouts
 from trainer.training import EpochResult, TrainingParameters, train
@@ -172,15 +172,7 @@ class RunManager:
         self._publish(run.id, run)
 
     async def _train_and_deploy(self, run, params, dataset, classifier, loop) -> None:
-        split = dataset.split()
-        # Towards the truth: corrections where people gave them, else ChatGPT's labels adjusted by
-        # the bias the learnable corrections show (trainer/teacher_bias.py).
-        bias = learn_teacher_bias(split.train, split.early_stopping)
-        train_data, early_stopping = (
-            towards_truth(split.train, bias),
-            towards_truth(split.early_stopping, bias),
-        )
-        val_data, truth = towards_truth(split.validation, bias, corrections=False), split.truth
+        train_data, early_stopping, val_data, truth, bias = await asyncio.to_thread(run_data, dataset)
         if len(val_data) == 0 or len(train_data) == 0:
             raise ValueError("the stable split left training or validation empty; collect more samples")
         run.train_samples, run.val_samples = len(train_data) + len(early_stopping), len(val_data)

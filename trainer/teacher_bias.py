@@ -3,19 +3,21 @@
 Vision LLMs are wrong in systematic ways (~30% off on weighed plates; large and oily plates
 under-counted), so a student that copies its teacher inherits the teacher's bias. For every
 learnable correction of a labelled photo we take the log ratio truth / teacher per nutrient and
-estimate each dish's ratio with an empirical-Bayes (normal-normal) model:
+estimate each dish's ratio by empirical Bayes (normal-normal), in two levels:
 
-    dish log ratio = global + n_d / (n_d + k) * (dish mean - global),    k = sigma² / tau²
-    global         = N / (N + k) * mean over all corrections             (shrunk towards 1×)
+    global     = m · max(0, 1 - se² / m²)         m: the mean log ratio, se its standard error
+    dish ratio = global + n_d / (n_d + k) · (dish mean - global),      k = sigma² / tau²
 
-sigma² is the spread of corrections of one dish (the teacher's per-photo noise), tau² the spread
-between dishes (the teacher's per-dish bias), both estimated from the corrections themselves (method
-of moments), so one correction of a dish moves it a little when the teacher is noisy per photo and a
-lot when its errors are mostly per dish. With no corrections every ratio is 1: the labels unchanged.
+The global factor is the mean shrunk by its own signal-to-noise (the prior's spread estimated as
+m² - se²): a few noisy corrections of an unbiased teacher move nothing, fifty of a teacher 30% off
+move it almost all the way. sigma² is the spread of corrections of one dish (the teacher's per-photo
+noise), tau² the spread between dishes (its per-dish bias), both estimated from the corrections by
+the method of moments, so a dish moves a lot only when dishes really differ. With no corrections
+every ratio is 1: the labels unchanged.
 
 Each correction carries a weight in [0, 1] (trainer/data.py: one client's bounded share of a run):
-a down-weighted correction still counts in the denominator, so the rest of its weight is evidence of
-"no difference" rather than being re-spread over the others.
+its log ratio is scaled by its weight, and it still counts in full in the denominators, so the rest
+of its weight is evidence of "no difference" rather than being re-spread over the others.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from model_store.nutrition_model import NUTRIENTS
 # Added to truth and teacher before the ratio: a 0 g fat label would make any ratio infinite.
 OFFSET = np.array([10.0, 1.0, 1.0, 1.0])
 MAX_LOG_RATIO = float(np.log(3.0))  # one wild pair cannot claim more than 3× (the flag rule is 2.5×)
-# Used until the corrections can tell: a per-photo spread of ~15% and a per-dish one of ~20%
-# (published vision-LLM errors on weighed plates), i.e. k ≈ 0.6.
-PRIOR_SIGMA2, PRIOR_TAU2 = 0.15**2, 0.20**2
+# Pooled with the estimates while corrections are few, worth PRIOR_WEIGHT corrections (sigma²) or
+# dishes (tau²): a per-photo spread of ~15% and a small per-dish one, so that a handful of corrections
+# of different dishes is not taken for per-dish bias.
+PRIOR_SIGMA2, PRIOR_TAU2 = 0.15**2, 0.05**2
+PRIOR_WEIGHT_SIGMA2, PRIOR_WEIGHT_TAU2 = 10, 3
 MIN_K, MAX_K = 0.1, 25.0
 
 
@@ -68,9 +72,8 @@ class TeacherBias:
             [np.bincount(dishes, weights * ratios[:, j], minlength=classes)[:classes] for j in range(4)], 1
         )
         k = _shrinkage(ratios, dishes, counts)
-        global_ratio = weighted_sums.sum(axis=0) / (counts.sum() + k)
-        dish_weights = np.bincount(dishes, weights, minlength=classes)[:classes]
-        deviation = weighted_sums - dish_weights[:, None] * global_ratio
+        global_ratio = _global(weights[:, None] * ratios)
+        deviation = weighted_sums - counts[:, None] * global_ratio  # of each dish's weighted ratios
         log_ratio = global_ratio + deviation / (counts[:, None] + k)
         return cls(log_ratio, global_ratio, k, len(truth), counts.astype(np.int64))
 
@@ -100,6 +103,15 @@ class TeacherBias:
         }
 
 
+def _global(ratios: np.ndarray) -> np.ndarray:
+    """[4] the mean log ratio, shrunk towards 0 by its signal-to-noise (empirical Bayes)."""
+    mean = ratios.mean(axis=0)
+    if len(ratios) < 2:
+        return mean * 0.5  # one correction: no spread to judge it by; half of it
+    se2 = ratios.var(axis=0, ddof=1) / len(ratios)
+    return mean * np.maximum(0.0, 1 - se2 / np.maximum(mean**2, 1e-12))
+
+
 def _shrinkage(ratios: np.ndarray, dishes: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """k = sigma² / tau² per nutrient by the method of moments, the prior's where data are thin."""
     covered = counts > 0
@@ -108,11 +120,14 @@ def _shrinkage(ratios: np.ndarray, dishes: np.ndarray, counts: np.ndarray) -> np
     within = ratios - sums[dishes] / counts[dishes, None]  # each correction minus its dish's mean
     freedom = len(ratios) - covered.sum()  # corrections beyond the first of each dish
     # Pool the estimate with the prior as if the prior were worth 10 observations of each kind.
-    sigma2 = (np.square(within).sum(axis=0) + 10 * PRIOR_SIGMA2) / (freedom + 10)
+    sigma2 = (np.square(within).sum(axis=0) + PRIOR_WEIGHT_SIGMA2 * PRIOR_SIGMA2) / (
+        freedom + PRIOR_WEIGHT_SIGMA2
+    )
     dishes_covered = len(means)
+    between = np.zeros(4)
     if dishes_covered > 1:
-        between = means.var(axis=0, ddof=1) - sigma2 * np.mean(1 / counts[covered])
-        tau2 = (np.maximum(between, 0) * (dishes_covered - 1) + 10 * PRIOR_TAU2) / (dishes_covered - 1 + 10)
-    else:
-        tau2 = np.full(4, PRIOR_TAU2)
+        between = np.maximum(means.var(axis=0, ddof=1) - sigma2 * np.mean(1 / counts[covered]), 0)
+    tau2 = (between * max(dishes_covered - 1, 0) + PRIOR_WEIGHT_TAU2 * PRIOR_TAU2) / (
+        max(dishes_covered - 1, 0) + PRIOR_WEIGHT_TAU2
+    )
     return np.clip(sigma2 / np.maximum(tau2, 1e-9), MIN_K, MAX_K)

@@ -165,8 +165,9 @@ class Sample(SQLModel, table=True):
         return self.values("correction") or self.values("label")
 
 
+@mirrors_proto_enum(common_pb2.CorrectionReview, "CORRECTION_REVIEW_")
 class CorrectionReview(enum.StrEnum):
-    NONE = ""
+    UNREVIEWED = ""
     CONFIRMED = "confirmed"  # an admin vouches for a flagged correction: it is learned from
     REJECTED = "rejected"  # kept for the record; never learned from, never scored against
 

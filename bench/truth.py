@@ -1,0 +1,203 @@
+"""`python -m bench.training --truth`: can the student end up closer to the truth than its teacher?
+
+A synthetic world (bench/synthetic.py: class-prototype features with 8% of photos taken for a
+look-alike dish, Zipf dish frequencies, a hidden portion of 0.8-1.2× that no feature reveals) where
+the photos' values are the *truth* (a weighed plate), and the teacher (ChatGPT) sees each plate but
+is off by a factor of 0.7-1.3× per dish and nutrient (systematic) and by 10% per photo (noise). A
+person corrects a share of the labelled photos with the true values.
+
+Each run takes the trainer's own path: trainer.data.run_data (the 70/30 split of corrections, the
+teacher's bias learnt per dish), trainer.training.train with the original defaults, and
+trainer.gate.decide against version 0 (the truth first where it is large enough). The version that
+would be served (the candidate if the gate passed it, else version 0) is scored against the truth
+on 3,000 fresh photos, beside the teacher's own labels of the same photos and the floor (each
+photo's true per-dish value: the best any answer can do without seeing the portion).
+
+"Today's student" is the same run with no correction learnt from (the design before this change).
+Printed as a table; saved to bench/results/training_truth.{json,txt,png}. Never a timed assertion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.common import RESULTS, progress, save, say, table, verdict
+from bench.synthetic import ClassFeatureWorld, reference_model
+from model_store.nutrition_model import NUTRIENTS
+from trainer.data import Dataset, run_data
+from trainer.gate import decide, predictions
+from trainer.training import TrainingParameters, train
+
+LABELLED = 500  # the issue's scenario: 500 labelled photos
+SHARES = (0.0, 0.01, 0.05, 0.10)
+SEEDS = (1, 2, 3)
+TEST_PHOTOS = 3000
+BIAS_RANGE, PHOTO_NOISE = (0.7, 1.3), 0.10
+TARGET_RATIO = 0.7  # served MAE against the truth at most 0.7× the teacher's, at 10% corrections
+
+
+def _teacher(world_bias: np.ndarray, truth: np.ndarray, dishes: np.ndarray, rng) -> np.ndarray:
+    noise = np.exp(rng.normal(0, PHOTO_NOISE, size=truth.shape))
+    return (truth * world_bias[dishes] * noise).astype(np.float32)
+
+
+def _mae(values: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return np.abs(values.astype(np.float64) - truth).mean(axis=0)
+
+
+def one_run(biased: bool, share: float, seed: int, learn: bool = True) -> dict:
+    world = ClassFeatureWorld(width=128, seed=seed)
+    rng = np.random.default_rng([seed, 7])
+    world_bias = rng.uniform(*BIAS_RANGE, size=(101, 4)) if biased else np.ones((101, 4))
+    photos = world.photos(LABELLED, seed=seed, id_prefix="truth")
+    truth = photos.data.targets
+    teacher = _teacher(world_bias, truth, photos.true_dish, rng)
+    corrected = rng.random(LABELLED) < share
+    corrections = np.where(corrected[:, None] & learn, truth, np.nan).astype(np.float32)
+    data = Dataset(
+        photos.data.ids,
+        photos.data.embeddings,
+        photos.data.probabilities,
+        teacher,
+        photos.data.image_sha256,
+        labels=teacher,
+        corrections=corrections,
+    )
+    parts = run_data(data)
+    reference = reference_model(world.width)
+    params = TrainingParameters()  # the original defaults: 20 epochs, batch 8, lr 0.001
+    best, _, _ = train(reference, parts.train, parts.early_stopping, params, lambda _: None)
+    comparison = decide(best, reference, parts.validation, parts.truth)
+    served = best if comparison.better else reference
+
+    test = world.photos(TEST_PHOTOS, seed=seed + 1000, id_prefix="test")
+    test_truth = test.data.targets.astype(np.float64)
+    test_teacher = _teacher(world_bias, test.data.targets, test.true_dish, rng)
+    return {
+        "served": _mae(predictions(served, test.data), test_truth),
+        "teacher": _mae(test_teacher, test_truth),
+        "floor": _mae(test.floor_prediction, test_truth),
+        "version0": _mae(predictions(reference, test.data), test_truth),
+        "deployed": bool(comparison.better),
+        "evidence": comparison.evidence,
+        "corrections": int(corrected.sum()),
+        "truth_photos": len(parts.truth),
+    }
+
+
+def measure() -> dict:
+    rows = []
+    for biased in (True, False):
+        for share in SHARES:
+            progress(f"{'biased' if biased else 'unbiased'} teacher, corrections on {share:.0%}")
+            runs = [one_run(biased, share, seed) for seed in SEEDS]
+            today = [one_run(biased, share, seed, learn=False) for seed in SEEDS] if share else None
+            row = {
+                "teacher_biased": biased,
+                "share": share,
+                "corrections": float(np.mean([r["corrections"] for r in runs])),
+                "truth_photos": float(np.mean([r["truth_photos"] for r in runs])),
+                "deployed": sum(r["deployed"] for r in runs),
+                "evidence": sorted({r["evidence"] for r in runs}),
+            }
+            for key in ("served", "teacher", "floor", "version0"):
+                row[key] = dict(zip(NUTRIENTS, np.mean([r[key] for r in runs], axis=0).tolist(), strict=True))
+            if today:
+                row["today"] = dict(
+                    zip(NUTRIENTS, np.mean([r["served"] for r in today], axis=0).tolist(), strict=True)
+                )
+            rows.append(row)
+    return {
+        "world": {
+            "labelled_photos": LABELLED,
+            "test_photos": TEST_PHOTOS,
+            "seeds": list(SEEDS),
+            "teacher_bias_per_dish_and_nutrient": list(BIAS_RANGE),
+            "teacher_noise_per_photo": PHOTO_NOISE,
+            "hidden_portion": list(ClassFeatureWorld.portion),
+            "misclassified": ClassFeatureWorld.misclassified,
+        },
+        "rows": rows,
+    }
+
+
+def lines(result: dict) -> list[str]:
+    world = result["world"]
+    body = []
+    for row in result["rows"]:
+        kcal = {key: row[key]["calories_kcal"] for key in ("served", "teacher", "floor", "version0")}
+        today = row.get("today", row["served"])["calories_kcal"]
+        body.append(
+            [
+                "biased" if row["teacher_biased"] else "unbiased",
+                f"{row['share']:.0%} ({row['corrections']:.0f})",
+                f"{kcal['served']:.1f}",
+                f"{today:.1f}",
+                f"{kcal['teacher']:.1f}",
+                f"{kcal['floor']:.1f}",
+                f"{kcal['version0']:.1f}",
+                f"{kcal['served'] / kcal['teacher']:.2f}",
+                f"{row['deployed']}/{len(world['seeds'])} on {'+'.join(row['evidence'])}",
+            ]
+        )
+    headline = next(r for r in result["rows"] if r["teacher_biased"] and r["share"] == max(SHARES))
+    ratio = headline["served"]["calories_kcal"] / headline["teacher"]["calories_kcal"]
+    unbiased = [r for r in result["rows"] if not r["teacher_biased"] and "today" in r]
+    no_worse = all(r["served"]["calories_kcal"] <= r["today"]["calories_kcal"] * 1.02 for r in unbiased)
+    return [
+        f"truth: {world['labelled_photos']} labelled photos, teacher off "
+        f"{world['teacher_bias_per_dish_and_nutrient']}× per dish and nutrient and "
+        f"{world['teacher_noise_per_photo']:.0%} per photo, hidden portion "
+        f"{world['hidden_portion']}, mean of {len(world['seeds'])} worlds; calorie MAE against the truth "
+        f"on {world['test_photos']} fresh photos",
+        table(
+            [
+                "teacher",
+                "corrected",
+                "served",
+                "today's student",
+                "teacher",
+                "floor",
+                "v0",
+                "served/teacher",
+                "deployed",
+            ],
+            body,
+        ),
+        f"target: served ≤ {TARGET_RATIO}× the teacher's MAE at {max(SHARES):.0%} corrections: "
+        f"{ratio:.2f}× — {verdict(ratio <= TARGET_RATIO)}",
+        f"target: no worse than today's student with an unbiased teacher (within 2%): {verdict(no_worse)}",
+    ]
+
+
+def chart(result: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for axis, biased in zip(axes, (True, False), strict=True):
+        rows = [r for r in result["rows"] if r["teacher_biased"] == biased]
+        shares = [100 * r["share"] for r in rows]
+        for key, style in (("served", "o-"), ("today", "s--"), ("teacher", "k:"), ("floor", "g-.")):
+            values = [r.get(key, r["served"])["calories_kcal"] for r in rows]
+            axis.plot(shares, values, style, label={"today": "today's student"}.get(key, key))
+        axis.set(
+            title=f"{'biased' if biased else 'unbiased'} teacher",
+            xlabel="labelled photos a person corrected (%)",
+            ylabel="calorie MAE against the truth",
+        )
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def main() -> None:
+    result = measure()
+    text = "\n".join(lines(result))
+    say(text)
+    json_path, png_path = save("training_truth", result, text)
+    chart(result, png_path)
+    say(f"\nsaved {json_path} and {png_path.relative_to(RESULTS.parent.parent)}")

@@ -77,9 +77,11 @@ def _decision(decision: trainer_pb2.RolloutDecision) -> str:
     at = decision.at.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
     numbers = ""
     if decision.samples:
+        against = {"truth": "corrections", "chatgpt": "ChatGPT labels"}.get(decision.evidence, "labels")
         numbers = (
-            f" [n={decision.samples}, score {decision.version_score:.4f} vs v{decision.baseline_version} "
-            f"{decision.baseline_score:.4f}, lower in {decision.confidence:.0%} of resamples]"
+            f" [n={decision.samples} {against}, score {decision.version_score:.4f} "
+            f"vs v{decision.baseline_version} {decision.baseline_score:.4f}, "
+            f"lower in {decision.confidence:.0%} of resamples]"
         )
     return f"{at} {decision.decision.replace('_', ' ')}: {decision.reason}{numbers}"
 

@@ -229,7 +229,7 @@ def test_teacher_bias_is_shrunk_towards_no_difference_when_corrections_are_few()
     many = TeacherBias.fit(teacher, truth, dishes)
     one = TeacherBias.fit(teacher[:1], truth[:1], dishes[:1])
     assert np.exp(many.global_log_ratio[0]) == pytest.approx(1.3, rel=0.03)
-    assert 0 < one.global_log_ratio[0] < many.global_log_ratio[0]  # one correction: part of the way
+    assert 0 <= one.global_log_ratio[0] < 0.5 * many.global_log_ratio[0]  # one correction: little or none
     assert np.allclose(TeacherBias.none().adjust(teacher, dishes), teacher)
     adjusted = many.adjust(teacher, dishes)
     assert np.abs(adjusted - truth).mean() < 0.5 * np.abs(teacher - truth).mean()

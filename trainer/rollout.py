@@ -3,8 +3,9 @@ that turns clearly worse than the one it replaced is rolled back by itself.
 
 - A run whose candidate passed the offline gate (trainer/gate.py) either serves it at once
   (ROLLOUT=replace) or makes it the live challenger (shadow / split, see gateway/challenger.py).
-- Challenger: once ROLLOUT_MIN_SAMPLES photos answered by both versions have a ChatGPT label, it is
-  promoted if it wins by the offline gate's own rule (RULE), else retired. One decision, not a
+- Challenger: once ROLLOUT_MIN_SAMPLES photos answered by both versions have a ChatGPT label (or
+  MIN_TRUTH_PHOTOS have a person's correction: the truth decides first, trainer/live_evidence.py),
+  it is promoted if it wins by the offline gate's own rule (RULE), else retired. One decision, not a
   running test: deciding at a fixed sample count keeps the 95% confidence honest.
 - Served: while served, its last ROLLBACK_WINDOW labelled answers are compared with what the version
   it replaced answers for the same photos. Rolled back when that version scores at least
@@ -27,7 +28,7 @@ from foodcal.settings import Settings
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
-from trainer.gate import RULE, Comparison, compare_predictions
+from trainer.gate import EVIDENCE_TRUTH, RULE, Comparison, compare_predictions
 from trainer.live_evidence import Evidence, challenger_evidence, served_evidence
 from trainer.versions import ServedChanged, VersionStore
 
@@ -65,9 +66,16 @@ class RolloutPolicy:
         )
 
 
-def _evidence(comparison: Comparison, version: int, baseline: int) -> dict:
-    """The numbers of a decision, the version on trial first."""
+def _what(evidence: Evidence) -> str:
+    if evidence.kind == EVIDENCE_TRUTH:
+        return f"{len(evidence)} live photos a person corrected (the truth)"
+    return f"{len(evidence)} live labels"
+
+
+def _evidence(comparison: Comparison, version: int, baseline: int, kind: str) -> dict:
+    """The numbers of a decision, the version on trial first, and what they were measured against."""
     return {
+        "evidence": kind,
         "samples": comparison.candidate.samples,
         "version": version,
         "baseline_version": baseline,
@@ -143,14 +151,14 @@ class Rollouts:
         if served != rollout.baseline_version:
             await self._retire(rollout, f"v{served} became the served version; compare with it in a new run")
             return
-        evidence = await asyncio.to_thread(challenger_evidence, self.db, rollout)
-        if len(evidence) < self.policy.min_samples:
+        evidence = (await asyncio.to_thread(challenger_evidence, self.db, rollout)).preferred()
+        if evidence.kind != EVIDENCE_TRUTH and len(evidence) < self.policy.min_samples:
             return
         comparison = compare_predictions(evidence.version, evidence.baseline, evidence.labels)
-        numbers = _evidence(comparison, rollout.version, rollout.baseline_version)
+        numbers = _evidence(comparison, rollout.version, rollout.baseline_version, evidence.kind)
         summary = (
             f"v{rollout.version} score {comparison.candidate.score:.4f} vs v{rollout.baseline_version} "
-            f"{comparison.served.score:.4f} on {len(evidence)} live labels ({comparison.summary()})"
+            f"{comparison.served.score:.4f} on {_what(evidence)} ({comparison.summary()})"
         )
         if not comparison.better:
             await self._retire(
@@ -178,7 +186,10 @@ class Rollouts:
             await asyncio.to_thread(self._save, rollout)
             return
         evidence = await asyncio.to_thread(self._served_evidence, rollout)
-        if evidence is None or len(evidence) < self.policy.rollback_min_samples:
+        evidence = evidence.preferred() if evidence is not None else None
+        if evidence is None or (
+            evidence.kind != EVIDENCE_TRUTH and len(evidence) < self.policy.rollback_min_samples
+        ):
             return
         # The baseline in the candidate's seat: is the version before clearly better?
         back = compare_predictions(evidence.baseline, evidence.version, evidence.labels)
@@ -187,7 +198,7 @@ class Rollouts:
         now = compare_predictions(evidence.version, evidence.baseline, evidence.labels)
         reason = (
             f"v{rollout.version} score {now.candidate.score:.4f} is clearly worse than "
-            f"v{rollout.baseline_version} {now.served.score:.4f} on its last {len(evidence)} live labels "
+            f"v{rollout.baseline_version} {now.served.score:.4f} on its last {_what(evidence)} "
             f"({ROLLBACK_RULE}: {back.improvement:.1%} lower in {back.confidence:.0%})"
         )
         try:
@@ -197,7 +208,10 @@ class Rollouts:
             return
         rollout.state, rollout.ended_at = RolloutState.ROLLED_BACK, utcnow()
         self._decide(
-            rollout, "rolled_back", reason, _evidence(now, rollout.version, rollout.baseline_version)
+            rollout,
+            "rolled_back",
+            reason,
+            _evidence(now, rollout.version, rollout.baseline_version, evidence.kind),
         )
         await asyncio.to_thread(self._save, rollout)
 

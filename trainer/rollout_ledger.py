@@ -23,6 +23,7 @@ def _decision(rollout: Rollout, entry: dict) -> trainer_pb2.RolloutDecision:
         version_score=evidence.get("version_score", 0.0),
         baseline_score=evidence.get("baseline_score", 0.0),
         confidence=evidence.get("confidence", 0.0),
+        evidence=evidence.get("evidence", ""),
     )
 
 

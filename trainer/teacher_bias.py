@@ -5,7 +5,8 @@ under-counted), so a student that copies its teacher inherits the teacher's bias
 learnable correction of a labelled photo we take the log ratio truth / teacher per nutrient and
 estimate each dish's ratio by empirical Bayes (normal-normal), in two levels:
 
-    global     = m · max(0, 1 - se² / m²)         m: the mean log ratio, se its standard error
+    global     = m · max(0, 1 - se² / m²)     m: the mean log ratio (3 "no difference" pseudo-
+                                              corrections added), se its standard error
     dish ratio = global + n_d / (n_d + k) · (dish mean - global),      k = sigma² / tau²
 
 The global factor is the mean shrunk by its own signal-to-noise (the prior's spread estimated as
@@ -37,6 +38,7 @@ MAX_LOG_RATIO = float(np.log(3.0))  # one wild pair cannot claim more than 3× (
 PRIOR_SIGMA2, PRIOR_TAU2 = 0.15**2, 0.05**2
 PRIOR_WEIGHT_SIGMA2, PRIOR_WEIGHT_TAU2 = 10, 3
 MIN_K, MAX_K = 0.1, 25.0
+GLOBAL_PSEUDO_COUNT = 3  # "no difference" counted as 3 corrections: one wild plate moves nothing
 
 
 @dataclass
@@ -71,8 +73,10 @@ class TeacherBias:
         weighted_sums = np.stack(
             [np.bincount(dishes, weights * ratios[:, j], minlength=classes)[:classes] for j in range(4)], 1
         )
-        k = _shrinkage(ratios, dishes, counts)
-        global_ratio = _global(weights[:, None] * ratios)
+        sigma2, tau2 = _spreads(ratios, dishes, counts)
+        k = np.clip(sigma2 / np.maximum(tau2, 1e-9), MIN_K, MAX_K)
+        # One correction's spread around the global ratio: its photo's noise plus its dish's bias.
+        global_ratio = _global(weights[:, None] * ratios, sigma2 + tau2)
         deviation = weighted_sums - counts[:, None] * global_ratio  # of each dish's weighted ratios
         log_ratio = global_ratio + deviation / (counts[:, None] + k)
         return cls(log_ratio, global_ratio, k, len(truth), counts.astype(np.int64))
@@ -103,17 +107,17 @@ class TeacherBias:
         }
 
 
-def _global(ratios: np.ndarray) -> np.ndarray:
-    """[4] the mean log ratio, shrunk towards 0 by its signal-to-noise (empirical Bayes)."""
-    mean = ratios.mean(axis=0)
-    if len(ratios) < 2:
-        return mean * 0.5  # one correction: no spread to judge it by; half of it
-    se2 = ratios.var(axis=0, ddof=1) / len(ratios)
+def _global(ratios: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """[4] the mean log ratio, shrunk towards 0 by its signal-to-noise (empirical Bayes). The spread
+    of one ratio is the pooled estimate, never the sample's own: three corrections that happen to
+    agree would otherwise look like certainty."""
+    mean = ratios.sum(axis=0) / (len(ratios) + GLOBAL_PSEUDO_COUNT)
+    se2 = np.maximum(spread, ratios.var(axis=0) if len(ratios) > 1 else 0) / len(ratios)
     return mean * np.maximum(0.0, 1 - se2 / np.maximum(mean**2, 1e-12))
 
 
-def _shrinkage(ratios: np.ndarray, dishes: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """k = sigma² / tau² per nutrient by the method of moments, the prior's where data are thin."""
+def _spreads(ratios: np.ndarray, dishes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma², tau²) per nutrient by the method of moments, pooled with the prior where data are thin."""
     covered = counts > 0
     sums = np.stack([np.bincount(dishes, ratios[:, j], minlength=len(counts)) for j in range(4)], 1)
     means = sums[covered] / counts[covered, None]
@@ -130,4 +134,4 @@ def _shrinkage(ratios: np.ndarray, dishes: np.ndarray, counts: np.ndarray) -> np
     tau2 = (between * max(dishes_covered - 1, 0) + PRIOR_WEIGHT_TAU2 * PRIOR_TAU2) / (
         max(dishes_covered - 1, 0) + PRIOR_WEIGHT_TAU2
     )
-    return np.clip(sigma2 / np.maximum(tau2, 1e-9), MIN_K, MAX_K)
+    return sigma2, tau2

@@ -58,6 +58,10 @@ class Settings(BaseSettings, StartupChecks):
     # (gateway/rate_limit.py); 0 = no limit. Admin tokens are not limited.
     client_rate_per_minute: float = Field(30.0, ge=0)
     client_rate_burst: int = Field(10, ge=1)
+    # Every other client call (reads, corrections, AnalyzeMeal replays) spends a second, larger
+    # bucket per token, so no RPC is free to flood; 0 = no limit.
+    client_call_rate_per_minute: float = Field(600.0, ge=0)
+    client_call_burst: int = Field(60, ge=1)
     # TLS for the gateway (both set, or neither: plaintext, meant for loopback only).
     gateway_tls_cert_file: Path | None = None
     gateway_tls_key_file: Path | None = None

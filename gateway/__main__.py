@@ -19,6 +19,7 @@ from gateway.idempotency import RequestIds
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
 from gateway.rate_limit import RateLimiter
+from gateway.request_limits import RequestLimits
 from gateway.service import GatewayServicer
 from model_store.client import TorchServeClient
 from model_store.worker_heap import keep_freed_memory
@@ -101,9 +102,14 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         on_start=on_start,
         on_stop=on_stop,
         health=health_servicer,
-        auth=RoleInterceptor(roles),
+        auth=RoleInterceptor(roles, RequestLimits(calls_limiter(settings, db))),
         tls=tls_files(settings),
     )
+
+
+def calls_limiter(settings: Settings, db: Database) -> RateLimiter:
+    names = ("CLIENT_CALL_RATE_PER_MINUTE", "CLIENT_CALL_BURST")
+    return RateLimiter(db, settings.client_call_rate_per_minute, settings.client_call_burst, names=names)
 
 
 def tls_files(settings: Settings) -> tuple[bytes, bytes] | None:

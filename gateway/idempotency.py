@@ -161,10 +161,11 @@ def idempotent(analyze):
     """Wraps GatewayServicer.AnalyzeMeal; needs `self.request_ids` and `self._caller`."""
 
     @functools.wraps(analyze)
-    async def wrapper(self, request, context):
+    async def wrapper(self, request, context, **checked):
+        """`checked`: what the caller already checked of the request (the cleaned note)."""
         store: RequestIds | None = self.request_ids
         if not request.request_id or store is None:
-            return await analyze(self, request, context)
+            return await analyze(self, request, context, **checked)
         if len(request.request_id) > MAX_REQUEST_ID_CHARS:
             await abort(
                 context,
@@ -212,7 +213,9 @@ def idempotent(analyze):
 
         async def work():
             try:
-                return await analyze(self, request, context, image_sha256=image_sha256, remember=remember)
+                return await analyze(
+                    self, request, context, **checked, image_sha256=image_sha256, remember=remember
+                )
             except BaseException:  # an id already answered is kept (release skips it)
                 await asyncio.to_thread(store.release, owner, request_id)
                 raise

@@ -10,7 +10,7 @@ import grpc
 
 from foodcal.convert import nutrition_proto
 from foodcal.errors import abort
-from foodcal.notes import clean_note
+from foodcal.notes import InvalidNote, clean_note
 from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
@@ -70,8 +70,15 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
         if not caller.admin and self.limiter is not None:
             await spend(context, self.limiter, caller.identity, "AnalyzeMeal calls")
 
+    async def AnalyzeMeal(self, request, context):
+        try:  # the note first: a bad one costs no rate, no request id and no hash of the photo
+            note = clean_note(request.note)
+        except InvalidNote as error:
+            await translate_errors(context, error)
+        return await self._analyze(request, context, note=note)
+
     @idempotent  # a retry with the same request_id returns the first answer
-    async def AnalyzeMeal(self, request, context, image_sha256: str | None = None, remember=None):
+    async def _analyze(self, request, context, note: str, image_sha256: str | None = None, remember=None):
         """`image_sha256`: the photo's, when @idempotent already hashed it (hashed once per request).
         `remember(connection, response)`: @idempotent's record of the answer, written in the sample's
         own transaction."""
@@ -85,7 +92,6 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
                 remember(connection, answered[0])
 
         try:
-            note = clean_note(request.note)
             analysis = await self.analyzer.analyze(
                 request.image, request.filename, Budget.of(context), owner=caller.identity, note=note,
                 image_sha256=image_sha256, on_insert=answer,

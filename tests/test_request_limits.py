@@ -1,11 +1,14 @@
-"""Issue 30, item 1: every client call is sized and rate-limited before any work, through a real
+"""Issue 30, items 1 and 2: every client call is sized and rate-limited before any work, through a real
 gateway server (no model server needed: these calls are refused before one would be asked)."""
+
+import asyncio
 
 import grpc
 import pytest
 
 from foodcal.errors import details_of, error_info, retry_info
 from foodcal.items import MAX_ITEMS, FoodItem
+from foodcal.notes import MAX_NOTE_CHARS, InvalidNote, clean_note
 from foodcal.store import Database
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, OTHER_CLIENT_TOKEN, auth, make_settings, start_service
@@ -111,3 +114,30 @@ async def test_every_client_rpc_spends_the_clients_calls_bucket(gateway):
     await calls[0](OTHER_CLIENT_TOKEN)  # another client has its own bucket
     for _ in range(5):  # admins are not limited
         await calls[0](ADMIN_TOKEN)
+
+
+def test_a_note_too_long_as_sent_is_refused_before_it_is_cleaned(monkeypatch):
+    import foodcal.notes
+
+    assert clean_note(" " * MAX_NOTE_CHARS * 2) == ""  # spaces up to twice the limit clean away
+    monkeypatch.setattr(foodcal.notes, "unicodedata", None)  # cleaning would fail on it
+    with pytest.raises(InvalidNote, match="as sent"):
+        clean_note(" " * (MAX_NOTE_CHARS * 2 + 1))
+
+
+async def test_analyze_meal_refuses_a_long_note_before_any_work(gateway, monkeypatch):
+    """Not the rate limiter's spend, not the request id's claim, not the photo: nothing."""
+    gw = await gateway()
+    hops: list[str] = []
+    real = asyncio.to_thread
+
+    def counting(function, *args, **kwargs):
+        hops.append(function.__name__)
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    for request_id in ("", "meal-1"):
+        request = gateway_pb2.AnalyzeMealRequest(image=b"x", note=" " * 100_000, request_id=request_id)
+        code, reason, _ = await refused(gw.AnalyzeMeal(request, metadata=auth(API_TOKEN)))
+        assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NOTE_TOO_LONG")
+    assert hops == []

@@ -80,6 +80,17 @@ async def test_a_client_sees_only_its_own_samples_and_another_clients_id_is_not_
     assert got.sample.sample_id == theirs.sample_id
 
 
+async def test_duplicate_image_says_nothing_about_another_clients_photos(system):
+    app = await system(services=("gateway",), use_chatgpt=False)
+
+    async def duplicate(metadata) -> bool:
+        request = gateway_pb2.AnalyzeMealRequest(image=photo((9, 99, 199)))
+        return (await app.gateway.AnalyzeMeal(request, metadata=metadata, timeout=60)).duplicate_image
+
+    assert [await duplicate(CLIENT), await duplicate(OTHER)] == [False, False]  # B learns nothing of A
+    assert [await duplicate(OTHER), await duplicate(CLIENT)] == [True, True]  # each its own before
+
+
 async def test_admin_rpcs_refuse_a_client_token_and_say_which_role_is_needed(system):
     app = await system(services=("gateway",), use_chatgpt=False)
     gw = app.gateway

@@ -150,6 +150,21 @@ async def test_no_answer_names_the_labelers_endpoint(system, openai_stub):
         assert endpoint not in str(message)
 
 
+async def test_label_error_is_a_reason_code_and_the_full_text_stays_in_the_database(system):
+    from model_store.ports import free_port
+
+    down = f"127.0.0.1:{free_port()}"  # no labeler there: gRPC's text names the address
+    app = await system(services=("gateway",), labeler_address=down)
+    answer = await app.gateway.AnalyzeMeal(gateway_pb2.AnalyzeMealRequest(image=photo()), metadata=CLIENT)
+    got = await app.gateway.GetSample(
+        gateway_pb2.GetSampleRequest(sample_id=answer.sample_id), metadata=CLIENT
+    )
+    listed = await app.gateway.ListSamples(gateway_pb2.ListSamplesRequest(), metadata=auth(ADMIN_TOKEN))
+    assert got.sample.label_error == listed.samples[0].label_error == "unavailable"
+    with app.db.session() as session:
+        assert down in session.get(Sample, answer.sample_id).label_error
+
+
 async def test_an_unexpected_error_reaches_the_client_without_internal_detail(system, monkeypatch):
     import gateway.service
 

@@ -65,6 +65,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     )
     analyzer = Analyzer(settings, db, images, torchserve, call_labeler, policy, queue.wake)
     roles = Roles(settings.api_tokens, settings.admin_tokens)
+    calls = calls_limiter(settings, db)
     servicer = GatewayServicer(
         db,
         analyzer,
@@ -74,7 +75,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         settings.openai_model if settings.use_chatgpt else "",
         roles,
         RateLimiter(db, settings.client_rate_per_minute, settings.client_rate_burst),
-        RequestIds(db),
+        RequestIds(db, calls),
     )
 
     service_name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -102,7 +103,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         on_start=on_start,
         on_stop=on_stop,
         health=health_servicer,
-        auth=RoleInterceptor(roles, RequestLimits(calls_limiter(settings, db))),
+        auth=RoleInterceptor(roles, RequestLimits(calls)),
         tls=tls_files(settings),
     )
 

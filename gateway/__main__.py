@@ -37,6 +37,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     settings.require_admin_tokens()
     settings.require_gateway_tls()
     settings.require_internal_token()
+    settings.require_known_prices()
     options = message_size_options(settings.grpc_max_message_bytes)
     settings.require_internal_tls()
     labeler_channel = internal_channel(settings, settings.labeler_address, options)

@@ -58,6 +58,10 @@ class Settings(BaseSettings, StartupChecks):
     # (gateway/rate_limit.py); 0 = no limit. Admin tokens are not limited.
     client_rate_per_minute: float = Field(30.0, ge=0)
     client_rate_burst: int = Field(10, ge=1)
+    # Every other client call (reads, corrections, AnalyzeMeal replays) spends a second, larger
+    # bucket per token, so no RPC is free to flood; 0 = no limit.
+    client_call_rate_per_minute: float = Field(600.0, ge=0)
+    client_call_burst: int = Field(60, ge=1)
     # TLS for the gateway (both set, or neither: plaintext, meant for loopback only).
     gateway_tls_cert_file: Path | None = None
     gateway_tls_key_file: Path | None = None
@@ -93,6 +97,10 @@ class Settings(BaseSettings, StartupChecks):
     range_level: float = Field(0.8, gt=0, lt=1)
     # What ChatGPT may cost per UTC day (0 = no limit); at the limit labels wait for midnight UTC.
     chatgpt_daily_budget_usd: float = Field(0.0, ge=0)
+    # USD per 1M tokens for OPENAI_MODEL (both, or neither: the price table above). Needed with a
+    # budget for a model the table lacks (gpt-5, o-series, dated snapshots, Azure deployments).
+    openai_input_usd_per_million: float | None = Field(None, ge=0)
+    openai_output_usd_per_million: float | None = Field(None, ge=0)
 
     # ChatGPT labeler
     openai_api_key: str = ""
@@ -165,6 +173,11 @@ class Settings(BaseSettings, StartupChecks):
     def _empty_is_default(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("openai_input_usd_per_million", "openai_output_usd_per_million", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator(
         "gateway_tls_cert_file",
         "gateway_tls_key_file",
@@ -201,6 +214,13 @@ class Settings(BaseSettings, StartupChecks):
     @property
     def chatgpt_enabled(self) -> bool:
         return self.use_chatgpt and bool(self.openai_api_key)
+
+    @property
+    def openai_prices(self) -> tuple[float, float] | None:
+        """USD per 1M (input, output) tokens of OPENAI_MODEL: the settings', else the table's."""
+        if self.openai_input_usd_per_million is not None and self.openai_output_usd_per_million is not None:
+            return self.openai_input_usd_per_million, self.openai_output_usd_per_million
+        return OPENAI_PRICES_PER_MILLION.get(self.openai_model)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -50,6 +50,20 @@ class StartupChecks:
         if len(self.internal_token) < 8:
             raise SettingsError("INTERNAL_TOKEN: set a token of at least 8 characters shared by our services")
 
+    def require_known_prices(self) -> None:
+        """A budget counts what calls cost: a model of unknown price would cost 0 and never reach it."""
+        given = (self.openai_input_usd_per_million, self.openai_output_usd_per_million)
+        if (given[0] is None) != (given[1] is None):
+            raise SettingsError(
+                "OPENAI_INPUT_USD_PER_MILLION and OPENAI_OUTPUT_USD_PER_MILLION: set both, or neither"
+            )
+        if self.chatgpt_daily_budget_usd > 0 and self.chatgpt_enabled and self.openai_prices is None:
+            raise SettingsError(
+                f"CHATGPT_DAILY_BUDGET_USD: OPENAI_MODEL={self.openai_model!r} has no known price, so "
+                "its calls would cost 0 and the budget would never bind; set "
+                "OPENAI_INPUT_USD_PER_MILLION and OPENAI_OUTPUT_USD_PER_MILLION"
+            )
+
 
 def _require_tls_pair(files: dict[str, Path | None]) -> None:
     """A certificate and its key: both or neither, and files that exist."""

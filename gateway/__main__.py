@@ -19,6 +19,7 @@ from gateway.idempotency import RequestIds
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
 from gateway.rate_limit import RateLimiter
+from gateway.request_limits import RequestLimits
 from gateway.service import GatewayServicer
 from model_store.client import TorchServeClient
 from model_store.worker_heap import keep_freed_memory
@@ -36,6 +37,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     settings.require_admin_tokens()
     settings.require_gateway_tls()
     settings.require_internal_token()
+    settings.require_known_prices()
     options = message_size_options(settings.grpc_max_message_bytes)
     settings.require_internal_tls()
     labeler_channel = internal_channel(settings, settings.labeler_address, options)
@@ -64,6 +66,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     )
     analyzer = Analyzer(settings, db, images, torchserve, call_labeler, policy, queue.wake)
     roles = Roles(settings.api_tokens, settings.admin_tokens)
+    calls = calls_limiter(settings, db)
     servicer = GatewayServicer(
         db,
         analyzer,
@@ -73,7 +76,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         settings.openai_model if settings.use_chatgpt else "",
         roles,
         RateLimiter(db, settings.client_rate_per_minute, settings.client_rate_burst),
-        RequestIds(db),
+        RequestIds(db, calls),
     )
 
     service_name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -101,9 +104,14 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         on_start=on_start,
         on_stop=on_stop,
         health=health_servicer,
-        auth=RoleInterceptor(roles),
+        auth=RoleInterceptor(roles, RequestLimits(calls)),
         tls=tls_files(settings),
     )
+
+
+def calls_limiter(settings: Settings, db: Database) -> RateLimiter:
+    names = ("CLIENT_CALL_RATE_PER_MINUTE", "CLIENT_CALL_BURST")
+    return RateLimiter(db, settings.client_call_rate_per_minute, settings.client_call_burst, names=names)
 
 
 def tls_files(settings: Settings) -> tuple[bytes, bytes] | None:

@@ -57,7 +57,15 @@ INLINE_HASH_BYTES = 1024 * 1024
 # Built once, run on a Core connection: an ORM session and a statement built per request cost
 # more CPU than the writes themselves (~1 ms per AnalyzeMeal with the request id's claim and answer).
 _SAMPLES = Sample.__table__
-_SAME_PHOTO = select(_SAMPLES.c.id).where(_SAMPLES.c.image_sha256 == bindparam("sha256")).limit(1)
+# The same owner's: whether another client sent this photo is none of the caller's business.
+_SAME_PHOTO = (
+    select(_SAMPLES.c.id)
+    .where(
+        _SAMPLES.c.image_sha256 == bindparam("sha256"),
+        _SAMPLES.c.owner.is_not_distinct_from(bindparam("owner")),
+    )
+    .limit(1)
+)
 _INSERT_SAMPLE = insert(_SAMPLES)
 
 OWN_MODEL, CHATGPT, REFERENCE = (
@@ -256,13 +264,14 @@ class Analyzer:
         self, analysis: Analysis, staged: Staged, on_insert: Callable[[Connection, Analysis], None] | None
     ) -> None:
         """The photo (unless stored already for the labeler), then the sample, in one thread hop;
-        `duplicate_image` when an earlier sample has the same photo (decided by samples, not
-        files)."""
+        `duplicate_image` when an earlier sample of the same owner has the same photo (decided by
+        samples, not files)."""
         sample = analysis.sample
         if not sample.image_path:
             self._store(sample, staged)
         with self.db.transaction() as connection:
-            earlier = connection.execute(_SAME_PHOTO, {"sha256": sample.image_sha256}).first()
+            same = {"sha256": sample.image_sha256, "owner": sample.owner}
+            earlier = connection.execute(_SAME_PHOTO, same).first()
             analysis.duplicate_image = earlier is not None
             connection.execute(_INSERT_SAMPLE, sample.model_dump())
             if on_insert is not None:

@@ -70,8 +70,9 @@ class Roles:
 class RoleInterceptor(grpc.aio.ServerInterceptor):
     """UNAUTHENTICATED without a valid token; PERMISSION_DENIED for an admin method with a client's."""
 
-    def __init__(self, roles: Roles) -> None:
-        self.roles = roles
+    def __init__(self, roles: Roles, limits=None) -> None:
+        """`limits`: a RequestLimits (gateway/request_limits.py) each allowed call passes first."""
+        self.roles, self.limits = roles, limits
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -84,6 +85,8 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
             return deny_like(handler)
         name = method.removeprefix(SERVICE_PREFIX)
         if caller.admin or (method.startswith(SERVICE_PREFIX) and name in CLIENT_METHODS):
+            if self.limits is not None and method.startswith(SERVICE_PREFIX):
+                handler = self.limits.wrap(handler, name, caller)
             return shield(handler)
         log.warning("refused %s for %s: needs an admin token", method, caller.identity)
         return deny_like(handler, _admin_required(name))

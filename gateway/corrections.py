@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from foodcal.convert import nutrition_values
-from foodcal.items import FoodItem, items_problem, mismatches, totals
+from foodcal.items import MAX_ITEMS, MAX_NAME_CHARS, FoodItem, items_problem, mismatches, totals
 from foodcal.nutrition import NUTRIENTS, out_of_bounds
 from foodcal.v1 import gateway_pb2
 
@@ -27,9 +27,19 @@ class Correction:
     items: list[FoodItem] | None  # None: totals only
 
 
+def check_sizes(request: gateway_pb2.CorrectSampleRequest) -> None:
+    """Counts and lengths as sent, before anything is built: a flood of items costs nothing."""
+    if len(request.items) > MAX_ITEMS:
+        raise InvalidCorrection(f"at most {MAX_ITEMS} items (got {len(request.items)})", "INVALID_ITEMS")
+    # Names are stripped before the exact limit; twice it bounds what stripping has to read.
+    if any(len(item.name) > 2 * MAX_NAME_CHARS for item in request.items):
+        raise InvalidCorrection(f"item names are at most {MAX_NAME_CHARS} characters", "INVALID_ITEMS")
+
+
 def correction_of(request: gateway_pb2.CorrectSampleRequest) -> Correction:
     """Items alone set the totals to their sum; with both, the items must add up to the totals
     (the same tolerance as ChatGPT's items); totals alone carry no items."""
+    check_sizes(request)
     has_totals, items = request.HasField("nutrition"), [FoodItem.from_proto(i) for i in request.items]
     if not has_totals and not items:
         raise InvalidCorrection("nutrition or items is required", "NUTRITION_MISSING")

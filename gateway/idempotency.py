@@ -6,11 +6,16 @@ answer is recorded with it, and a retry that arrives while the first call still 
 that answer. The work runs shielded from the caller's cancellation: a client that times out and
 retries gets the answer of the call it gave up on, not a second sample. A claim whose call died
 with its gateway is taken over after STALE_CLAIM_S; ids are kept for RETENTION_S.
+
+A replay or a wait spends the client's calls bucket (gateway/request_limits.py), and at most
+MAX_WAITERS_PER_CLIENT of a client's calls wait at once in a gateway: they wait on the running call
+itself when it runs here, else poll the database at a backoff up to MAX_POLL_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import functools
 import hashlib
@@ -31,6 +36,8 @@ from foodcal.store.images import sha256_of
 from foodcal.store.tables import utcnow
 from foodcal.v1 import gateway_pb2
 from gateway.deadlines import Budget
+from gateway.rate_limit import RateLimiter
+from gateway.request_limits import calls_key, spend
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +45,10 @@ MAX_REQUEST_ID_CHARS = 128
 STALE_CLAIM_S = 300.0  # longer than any AnalyzeMeal (LABELER_TIMEOUT_S and TorchServe included)
 RETENTION_S = 24 * 3600.0
 PURGE_INTERVAL_S = 60.0
-WAIT_POLL_S = 0.2
+WAIT_POLL_S = 0.2  # the first poll for a call running in another gateway; doubled each time
+MAX_POLL_S = 2.0
 MAX_WAIT_S = 30.0
+MAX_WAITERS_PER_CLIENT = 4
 
 
 class Outcome(enum.Enum):
@@ -74,9 +83,14 @@ def fingerprint(request: gateway_pb2.AnalyzeMealRequest, image_sha256: str) -> s
 
 
 class RequestIds:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(
+        self, db: Database, calls: RateLimiter | None = None, max_waiters: int = MAX_WAITERS_PER_CLIENT
+    ) -> None:
+        """`calls`: the bucket a client's replays and waits spend."""
+        self.db, self.calls, self.max_waiters = db, calls, max_waiters
         self._next_purge = 0.0  # time.monotonic() of the next sweep of expired ids
+        self.running: dict[tuple[str, str], asyncio.Future] = {}  # the calls at work in this gateway
+        self.waiting: collections.Counter[str] = collections.Counter()  # waiting calls per owner
 
     def claim(self, owner: str, request_id: str, digest: str) -> Claim:
         """One transaction for a new id (the usual case): the insert itself is the check."""
@@ -161,10 +175,11 @@ def idempotent(analyze):
     """Wraps GatewayServicer.AnalyzeMeal; needs `self.request_ids` and `self._caller`."""
 
     @functools.wraps(analyze)
-    async def wrapper(self, request, context):
+    async def wrapper(self, request, context, **checked):
+        """`checked`: what the caller already checked of the request (the cleaned note)."""
         store: RequestIds | None = self.request_ids
         if not request.request_id or store is None:
-            return await analyze(self, request, context)
+            return await analyze(self, request, context, **checked)
         if len(request.request_id) > MAX_REQUEST_ID_CHARS:
             await abort(
                 context,
@@ -172,7 +187,8 @@ def idempotent(analyze):
                 f"request_id is at most {MAX_REQUEST_ID_CHARS} characters (got {len(request.request_id)})",
                 "REQUEST_ID_TOO_LONG",
             )
-        owner, request_id = self._caller(context).identity, request.request_id
+        caller = self._caller(context)
+        owner, request_id = caller.identity, request.request_id
 
         def hash_and_claim() -> tuple[str, str, Claim]:  # one thread hop for both
             image_sha256 = sha256_of(request.image)
@@ -181,8 +197,22 @@ def idempotent(analyze):
 
         try:
             image_sha256, digest, claim = await asyncio.to_thread(hash_and_claim)
+            if claim.outcome in (Outcome.ANSWERED, Outcome.RUNNING) and store.calls and not caller.admin:
+                await spend(context, store.calls, calls_key(caller), "calls")
             if claim.outcome is Outcome.RUNNING:
-                claim = await _wait(store, owner, request_id, digest, Budget.of(context))
+                if store.waiting[owner] >= store.max_waiters:
+                    await abort(
+                        context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{store.max_waiters} calls of this token already wait for a running request_id; "
+                        "retry later with the same id", "TOO_MANY_WAITING", 1.0,
+                    )  # fmt: skip
+                store.waiting[owner] += 1
+                try:
+                    claim = await _wait(store, owner, request_id, digest, Budget.of(context))
+                finally:
+                    store.waiting[owner] -= 1
+                    if not store.waiting[owner]:
+                        del store.waiting[owner]
         except DatabaseUnavailable:
             await abort(
                 context, grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly",
@@ -212,14 +242,22 @@ def idempotent(analyze):
 
         async def work():
             try:
-                return await analyze(self, request, context, image_sha256=image_sha256, remember=remember)
+                return await analyze(
+                    self, request, context, **checked, image_sha256=image_sha256, remember=remember
+                )
             except BaseException:  # an id already answered is kept (release skips it)
                 await asyncio.to_thread(store.release, owner, request_id)
                 raise
 
         # A caller that gives up (deadline, cancel) does not stop the work: its retry gets this answer.
         task = asyncio.ensure_future(work())
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        store.running[owner, request_id] = task
+
+        def done(finished: asyncio.Future) -> None:
+            store.running.pop((owner, request_id), None)
+            finished.cancelled() or finished.exception()  # retrieved: never "never retrieved"
+
+        task.add_done_callback(done)
         return await asyncio.shield(task)
 
     return wrapper
@@ -229,8 +267,14 @@ async def _wait(store: RequestIds, owner: str, request_id: str, digest: str, bud
     """Until the running call answers (or fails: then this call claims the id and does the work)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget.timeout(MAX_WAIT_S)
-    claim = Claim(Outcome.RUNNING)
+    running = store.running.get((owner, request_id))
+    if running is not None:  # here: its end, not the database, says when to look
+        await asyncio.wait([running], timeout=deadline - loop.time())
+    claim, poll_s = Claim(Outcome.RUNNING), WAIT_POLL_S
     while claim.outcome is Outcome.RUNNING and loop.time() < deadline:
-        await asyncio.sleep(WAIT_POLL_S)
+        if running is None:
+            await asyncio.sleep(min(poll_s, max(deadline - loop.time(), 0.0)))
+            poll_s = min(poll_s * 2, MAX_POLL_S)
+        running = None
         claim = await asyncio.to_thread(store.claim, owner, request_id, digest)
     return claim

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -12,6 +13,8 @@ from foodcal.labels import Label, LabelSource, LabelStatus
 from foodcal.store import Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
+
+log = logging.getLogger(__name__)
 
 # An outage (labeler or OpenAI down, slow, rate limited) never ends a label: it stays pending,
 # retried at the capped backoff, until the outage is over.
@@ -60,9 +63,30 @@ def apply_label(sample: Sample, response: labeler_pb2.LabelMealResponse) -> None
     sample.set_label(label)
 
 
+# What a client reads as `label_error`: the labeler's documented reasons (labeler/service.py), its
+# rejections, and a failed call's gRPC code. The text after the reason can name hosts or carry an
+# exception's words: it stays in the database and the logs.
+LABELER_REASONS = frozenset(
+    {"rate_limited", "timeout", "unavailable", "invalid_answer", "invalid_request", "auth_failed",
+     "image_missing", "refused", "not_food"}
+)  # fmt: skip
+REASON_CODES = LABELER_REASONS | {code.name.lower() for code in grpc.StatusCode}
+
+
+def reason_code(label_error: str) -> str:
+    """The reason a stored `label_error` starts with; "label_failed" for text stored without one."""
+    if not label_error:
+        return ""
+    head = label_error.split(":", 1)[0]
+    return head if head in REASON_CODES else "label_failed"
+
+
 def apply_failure(sample: Sample, code: grpc.StatusCode, message: str, policy: RetryPolicy) -> None:
     sample.label_attempts += 1
+    if message.split(":", 1)[0] not in LABELER_REASONS:  # gRPC's own text: its code is the reason
+        message = f"{code.name.lower()}: {message}"
     sample.label_error = message[:500]
+    log.warning("sample %s: label attempt %d failed: %s", sample.id, sample.label_attempts, message[:500])
     sample.label_claimed_by = sample.label_claimed_until = None
     retry = code in TRANSIENT_CODES or (
         code in RETRYABLE_CODES and sample.label_attempts < policy.max_attempts

@@ -1,4 +1,4 @@
-"""AnalyzeMeal per client token: a token bucket kept in the database, shared by every gateway.
+"""Calls per client token: a token bucket kept in the database, shared by every gateway.
 
 The bucket is the generic cell rate algorithm (GCRA): one number per client, its theoretical
 arrival time `tat`. A call is allowed when `tat <= now + tolerance` and then moves `tat` one
@@ -21,9 +21,15 @@ from foodcal.store import Database, RateLimit
 
 class RateLimiter:
     def __init__(
-        self, db: Database, per_minute: float, burst: int, clock: Callable[[], float] = time.time
+        self,
+        db: Database,
+        per_minute: float,
+        burst: int,
+        clock: Callable[[], float] = time.time,
+        names: tuple[str, str] = ("CLIENT_RATE_PER_MINUTE", "CLIENT_RATE_BURST"),
     ) -> None:
-        self.db, self.clock = db, clock
+        """`names`: the settings that set this bucket, for the message a refused client reads."""
+        self.db, self.clock, self.names = db, clock, names
         self.per_minute, self.burst = per_minute, burst
         self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
         self.tolerance = (burst - 1) * self.interval
@@ -42,7 +48,7 @@ class RateLimiter:
         self._open = insert(buckets)
 
     def __str__(self) -> str:
-        return f"CLIENT_RATE_PER_MINUTE={self.per_minute:g}, CLIENT_RATE_BURST={self.burst}"
+        return f"{self.names[0]}={self.per_minute:g}, {self.names[1]}={self.burst}"
 
     @property
     def enabled(self) -> bool:

@@ -15,6 +15,7 @@ from foodcal.store import ChatGPTCall, CorrectionReview, LabelCache, LabelStatus
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import spent_today
 from gateway.label_policy import CONFIDENT_REASON
+from gateway.labels import reason_code
 
 
 def label_proto(sample: Sample) -> common_pb2.Label | None:
@@ -34,7 +35,7 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         difference=nutrition_proto(sample.difference),
         label_status=LabelStatus(sample.label_status).to_proto(),
         label_attempts=sample.label_attempts,
-        label_error=sample.label_error,
+        label_error=reason_code(sample.label_error),
         correction=nutrition_proto(sample.values("correction")),
         corrected=sample.corrected_at is not None,
         shown_source=common_pb2.NutritionSource.Value(sample.shown_source or "NUTRITION_SOURCE_UNSPECIFIED"),

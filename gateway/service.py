@@ -10,7 +10,7 @@ import grpc
 
 from foodcal.convert import nutrition_proto
 from foodcal.errors import abort
-from foodcal.notes import clean_note
+from foodcal.notes import InvalidNote, clean_note
 from foodcal.store import CorrectionReview, Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
@@ -22,6 +22,7 @@ from gateway.deadlines import Budget
 from gateway.errors import translate_errors
 from gateway.idempotency import RequestIds, idempotent
 from gateway.rate_limit import RateLimiter
+from gateway.request_limits import spend
 from gateway.samples import (
     label_proto,
     list_samples,
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
 MAX_ID_CHARS = 64
+MAX_PAGE_TOKEN_CHARS = 256  # the tokens issued are about 100
 
 
 class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer):
@@ -63,27 +65,20 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
         return self.roles.of_context(context)
 
     async def _spend(self, context, caller: Caller) -> None:
-        """A client's AnalyzeMeal spends one call of its bucket; admins are not limited."""
-        if caller.admin or self.limiter is None:
-            return
-        try:
-            wait_s = await asyncio.to_thread(self.limiter.take, caller.identity)
-        except DatabaseUnavailable as error:
+        """A client's AnalyzeMeal spends one call of its bucket; admins are not limited. (Its other
+        calls spend the calls bucket: gateway/request_limits.py.)"""
+        if not caller.admin and self.limiter is not None:
+            await spend(context, self.limiter, caller.identity, "AnalyzeMeal calls")
+
+    async def AnalyzeMeal(self, request, context):
+        try:  # the note first: a bad one costs no rate, no request id and no hash of the photo
+            note = clean_note(request.note)
+        except InvalidNote as error:
             await translate_errors(context, error)
-        if wait_s is not None:
-            log.warning("rate limited %s for %.1f s", caller.identity, wait_s)
-            await abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many AnalyzeMeal calls for this token ({self.limiter}); retry in {wait_s:.1f} s",
-                "RATE_LIMITED",
-                wait_s,
-                per_minute=self.limiter.per_minute,
-                burst=self.limiter.burst,
-            )
+        return await self._analyze(request, context, note=note)
 
     @idempotent  # a retry with the same request_id returns the first answer
-    async def AnalyzeMeal(self, request, context, image_sha256: str | None = None, remember=None):
+    async def _analyze(self, request, context, note: str, image_sha256: str | None = None, remember=None):
         """`image_sha256`: the photo's, when @idempotent already hashed it (hashed once per request).
         `remember(connection, response)`: @idempotent's record of the answer, written in the sample's
         own transaction."""
@@ -97,7 +92,6 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
                 remember(connection, answered[0])
 
         try:
-            note = clean_note(request.note)
             analysis = await self.analyzer.analyze(
                 request.image, request.filename, Budget.of(context), owner=caller.identity, note=note,
                 image_sha256=image_sha256, on_insert=answer,
@@ -139,6 +133,19 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
 
     async def _sample(self, context, sample_id: str, caller: Caller) -> Sample:
         """The sample, if the caller may see it; another client's sample is NOT_FOUND, like none."""
+        await self._check_id(context, sample_id)
+        try:
+            sample = await asyncio.to_thread(self._get, sample_id)
+        except DatabaseUnavailable as error:
+            await translate_errors(context, error)
+        if sample is None or (caller.owner_filter is not None and sample.owner != caller.owner_filter):
+            await abort(
+                context, grpc.StatusCode.NOT_FOUND, f"no sample with id {sample_id!r}", "SAMPLE_NOT_FOUND"
+            )
+        return sample
+
+    @staticmethod
+    async def _check_id(context, sample_id: str) -> None:
         if not sample_id:
             await abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, "sample_id is required", "SAMPLE_ID_MISSING"
@@ -150,15 +157,6 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
                 f"sample_id is at most {MAX_ID_CHARS} characters (got {len(sample_id)})",
                 "SAMPLE_ID_TOO_LONG",
             )
-        try:
-            sample = await asyncio.to_thread(self._get, sample_id)
-        except DatabaseUnavailable as error:
-            await translate_errors(context, error)
-        if sample is None or (caller.owner_filter is not None and sample.owner != caller.owner_filter):
-            await abort(
-                context, grpc.StatusCode.NOT_FOUND, f"no sample with id {sample_id!r}", "SAMPLE_NOT_FOUND"
-            )
-        return sample
 
     def _get(self, sample_id: str) -> Sample | None:
         with self.db.session() as session:
@@ -177,6 +175,13 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"page_size must be 1 to {MAX_PAGE_SIZE}",
                 "INVALID_PAGE_SIZE",
+            )
+        if len(request.page_token) > MAX_PAGE_TOKEN_CHARS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page_token is at most {MAX_PAGE_TOKEN_CHARS} characters: use one this service issued",
+                "INVALID_PAGE_TOKEN",
             )
         try:
             status = LabelStatus.from_proto(request.label_status) if request.label_status else None
@@ -213,7 +218,8 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
         )
 
     async def CorrectSample(self, request, context):
-        try:
+        await self._check_id(context, request.sample_id)
+        try:  # counts and sizes first, then the values: all before the sample is looked up
             correction = correction_of(request)
         except InvalidCorrection as error:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), error.reason, **error.metadata)

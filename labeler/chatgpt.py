@@ -73,8 +73,11 @@ class ChatGPTAnswer:
     model: str
 
 
-def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    prices = OPENAI_PRICES_PER_MILLION.get(model)
+def estimate_cost(
+    model: str, prompt_tokens: int, completion_tokens: int, prices: tuple[float, float] | None = None
+) -> float:
+    """`prices`: USD per 1M (input, output) tokens (settings.openai_prices); else the table's."""
+    prices = prices or OPENAI_PRICES_PER_MILLION.get(model)
     if prices is None:  # unknown (e.g. a local model): free as far as we know
         return 0.0
     return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1_000_000
@@ -100,7 +103,7 @@ def _said(error: openai.APIStatusError) -> str:
 
 class ChatGPT:
     def __init__(self, settings: Settings) -> None:
-        self.model = settings.openai_model
+        self.model, self.prices = settings.openai_model, settings.openai_prices
         self.client = openai.AsyncOpenAI(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url,
@@ -155,7 +158,7 @@ class ChatGPT:
         if completion.usage is not None:
             usage.prompt_tokens = completion.usage.prompt_tokens or 0
             usage.completion_tokens = completion.usage.completion_tokens or 0
-        usage.cost_usd = estimate_cost(self.model, usage.prompt_tokens, usage.completion_tokens)
+        usage.cost_usd = estimate_cost(self.model, usage.prompt_tokens, usage.completion_tokens, self.prices)
         if not completion.choices:
             raise LabelFailure("invalid_answer", "the answer had no choices", usage)
         choice = completion.choices[0]

@@ -80,6 +80,17 @@ async def test_a_client_sees_only_its_own_samples_and_another_clients_id_is_not_
     assert got.sample.sample_id == theirs.sample_id
 
 
+async def test_duplicate_image_says_nothing_about_another_clients_photos(system):
+    app = await system(services=("gateway",), use_chatgpt=False)
+
+    async def duplicate(metadata) -> bool:
+        request = gateway_pb2.AnalyzeMealRequest(image=photo((9, 99, 199)))
+        return (await app.gateway.AnalyzeMeal(request, metadata=metadata, timeout=60)).duplicate_image
+
+    assert [await duplicate(CLIENT), await duplicate(OTHER)] == [False, False]  # B learns nothing of A
+    assert [await duplicate(OTHER), await duplicate(CLIENT)] == [True, True]  # each its own before
+
+
 async def test_admin_rpcs_refuse_a_client_token_and_say_which_role_is_needed(system):
     app = await system(services=("gateway",), use_chatgpt=False)
     gw = app.gateway
@@ -137,6 +148,21 @@ async def test_no_answer_names_the_labelers_endpoint(system, openai_stub):
     assert got.sample.chatgpt_label.provider == "openai-compatible"
     for message in (answer, got, listed):
         assert endpoint not in str(message)
+
+
+async def test_label_error_is_a_reason_code_and_the_full_text_stays_in_the_database(system):
+    from model_store.ports import free_port
+
+    down = f"127.0.0.1:{free_port()}"  # no labeler there: gRPC's text names the address
+    app = await system(services=("gateway",), labeler_address=down)
+    answer = await app.gateway.AnalyzeMeal(gateway_pb2.AnalyzeMealRequest(image=photo()), metadata=CLIENT)
+    got = await app.gateway.GetSample(
+        gateway_pb2.GetSampleRequest(sample_id=answer.sample_id), metadata=CLIENT
+    )
+    listed = await app.gateway.ListSamples(gateway_pb2.ListSamplesRequest(), metadata=auth(ADMIN_TOKEN))
+    assert got.sample.label_error == listed.samples[0].label_error == "unavailable"
+    with app.db.session() as session:
+        assert down in session.get(Sample, answer.sample_id).label_error
 
 
 async def test_an_unexpected_error_reaches_the_client_without_internal_detail(system, monkeypatch):

@@ -36,12 +36,15 @@ async def test_a_spent_budget_holds_labels_pending_and_releases_them_after_midni
     app = await system(chatgpt_daily_budget_usd=0.01)
     with app.db.session() as session:
         session.add(ChatGPTCall(image_sha256="x", outcome="labeled", cost_usd=0.02))  # over today's budget
+    before = datetime.now(UTC)
     answer = await analyze(app)
+    after = datetime.now(UTC)
     assert answer.label_status == common_pb2.LABEL_STATUS_PENDING and openai_stub.calls == 0
     assert "budget is spent" in answer.label_policy_reason
     with app.db.session() as session:
         held = session.get(Sample, answer.sample_id)
-        assert held.label_next_attempt_at.replace(tzinfo=UTC) == next_midnight(datetime.now(UTC))
+        # the next midnight of the moment it was held: either side of one, should the test cross it
+        assert held.label_next_attempt_at.replace(tzinfo=UTC) in {next_midnight(before), next_midnight(after)}
     stats = await app.gateway.GetStats(gateway_pb2.GetStatsRequest(), metadata=auth())
     assert stats.chatgpt_spent_today_usd == pytest.approx(0.02) and stats.chatgpt_budget_left_usd == 0
     await asyncio.sleep(1.0)  # the queue polls every 0.1 s: it must not call while the budget is spent
@@ -63,3 +66,31 @@ async def test_a_spent_budget_holds_labels_pending_and_releases_them_after_midni
     assert openai_stub.calls == 1
     with app.db.session() as session:
         assert session.get(Sample, answer.sample_id).label_status == LabelStatus.LABELED
+
+
+async def test_a_budget_with_a_model_of_unknown_price_refuses_to_start_unless_priced(tmp_path, stub):
+    """A model missing from the price table costs 0 as far as we knew: the budget never bit."""
+    import gateway.__main__ as gateway_main
+    from foodcal.settings import SettingsError
+    from foodcal.store import Database
+    from labeler.chatgpt import ChatGPT
+    from tests.conftest import photo
+    from tests.fixtures_labeler import chatgpt_settings
+
+    unpriced = chatgpt_settings(tmp_path, stub, openai_model="o4-mini", chatgpt_daily_budget_usd=5.0)
+    db = Database(unpriced.database_url)
+    with pytest.raises(SettingsError, match=r"BUDGET_USD.*o4-mini.*OPENAI_INPUT_USD_PER_MILLION"):
+        gateway_main.build(unpriced, db, 0)
+    priced = chatgpt_settings(
+        tmp_path, stub, openai_model="o4-mini", chatgpt_daily_budget_usd=5.0,
+        openai_input_usd_per_million=1.25, openai_output_usd_per_million=10.0,
+    )  # fmt: skip
+    spec = gateway_main.build(priced, db, 0)
+    await spec.on_stop()
+    db.dispose()
+    client = ChatGPT(priced)  # the labeler records the cost at those prices
+    try:
+        usage = (await client.ask(photo(), [("pizza", 0.9)])).usage
+    finally:
+        await client.close()
+    assert usage.cost_usd == pytest.approx((120 * 1.25 + 40 * 10.0) / 1e6)

@@ -2,7 +2,6 @@
 
 import asyncio
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -101,11 +100,10 @@ async def test_a_slow_label_does_not_outlive_the_callers_deadline(system, openai
     # ChatGPT takes 8 s; the caller gives 3 s
     openai_stub.reset(default=dataclasses.replace(answer(), delay_s=8.0))
     app = await system()
-    started = time.monotonic()
     response = await app.gateway.AnalyzeMeal(
         gateway_pb2.AnalyzeMealRequest(image=photo()), metadata=auth(), timeout=3.0
-    )
-    assert time.monotonic() - started < 3.0
+    )  # an answer at all (not DEADLINE_EXCEEDED) is the gateway keeping within the 3 s
+    assert openai_stub.calls == 1  # ChatGPT was asked, and the gateway stopped waiting for it
     assert response.label_status == common_pb2.LABEL_STATUS_PENDING  # our numbers now, the label later
     assert response.source == common_pb2.NUTRITION_SOURCE_REFERENCE
 

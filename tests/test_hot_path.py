@@ -21,6 +21,21 @@ from tests.test_photo_once import camera_photo
 from trainer.data import count_labelled
 
 
+@pytest.fixture(autouse=True)
+def cached_reads_stay_warm(monkeypatch):
+    """The cached reads (challenger 2 s, budget 5 s, calibrations 10 s) expire on the wall clock: a
+    slow machine between warm-up and the measured call would see more hops. Held for the test, the
+    hops counted are the request's own."""
+    import functools
+
+    import gateway.analyze
+    from gateway.challenger import Challengers
+
+    monkeypatch.setattr(gateway.analyze, "Challengers", functools.partial(Challengers, refresh_s=3600.0))
+    monkeypatch.setattr("gateway.calibrations.REFRESH_S", 3600.0)
+    monkeypatch.setattr("gateway.budget.REFRESH_S", 3600.0)
+
+
 def on_loop_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 

@@ -144,3 +144,46 @@ def test_expired_ids_are_claimed_again_and_swept_at_most_once_a_minute(db, monke
     clock[0] += idempotency.PURGE_INTERVAL_S
     assert ids.claim("c", "r", "d1").outcome is Outcome.ANSWERED
     assert owners() == ["a", "c"]  # the next sweep, a minute later, removed "b"
+
+
+async def test_retries_waiting_on_a_running_id_are_capped_counted_and_do_not_poll(system, monkeypatch):
+    """Ten retries while the first call is held: the calls bucket (burst 6) refuses 4, the cap
+    on waiters per client refuses 2 more, 4 wait on the running call itself, not on the database."""
+    from gateway.analyze import Analyzer
+    from gateway.idempotency import MAX_WAITERS_PER_CLIENT
+
+    release, real_analyze = asyncio.Event(), Analyzer.analyze
+
+    async def held(*args, **kwargs):
+        await release.wait()
+        return await real_analyze(*args, **kwargs)
+
+    claims, real_claim = [], RequestIds.claim
+
+    def counting(*args):
+        claims.append(args[2])
+        return real_claim(*args)
+
+    monkeypatch.setattr(Analyzer, "analyze", held)
+    monkeypatch.setattr(RequestIds, "claim", counting)
+    app = await system(services=("gateway",), use_chatgpt=False, client_call_burst=6)
+    call = lambda: app.gateway.AnalyzeMeal(request("held"), metadata=CLIENT, timeout=60)  # noqa: E731
+    first = asyncio.ensure_future(call())
+    while not claims:
+        await asyncio.sleep(0.01)
+    retries = [asyncio.ensure_future(call()) for _ in range(10)]
+    await asyncio.wait_for(_until(lambda: sum(r.done() for r in retries) == 6), 30)
+    reasons = sorted(error_info(details_of(r.exception())).reason for r in retries if r.done())
+    assert reasons == ["RATE_LIMITED"] * 4 + ["TOO_MANY_WAITING"] * 2
+    assert MAX_WAITERS_PER_CLIENT == 4
+    await asyncio.sleep(1.0)  # waiters that polled the database would claim again meanwhile
+    assert len(claims) == 11
+    release.set()
+    answer = await first
+    assert [await r for r in retries if not r.done() or not r.exception()] == [answer] * 4
+    assert app.sample_count() == 1
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

@@ -2,6 +2,8 @@
 dead worker's claim expires."""
 
 import asyncio
+import contextlib
+from datetime import UTC, timedelta
 
 from sqlmodel import select
 
@@ -39,7 +41,33 @@ async def test_two_workers_never_claim_the_same_sample(db, tmp_path):
     assert owners == dict(claimed)
 
 
-async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db, tmp_path):
+class Clock:
+    """The queue's clock (leases are compared with it), moved by the test, never by the machine."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+async def _until(condition) -> None:
+    while not await asyncio.to_thread(condition):
+        await asyncio.sleep(0.01)
+
+
+def _claimed_until(db, sample_id):
+    with db.session() as session:
+        until = session.get(Sample, sample_id).label_claimed_until
+    return until and until.replace(tzinfo=UTC)
+
+
+async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db, tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("gateway.label_queue.utcnow", clock)
     images = ImageStore(tmp_path)
     stored = images.put(photo())
     with db.session() as session:
@@ -50,11 +78,11 @@ async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db,
         session.add_all(samples)
         ids = [sample.id for sample in samples]
     policy = RetryPolicy(3, 0.1, 1.0)
-    answered = asyncio.Event()
+    release, asked = asyncio.Event(), []
 
-    async def slow_labeler(request):  # a ChatGPT call three leases long
-        await asyncio.sleep(1.5)
-        answered.set()
+    async def slow_labeler(request):  # a ChatGPT call that lasts until the test releases it
+        asked.append(request)
+        await release.wait()
         return labeler_pb2.LabelMealResponse(
             label=common_pb2.Label(
                 source=common_pb2.NUTRITION_SOURCE_CHATGPT,
@@ -63,25 +91,37 @@ async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db,
             )
         )
 
-    slow = LabelQueue(db, slow_labeler, policy, "slow", lease_s=0.6, concurrency=1)
+    lease_s = 0.3  # renewed every 0.1 s of real time, at the queue's clock
+    slow = LabelQueue(db, slow_labeler, policy, "slow", lease_s=lease_s, concurrency=1)
     rival = LabelQueue(db, None, policy, "rival", lease_s=60.0)
     working = asyncio.create_task(slow.run_once())
-    while not answered.is_set():  # renewed in time: the rival never gets the sample in flight
-        await asyncio.sleep(0.05)
-        assert await asyncio.to_thread(rival.claim, 1) == [ids[1]]  # only the other, idle sample
+    await _until(lambda: asked)
+    (held,) = [i for i in ids if _claimed_until(db, i)]
+    first_until = _claimed_until(db, held)
+    for _ in range(3):  # three leases long: each renewal extends it from the clock's new time
+        clock.advance(lease_s * 0.9)
+        await _until(lambda: _claimed_until(db, held) > clock.now + timedelta(seconds=lease_s * 0.5))
+        assert await asyncio.to_thread(rival.claim, 2) == [i for i in ids if i != held]  # only the idle
         await asyncio.to_thread(rival.release_own_claims)
+    assert clock.now > first_until  # the first lease alone would have expired by now
+    release.set()
     assert await working == 1
     with db.session() as session:
         statuses = sorted(s.label_status for s in session.exec(select(Sample)).all())
     assert statuses == sorted([LabelStatus.LABELED, LabelStatus.PENDING])
 
-    dying = LabelQueue(db, slow_labeler, policy, "dying", lease_s=0.6, concurrency=1)
+    release.clear()
+    asked.clear()
+    dying = LabelQueue(db, slow_labeler, policy, "dying", lease_s=lease_s, concurrency=1)
     working = asyncio.create_task(dying.run_once())
-    await asyncio.sleep(0.3)
+    await _until(lambda: asked)
     working.cancel()  # the process died mid-call: no more renewals
+    with contextlib.suppress(asyncio.CancelledError):
+        await working
+    clock.advance(lease_s / 2)
     assert rival.claim(1) == []  # its lease still holds...
-    await asyncio.sleep(0.8)
-    assert rival.claim(1) == [ids[1]]  # ...and then expires
+    clock.advance(lease_s)
+    assert rival.claim(1) == [i for i in ids if i != held]  # ...and then expires
 
 
 def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):
@@ -95,5 +135,6 @@ def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):
     assert second.release_own_claims() == 1
     with db.session() as session:
         sample = session.exec(select(Sample)).one()
-    assert sample.label_claimed_by is None
-    assert sample.label_next_attempt_at is None or sample.label_next_attempt_at <= utcnow()
+    assert (sample.label_claimed_by, sample.label_claimed_until) == (None, None)
+    assert sample.label_next_attempt_at is None  # due at once: released, not postponed
+    assert len(first.claim(5)) == 1  # and claimed again by the next worker that asks

@@ -27,7 +27,7 @@ from sqlmodel import col, func, or_, select
 
 from foodcal.store import Database, LabelStatus, Sample
 from trainer.teacher_bias import TeacherBias
-from trainer.trust import capped_rows, correction_ratio, correction_weights, trusted
+from trainer.trust import capped_rows, clients, correction_ratio, correction_weights, trusted
 
 VALIDATION_PERCENT = 20  # versions are compared here; training never sees these, not even to stop
 EARLY_STOPPING_PERCENT = 10  # taken from the training side: picks the best epoch
@@ -232,8 +232,7 @@ def load_dataset(db: Database, classifier_version: str, max_share_per_client: fl
     rows = [row for row in one_per_photo(list(rows)) if row.training_target is not None]
     if not rows:
         return Dataset([], np.zeros((0, 0), "f4"), np.zeros((0, 101), "f4"), np.zeros((0, 4), "f4"), [])
-    owners = [row.owner or "" for row in rows]
-    clients = len(set(owners))
+    owners = [row.owner for row in rows]
     keep = capped_rows(owners, [row.image_sha256 for row in rows], max_share_per_client)
     rows = [row for row, kept in zip(rows, keep, strict=True) if kept]
     probabilities = np.stack([np.frombuffer(row.class_probabilities, "<f4") for row in rows])
@@ -247,7 +246,7 @@ def load_dataset(db: Database, classifier_version: str, max_share_per_client: fl
     weights = np.ones(len(rows))
     kept = np.flatnonzero(ok)
     weights[kept] = correction_weights(
-        [rows[i].corrected_by or rows[i].owner or "" for i in kept], clients, max_share_per_client
+        [rows[i].corrected_by or rows[i].owner for i in kept], clients(owners), max_share_per_client
     )
     corrections[~ok] = np.nan
     data = Dataset(

@@ -146,6 +146,8 @@ class Settings(BaseSettings, StartupChecks):
     # at once; `shadow` and `split` make it a challenger until ROLLOUT_MIN_SAMPLES live labels decide.
     rollout: Literal["replace", "shadow", "split"] = "replace"
     rollout_split_percent: float = Field(10.0, gt=0, lt=100)
+    # The most a challenger may delay a request after the champion answered (gateway/challenger.py).
+    rollout_challenger_grace_s: float = Field(0.05, ge=0, le=1.0)
     rollout_min_samples: int = Field(100, ge=10)
     # A served version is rolled back by itself when the version it replaced is clearly better on
     # its last ROLLBACK_WINDOW live labels (at least ROLLBACK_MIN_SAMPLES): see trainer/rollout.py.

@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("versions", help="nutrition model versions and which is served")
     rollback = commands.add_parser("rollback", help="serve an earlier nutrition version again")
     rollback.add_argument("version", type=int)
+    end = commands.add_parser("end-challenger", help="retire the live challenger now")
+    end.add_argument("version", type=int, nargs="?", help="the challenger to end (default: the live one)")
     quality = commands.add_parser("quality", help="every version's errors on the test set and live; a chart")
     quality.add_argument("--chart", type=Path, default=Path("quality.png"), help="the PNG to write")
     quality.add_argument("--worst-dishes", type=int, default=5)
@@ -213,6 +215,9 @@ def _run(args, stub, metadata) -> int:
     elif args.command == "rollback":
         request = gateway_pb2.GatewayServiceRollbackModelRequest(version=args.version)
         _print(stub.RollbackModel(request, metadata=metadata))
+    elif args.command == "end-challenger":
+        request = gateway_pb2.GatewayServiceEndChallengerRequest(version=args.version)
+        _print(stub.EndChallenger(request, metadata=metadata))
     elif args.command == "quality":
         request = gateway_pb2.GatewayServiceGetQualityReportRequest(
             worst_dishes=args.worst_dishes, min_dish_samples=args.min_dish_samples

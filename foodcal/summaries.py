@@ -235,6 +235,8 @@ def summary(message: Message) -> str:
             return versions(message)
         case gateway_pb2.GatewayServiceRollbackModelResponse():
             return f"serving nutrition version {message.served_version} (was {message.previous_version})"
+        case gateway_pb2.GatewayServiceEndChallengerResponse():
+            return f"challenger v{message.version} retired; v{message.baseline_version} still served"
         case gateway_pb2.GatewayServiceGetQualityReportResponse():
             return quality_report.text(message)
     raise TypeError(f"no summary for {type(message).__name__}")

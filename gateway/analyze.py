@@ -109,7 +109,7 @@ class Analyzer:
         self.settings, self.db, self.images, self.torchserve = settings, db, images, torchserve
         self.call_labeler, self.policy, self.wake_queue = call_labeler, policy, wake_queue
         self.calibrations = Calibrations(db)
-        self.challengers = Challengers(db, torchserve)
+        self.challengers = Challengers(db, torchserve, grace_s=settings.rollout_challenger_grace_s)
         self.budget = DailyBudget(db, settings.chatgpt_daily_budget_usd)
         self.label_policy = PolicySettings.from_settings(settings)
 

@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     analyze = commands.add_parser("analyze", help="send a photo, print dish and nutrition")
     analyze.add_argument("photo", type=Path)
     analyze.add_argument("--note", default="", help='what the photo cannot show: "two slices, no cheese"')
+    analyze.add_argument(
+        "--angle", action="append", default=[], type=Path, help="another photo of the same plate (up to 3)"
+    )
+    analyze.add_argument("--meal", default="", help="a meal id of yours: plates with the same id form a meal")
+    meal = commands.add_parser("meal", help="the plates of one meal and their sum")
+    meal.add_argument("meal_id")
     commands.add_parser("stats", help="totals, training_data_samples, costs, served versions")
     samples = commands.add_parser("samples", help="the newest samples")
     samples.add_argument("--page-size", type=int, default=10)
@@ -169,9 +175,15 @@ def _run(args, stub, metadata) -> int:
     _print = _printer(args.json)
     if args.command == "analyze":
         request = gateway_pb2.AnalyzeMealRequest(
-            image=args.photo.read_bytes(), filename=args.photo.name, note=args.note
+            image=args.photo.read_bytes(),
+            filename=args.photo.name,
+            note=args.note,
+            more_images=[angle.read_bytes() for angle in args.angle],
+            meal_id=args.meal,
         )
         _print(stub.AnalyzeMeal(request, metadata=metadata, timeout=120))
+    elif args.command == "meal":
+        _print(stub.GetMeal(gateway_pb2.GetMealRequest(meal_id=args.meal_id), metadata=metadata))
     elif args.command == "stats":
         _print(stub.GetStats(gateway_pb2.GetStatsRequest(), metadata=metadata, timeout=30))
     elif args.command == "samples":

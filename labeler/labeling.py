@@ -4,6 +4,7 @@ the reference table."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -35,6 +36,14 @@ class LabelAnswer:
     cached: bool = False
 
 
+def request_key(note: str, more: tuple[str, ...] = ()) -> str:
+    """The cache key's last part: the note's hash, or with other angles the hash of both (the same
+    plate from more angles is another question, so it is asked again)."""
+    if not more:
+        return note_sha256(note)
+    return hashlib.sha256("\n".join((note, *more)).encode()).hexdigest()
+
+
 class Labeler:
     def __init__(self, settings: Settings, db: Database, chatgpt: ChatGPT | None, images) -> None:
         """`images`: the image store (foodcal.store.open_image_store), read for a photo sent by hash."""
@@ -48,16 +57,23 @@ class Labeler:
         self._paid: set[asyncio.Task] = set()  # calls that outlive their caller, until recorded
 
     async def label(
-        self, sha256: str, hints: list[tuple[str, float]], note: str = "", image: bytes | None = None
+        self,
+        sha256: str,
+        hints: list[tuple[str, float]],
+        note: str = "",
+        image: bytes | None = None,
+        more: tuple[str, ...] = (),
     ) -> LabelAnswer:
         """`sha256`: the original photo's (the cache key). `image`: its bytes when the caller sent
         them; else read from the image store, and only when no cached label answers.
-        `note`: the person's note, already cleaned (foodcal.notes); part of the cache key."""
+        `note`: the person's note, already cleaned (foodcal.notes); part of the cache key.
+        `more`: the sha256s of other angles of the same plate (in the image store), asked about in
+        the same call; part of the cache key too."""
         if self.chatgpt is None:
             return self._from_reference(hints, note)
         lock = self._locks.setdefault(sha256, asyncio.Lock())
         # PROMPT_VERSION read here, so a test can bump it
-        key = (sha256, self.chatgpt.model, PROMPT_VERSION, note_sha256(note))
+        key = (sha256, self.chatgpt.model, PROMPT_VERSION, request_key(note, more))
         async with lock:
             owner = in_flight.new_owner()
             while not await asyncio.to_thread(in_flight.claim, self.db, key, owner, self.claim_ttl_s):
@@ -69,7 +85,7 @@ class Labeler:
                 return cached
             # Once asked, the call is paid: it runs to its record whatever happens to our caller
             # (a deadline, a cancel, a shutdown: see drain), so that a retry finds it in the cache.
-            call = asyncio.create_task(self._ask_and_record(key, owner, image, hints, note))
+            call = asyncio.create_task(self._ask_and_record(key, owner, image, hints, note, more))
             self._paid.add(call)
             call.add_done_callback(self._done)
             return await asyncio.shield(call)
@@ -92,13 +108,16 @@ class Labeler:
             log.info("label %s… answered from cache (%s)", key[0][:12], key[1])
         return cached
 
-    async def _ask_and_record(self, key: in_flight.Key, owner: str, image, hints, note: str) -> LabelAnswer:
+    async def _ask_and_record(
+        self, key: in_flight.Key, owner: str, image, hints, note: str, more: tuple[str, ...]
+    ) -> LabelAnswer:
         sha256 = key[0]
         try:
             try:
                 if image is None:
                     image = await asyncio.to_thread(self._stored, sha256)
-                reply = await self.chatgpt.ask(image, hints, note)
+                angles = [await asyncio.to_thread(self._stored, other) for other in more]
+                reply = await self.chatgpt.ask(image, hints, note, angles)
             except LabelFailure as failure:
                 if failure.usage is not None:
                     await asyncio.to_thread(

@@ -25,8 +25,9 @@ import numpy as np
 from bench.common import RESULTS, progress, save, say, table, verdict
 from bench.synthetic import ClassFeatureWorld, reference_model
 from model_store.nutrition_model import NUTRIENTS
-from trainer.data import Dataset, run_data
+from trainer.data import Dataset
 from trainer.gate import decide, predictions
+from trainer.targets import run_data
 from trainer.training import TrainingParameters, train
 
 SHARES = (0.0, 0.01, 0.05, 0.10)

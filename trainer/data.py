@@ -27,8 +27,7 @@ from sqlmodel import col, func, or_, select
 
 from foodcal.store import Database, LabelStatus, Sample
 from trainer.noted_labels import may_train
-from trainer.teacher_bias import TeacherBias
-from trainer.trust import capped_rows, clients, correction_ratio, correction_weights, trusted
+from trainer.trust import capped_rows, clients, correction_weights, trusted_corrections
 
 VALIDATION_PERCENT = 20  # versions are compared here; training never sees these, not even to stop
 EARLY_STOPPING_PERCENT = 10  # taken from the training side: picks the best epoch
@@ -143,61 +142,6 @@ class Dataset:
         )
 
 
-def learn_teacher_bias(*parts: Dataset) -> TeacherBias:
-    """The teacher's bias from the learnable corrections of labelled photos in `parts`."""
-    teacher, truth, dishes, weights = [], [], [], []
-    for part in parts:
-        both = part.has_label() & part.has_correction()
-        teacher.append(part.teacher()[both])
-        truth.append(part.truth()[both])
-        dishes.append(part.dishes[both])
-        weights.append(
-            np.ones(int(both.sum())) if part.correction_weights is None else part.correction_weights[both]
-        )
-    return TeacherBias.fit(
-        np.concatenate(teacher).astype("f8"),
-        np.concatenate(truth).astype("f8"),
-        np.concatenate(dishes).astype(np.int64),
-        np.concatenate(weights),
-    )
-
-
-def towards_truth(part: Dataset, bias: TeacherBias, corrections: bool = True) -> Dataset:
-    """`part` with targets the truth where a person gave it (if `corrections`), else ChatGPT's label
-    adjusted by the teacher's learnt bias; photos with neither are dropped."""
-    labels = part.teacher()
-    adjusted = bias.adjust(np.nan_to_num(labels), part.dishes) if len(part) else labels
-    targets = np.where(part.has_label()[:, None], adjusted, np.nan)
-    if corrections:
-        targets = np.where(part.has_correction()[:, None], part.truth(), targets)
-    keep = ~np.isnan(targets).any(axis=1)
-    return replace(part.subset(keep), targets=targets[keep].astype(np.float32))
-
-
-class RunData(NamedTuple):
-    """What one training run reads: its sides with their targets, and the teacher's learnt bias."""
-
-    train: Dataset
-    early_stopping: Dataset
-    validation: Dataset  # ChatGPT's labels, adjusted by `bias`
-    truth: Dataset  # the held-out corrections
-    bias: TeacherBias
-
-
-def run_data(dataset: Dataset) -> RunData:
-    """Towards the truth: corrections where people gave them, else ChatGPT's labels adjusted by the
-    bias the learnable corrections show (trainer/teacher_bias.py)."""
-    split = dataset.split()
-    bias = learn_teacher_bias(split.train, split.early_stopping)
-    return RunData(
-        towards_truth(split.train, bias),
-        towards_truth(split.early_stopping, bias),
-        towards_truth(split.validation, bias, corrections=False),
-        split.truth,
-        bias,
-    )
-
-
 def count_labelled(db: Database) -> int:
     """Samples that may teach the model (any classifier version): ChatGPT labels or corrections."""
     with db.session() as session:
@@ -273,22 +217,3 @@ def load_dataset(db: Database, classifier_version: str, max_share_per_client: fl
         correction_weights=weights,
     )
     return data.subset(~np.isnan(data.targets).any(axis=1))
-
-
-def trusted_corrections(rows: list[Sample], dishes: np.ndarray) -> np.ndarray:
-    """[n] bool: the rows whose correction may be learnt from or scored against (trainer/trust.py)."""
-    corrected = [index for index, row in enumerate(rows) if row.corrected_at is not None]
-    ok = trusted(
-        [rows[i].correction_flag for i in corrected],
-        [rows[i].correction_review for i in corrected],
-        [int(dishes[i]) for i in corrected],
-        [correction_ratio(rows[i].correction_calories_kcal, _reference_kcal(rows[i])) for i in corrected],
-    )
-    mask = np.zeros(len(rows), dtype=bool)
-    mask[corrected] = ok
-    return mask
-
-
-def _reference_kcal(row: Sample) -> float | None:
-    """What a correction is measured against: ChatGPT's label, else our prediction."""
-    return row.label_calories_kcal if row.label_calories_kcal is not None else row.pred_calories_kcal

@@ -19,9 +19,10 @@ from model_store.reference import food101_labels
 from trainer import quality
 from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both
-from trainer.data import count_labelled, count_stale, load_dataset, run_data
+from trainer.data import count_labelled, count_stale, load_dataset
 from trainer.gate import RULE, decide
 from trainer.rollout import Rollouts
+from trainer.targets import run_data
 from trainer.training import EpochResult, TrainingParameters, train
 from trainer.versions import VersionStore
 

@@ -86,3 +86,23 @@ def correction_weights(correctors: list[str | None], clients: int, share: float)
     return np.array(
         [1.0 if c is None else min(1.0, cap * total / counts[c]) for c in correctors], dtype=np.float64
     )
+
+
+def trusted_corrections(rows: list, dishes: np.ndarray) -> np.ndarray:
+    """[n] bool: which of the samples' (foodcal.store.Sample rows) corrections may be learnt from
+    or scored against; `dishes`: each sample's top-1 dish index."""
+    corrected = [index for index, row in enumerate(rows) if row.corrected_at is not None]
+    ok = trusted(
+        [rows[i].correction_flag for i in corrected],
+        [rows[i].correction_review for i in corrected],
+        [int(dishes[i]) for i in corrected],
+        [correction_ratio(rows[i].correction_calories_kcal, _reference_kcal(rows[i])) for i in corrected],
+    )
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[corrected] = ok
+    return mask
+
+
+def _reference_kcal(row) -> float | None:
+    """What a correction is measured against: ChatGPT's label, else our prediction."""
+    return row.label_calories_kcal if row.label_calories_kcal is not None else row.pred_calories_kcal

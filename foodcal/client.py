@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from foodcal import quality_report
+from foodcal import client_meals, quality_report
 from foodcal.grpc_server import message_size_options
 from foodcal.nutrition import NUTRIENTS
 from foodcal.summaries import summary
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     quality.add_argument("--chart", type=Path, default=Path("quality.png"), help="the PNG to write")
     quality.add_argument("--worst-dishes", type=int, default=5)
     quality.add_argument("--min-dish-samples", type=int, default=3)
+    client_meals.add_commands(commands)
     for command in commands.choices.values():  # `--json` after the command works too
         command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=json_help)
     args = parser.parse_args(argv)
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, stub, metadata) -> int:
     _print = _printer(args.json)
+    code = client_meals.run(args, stub, metadata, _print)
+    if code is not None:
+        return code
     if args.command == "analyze":
         request = gateway_pb2.AnalyzeMealRequest(
             image=args.photo.read_bytes(),

@@ -81,6 +81,9 @@ class Settings(BaseSettings, StartupChecks):
     # Empty: images under UPLOAD_DIR. `s3://bucket/prefix` for an S3-compatible object store.
     image_store_url: str = ""
     s3_endpoint_url: str | None = None
+    # Photos older than this many days are deleted (gateway/retention.py), their numbers kept; 0 = never.
+    retention_days: int = Field(0, ge=0)
+    retention_interval_s: float = Field(3600.0, gt=0)  # how often the gateway looks for them
     models_dir: Path = Path("models")
     model_store_dir: Path = Path("model_store/mar")
 

@@ -21,6 +21,7 @@ from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
 from gateway.rate_limit import RateLimiter
 from gateway.request_limits import RequestLimits
+from gateway.retention import PhotoRetention
 from gateway.service import GatewayServicer
 from model_store.client import TorchServeClient
 from model_store.worker_heap import keep_freed_memory
@@ -85,6 +86,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         RequestIds(db, calls),
     )
 
+    retention = PhotoRetention(db, images, settings.retention_days, settings.retention_interval_s)
     service_name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
     health_servicer = health.aio.HealthServicer()
     model_server_health = ModelServerHealth(torchserve, health_servicer, service_name)
@@ -93,8 +95,10 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         if settings.use_chatgpt:
             queue.start()
         await model_server_health.start()
+        retention.start()
 
     async def on_stop() -> None:
+        await retention.stop()
         await model_server_health.stop()
         await queue.stop()
         await torchserve.close()

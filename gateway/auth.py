@@ -1,9 +1,10 @@
 """Who is calling the gateway, and what that caller may do.
 
-Two roles: a client (API_TOKENS) may analyze photos and read, list and correct its own samples and
-read its own stats; an admin (ADMIN_TOKENS) may also train, list and roll back versions, and read
-every sample and the global stats. Every GatewayService method not named in CLIENT_METHODS needs
-an admin token, so a method added later is closed until someone opens it on purpose.
+Two roles: a client (API_TOKENS) may analyze photos, read, list, correct, export and delete its
+own samples, and read its own stats and day totals; an admin (ADMIN_TOKENS) may also train, list
+and roll back versions, read or delete every sample, and read the global stats. Every
+GatewayService method not named in CLIENT_METHODS needs an admin token, so a method added later is
+closed until someone opens it on purpose.
 
 A caller's identity is a hash of its token (never the token): it is stored with each sample.
 Rotating a token therefore gives the client a new identity; its old samples stay visible to admins.
@@ -26,7 +27,17 @@ log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/foodcal.v1.GatewayService/"
 CLIENT_METHODS = frozenset(
-    {"AnalyzeMeal", "GetSample", "ListSamples", "CorrectSample", "GetStats", "GetMeal"}
+    {
+        "AnalyzeMeal",
+        "GetSample",
+        "ListSamples",
+        "CorrectSample",
+        "GetStats",
+        "GetMeal",
+        "GetDailyTotals",
+        "ExportSamples",
+        "DeleteSample",
+    }
 )
 
 

@@ -30,6 +30,9 @@ MAX_REQUEST_BYTES = {
     "GetStats": 256,
     "GetMeal": 256,
     "CorrectSample": 32 * 1024,
+    "GetDailyTotals": 1024,
+    "ExportSamples": 256,
+    "DeleteSample": 1024,
 }
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024  # the admin RPCs: a few numbers or an id each
 UNLIMITED = frozenset({"AnalyzeMeal"})
@@ -65,13 +68,13 @@ class RequestLimits:
 
     def wrap(self, handler: grpc.RpcMethodHandler, name: str, caller: Caller) -> grpc.RpcMethodHandler:
         """`handler` taking the raw bytes: checked for size, then the client's bucket, then parsed."""
-        if name in UNLIMITED or handler.unary_unary is None:
-            return handler  # the only streaming RPC (WatchTrainingRun) is an admin's
+        if name in UNLIMITED or (handler.unary_unary is None and handler.unary_stream is None):
+            return handler
         max_bytes = MAX_REQUEST_BYTES.get(name, DEFAULT_MAX_REQUEST_BYTES)
-        parse, behavior = handler.request_deserializer, handler.unary_unary
+        parse = handler.request_deserializer
         limiter = None if caller.admin else self.calls
 
-        async def unary(raw: bytes, context: grpc.aio.ServicerContext):
+        async def checked(raw: bytes, context: grpc.aio.ServicerContext):
             if len(raw) > max_bytes:
                 await abort(
                     context,
@@ -84,13 +87,28 @@ class RequestLimits:
             if limiter is not None and limiter.enabled:
                 await spend(context, limiter, calls_key(caller), "calls")
             try:
-                request = parse(raw)
+                return parse(raw)
             except DecodeError:
                 await abort(
                     context, grpc.StatusCode.INVALID_ARGUMENT, f"not a {name} request", "MALFORMED_REQUEST"
                 )
-            return await behavior(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=None, response_serializer=handler.response_serializer
+        serializer = handler.response_serializer
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary(raw: bytes, context: grpc.aio.ServicerContext):
+                return await behavior(await checked(raw, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=None, response_serializer=serializer
+            )
+        stream = handler.unary_stream  # ExportSamples, WatchTrainingRun: one check for the whole stream
+
+        async def server_stream(raw: bytes, context: grpc.aio.ServicerContext):
+            async for response in stream(await checked(raw, context), context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            server_stream, request_deserializer=None, response_serializer=serializer
         )

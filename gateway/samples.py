@@ -12,6 +12,7 @@ from foodcal.convert import nutrition_proto, timestamp
 from foodcal.items import FoodItem
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall, CorrectionReview, LabelCache, LabelStatus, Sample
+from foodcal.store.images import PHOTO_REMOVED
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import spent_today
 from gateway.label_policy import CONFIDENT_REASON
@@ -53,6 +54,7 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         correction_review=(
             CorrectionReview(sample.correction_review).to_proto() if sample.corrected_at is not None else None
         ),
+        photo_removed=sample.image_path == PHOTO_REMOVED,
     )
     return message
 

@@ -20,6 +20,7 @@ from gateway.corrections import InvalidCorrection, correction_of, flag_of
 from gateway.deadlines import Budget
 from gateway.errors import translate_errors
 from gateway.idempotency import RequestIds, idempotent
+from gateway.meal_data import MealDataRPCs
 from gateway.meals import MAX_MEAL_ID_CHARS, meal
 from gateway.rate_limit import RateLimiter
 from gateway.request_limits import spend
@@ -40,7 +41,7 @@ MAX_ID_CHARS = 64
 MAX_PAGE_TOKEN_CHARS = 256  # the tokens issued are about 100
 
 
-class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayServicer(TrainingForwarder, MealDataRPCs, gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
         self,
         db: Database,

@@ -47,6 +47,16 @@ def test_s3_store_is_content_addressed(s3):
         store.get("../../secret")
 
 
+def test_s3_store_deletes_a_photo_and_only_that_one(s3):
+    store = S3ImageStore("s3://meals/prod", s3)
+    gone, kept = store.put(photo()), store.put(photo((1, 200, 90)))
+    assert store.delete(gone.sha256)
+    with pytest.raises(FileNotFoundError):
+        store.get(gone.sha256)
+    assert store.get(kept.sha256) == photo((1, 200, 90))
+    assert store.delete(gone.sha256)  # S3 answers the same for a photo deleted already
+
+
 def test_missing_bucket_is_a_clear_storage_error(s3):
     from foodcal.store.images import ImageStorageError
 

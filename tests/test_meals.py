@@ -128,3 +128,32 @@ def test_analyze_shows_ours_beside_chatgpts_and_their_difference():
     text = summaries.analyzed(response)
     assert "381 kcal" in text and "650 kcal" in text and "-269 kcal" in text
     assert "ours - ChatGPT" in text
+
+
+async def test_deleting_a_plate_deletes_its_other_angles_unless_another_sample_has_them(system):
+    app = await system(use_chatgpt=False)
+    first, shared, own = photo(color=(20, 20, 200)), photo(color=(200, 200, 20)), photo(color=(20, 200, 200))
+    kept = await app.gateway.AnalyzeMeal(
+        gateway_pb2.AnalyzeMealRequest(image=photo(color=(120, 30, 30)), more_images=[shared]),
+        metadata=auth(),
+    )
+    gone = await app.gateway.AnalyzeMeal(
+        gateway_pb2.AnalyzeMealRequest(image=first, more_images=[shared, own]), metadata=auth()
+    )
+    store = open_image_store(app.settings)
+    await app.gateway.DeleteSample(gateway_pb2.DeleteSampleRequest(sample_id=gone.sample_id), metadata=auth())
+    hashes = {
+        name: hashlib.sha256(p).hexdigest()
+        for name, p in (("first", first), ("shared", shared), ("own", own))
+    }
+    for name, expected in (("first", False), ("own", False), ("shared", True)):
+        try:
+            store.get(hashes[name])
+            present = True
+        except FileNotFoundError:
+            present = False
+        assert present is expected, name
+    sample = (
+        await app.gateway.GetSample(gateway_pb2.GetSampleRequest(sample_id=kept.sample_id), metadata=auth())
+    ).sample
+    assert list(sample.more_image_sha256s) == [hashes["shared"]]

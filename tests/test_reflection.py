@@ -66,3 +66,13 @@ async def test_grpcurl_still_says_symbol_not_found_for_a_method_that_does_not_ex
     for symbol in (f"{GATEWAY}.NoSuchMethod", "foodcal.v1.NoSuchService.AnalyzeMeal"):
         code, output = await grpcurl(server, "describe", symbol)
         assert code != 0 and "Symbol not found" in output, output
+
+
+async def test_grpcurl_describes_the_export_stream_and_lists_the_meal_data_rpcs(server):
+    code, output = await grpcurl(server, "describe", f"{GATEWAY}.ExportSamples")
+    assert code == 0 and "returns ( stream .foodcal.v1.ExportSamplesResponse )" in output, output
+    code, output = await grpcurl(server, "list", GATEWAY)
+    for rpc in ("GetDailyTotals", "ExportSamples", "DeleteSample"):
+        assert code == 0 and f"{GATEWAY}.{rpc}" in output.split(), output
+    code, output = await grpcurl(server, "describe", "foodcal.v1.GetDailyTotalsRequest")
+    assert code == 0 and "time_zone" in output, output

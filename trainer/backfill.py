@@ -8,6 +8,7 @@ import logging
 from sqlmodel import select
 
 from foodcal.store import Database, Sample
+from foodcal.store.images import PHOTO_REMOVED
 from model_store.client import Classification, TorchServeClient
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,10 @@ async def backfill(db: Database, torchserve: TorchServeClient, images, batch_siz
 
     def stale() -> list[tuple[str, str]]:
         with db.session() as session:
-            query = select(Sample.id, Sample.image_sha256).where(Sample.classifier_version != classifier)
+            query = select(Sample.id, Sample.image_sha256).where(
+                Sample.classifier_version != classifier,
+                Sample.image_path != PHOTO_REMOVED,  # no photo to read: it keeps the features it has
+            )
             return list(session.exec(query).all())
 
     pending = await asyncio.to_thread(stale)

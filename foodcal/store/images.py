@@ -24,6 +24,8 @@ INCOMING_DIR = "incoming"
 # A staged photo is published or discarded within one AnalyzeMeal (seconds): one older than this
 # was left by a process that died, and is swept.
 INCOMING_MAX_AGE_S = 3600.0
+# Sample.image_path once RETENTION_DAYS removed the photo: the sample's numbers and features stay.
+PHOTO_REMOVED = "removed"
 
 
 class ImageStorageError(OSError):
@@ -143,6 +145,14 @@ class ImageStore:
     def get(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
 
+    def delete(self, sha256: str) -> bool:
+        """False when there was nothing to delete (deleted already)."""
+        try:
+            self.path_for(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def sweep_incoming(
         self, older_than_s: float = INCOMING_MAX_AGE_S, referenced: Callable[[str], bool] = lambda sha: False
     ) -> int:
@@ -224,6 +234,16 @@ class S3ImageStore:
         except (BotoCoreError, ClientError) as error:
             raise ImageStorageError(f"could not store the image: {error}") from error
         return StoredImage(sha256, url, already_stored=False)
+
+    def delete(self, sha256: str) -> bool:
+        """S3 deletes whether or not the object exists: True unless the request failed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(sha256))
+        except (BotoCoreError, ClientError) as error:
+            raise ImageStorageError(f"could not delete image {sha256[:12]}…: {error}") from error
+        return True
 
     def get(self, sha256: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -68,11 +68,16 @@ class Settings(BaseSettings, StartupChecks):
     # TLS for the gateway (both set, or neither: plaintext, meant for loopback only).
     gateway_tls_cert_file: Path | None = None
     gateway_tls_key_file: Path | None = None
-    # TLS between our own services: the labeler and the trainer serve it with this certificate
-    # and key; the gateway trusts INTERNAL_TLS_CA_FILE (default: the certificate itself).
+    # TLS between our own services (foodcal/internal_tls.py): the labeler and the trainer serve this
+    # certificate and key; callers trust INTERNAL_TLS_CA_FILE (default: the certificate itself)
+    # and never need the key. Mutual TLS: the services require a client certificate signed by
+    # INTERNAL_TLS_CA_FILE, and callers present theirs.
     internal_tls_cert_file: Path | None = None
     internal_tls_key_file: Path | None = None
     internal_tls_ca_file: Path | None = None
+    internal_tls_client_cert_file: Path | None = None
+    internal_tls_client_key_file: Path | None = None
+    internal_tls_require_client_cert: bool = False
 
     # Storage
     database_url: str = "sqlite:///data/foodcal.db"
@@ -190,6 +195,8 @@ class Settings(BaseSettings, StartupChecks):
         "internal_tls_cert_file",
         "internal_tls_key_file",
         "internal_tls_ca_file",
+        "internal_tls_client_cert_file",
+        "internal_tls_client_key_file",
         mode="before",
     )
     @classmethod

@@ -36,15 +36,40 @@ class StartupChecks:
             }
         )
 
-    def require_internal_tls(self) -> None:
+    def require_internal_tls_server(self) -> None:
+        """The labeler and the trainer: their certificate and key, and a CA to check callers against."""
         _require_tls_pair(
             {
                 "INTERNAL_TLS_CERT_FILE": self.internal_tls_cert_file,
                 "INTERNAL_TLS_KEY_FILE": self.internal_tls_key_file,
             }
         )
-        if self.internal_tls_ca_file is not None and not self.internal_tls_ca_file.is_file():
-            raise SettingsError(f"INTERNAL_TLS_CA_FILE: no such file: {self.internal_tls_ca_file}")
+        _require_file("INTERNAL_TLS_CA_FILE", self.internal_tls_ca_file)
+        if self.internal_tls_require_client_cert and self.internal_tls_cert_file is None:
+            raise SettingsError(
+                "INTERNAL_TLS_REQUIRE_CLIENT_CERT: needs TLS; set INTERNAL_TLS_CERT_FILE and "
+                "INTERNAL_TLS_KEY_FILE"
+            )
+        if self.internal_tls_require_client_cert and self.internal_tls_ca_file is None:
+            raise SettingsError(
+                "INTERNAL_TLS_REQUIRE_CLIENT_CERT: set INTERNAL_TLS_CA_FILE, the CA that signs the callers' "
+                "certificates"
+            )
+
+    def require_internal_tls_client(self) -> None:
+        """A caller of our services: a CA (or their certificate) to trust, and its own optional pair."""
+        _require_file("INTERNAL_TLS_CA_FILE", self.internal_tls_ca_file)
+        _require_file("INTERNAL_TLS_CERT_FILE", self.internal_tls_cert_file)
+        client = {
+            "INTERNAL_TLS_CLIENT_CERT_FILE": self.internal_tls_client_cert_file,
+            "INTERNAL_TLS_CLIENT_KEY_FILE": self.internal_tls_client_key_file,
+        }
+        if any(client.values()) and not (self.internal_tls_ca_file or self.internal_tls_cert_file):
+            raise SettingsError(
+                "INTERNAL_TLS_CLIENT_CERT_FILE: a client certificate is for TLS; set INTERNAL_TLS_CA_FILE, "
+                "the CA our services' certificates chain to"
+            )
+        _require_tls_pair(client)
 
     def require_internal_token(self) -> None:
         if len(self.internal_token) < 8:
@@ -71,5 +96,9 @@ def _require_tls_pair(files: dict[str, Path | None]) -> None:
         missing = " and ".join(name for name, path in files.items() if not path)
         raise SettingsError(f"{missing}: TLS needs both the certificate and its key")
     for name, path in files.items():
-        if path is not None and not path.is_file():
-            raise SettingsError(f"{name}: no such file: {path}")
+        _require_file(name, path)
+
+
+def _require_file(name: str, path: Path | None) -> None:
+    if path is not None and not path.is_file():
+        raise SettingsError(f"{name}: no such file: {path}")

@@ -140,4 +140,4 @@ async def test_our_services_talk_tls_to_each_other_and_refuse_plaintext(system, 
 def test_internal_tls_needs_the_certificate_and_its_key(tmp_path):
     cert, _ = self_signed(tmp_path)
     with pytest.raises(SettingsError, match="INTERNAL_TLS_KEY_FILE: TLS needs both"):
-        make_settings(tmp_path, internal_tls_cert_file=cert).require_internal_tls()
+        make_settings(tmp_path, internal_tls_cert_file=cert).require_internal_tls_server()

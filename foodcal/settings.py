@@ -42,6 +42,10 @@ class Settings(BaseSettings, StartupChecks):
     gateway_port: int = Field(50051, ge=0, le=65535)
     labeler_port: int = Field(50052, ge=0, le=65535)
     trainer_port: int = Field(50053, ge=0, le=65535)
+    # Where clients reach the gateway when not BIND_HOST: a container binds 0.0.0.0 but its port
+    # may be published on the host's 127.0.0.1 only (docker-compose.yml). Empty: BIND_HOST. Example
+    # tokens are refused unless this address is loopback.
+    gateway_published_host: str = ""
     labeler_address: str = "127.0.0.1:50052"
     trainer_address: str = "127.0.0.1:50053"
     # Prometheus `/metrics` of each service (on BIND_HOST; 0 = any free port, logged at start-up).

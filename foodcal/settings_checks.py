@@ -6,7 +6,28 @@ check raises SettingsError with a message that names the setting.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
+
+# Every token placeholder we ship (.env.example, docker-compose.yml, deploy/k8s/secret.yaml, the
+# README) says "change me": anyone who has read this repository knows them.
+_EXAMPLE_TOKEN = re.compile(r"change[-_ ]?me", re.IGNORECASE)
+
+
+def is_example_token(token: str) -> bool:
+    return bool(_EXAMPLE_TOKEN.search(token))
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach `host`; a name other than localhost may resolve anywhere."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(SystemExit):
@@ -27,6 +48,29 @@ class StartupChecks:
             raise SettingsError("ADMIN_TOKENS: every token needs at least 8 characters")
         if set(self.admin_tokens) & set(self.api_tokens):
             raise SettingsError("ADMIN_TOKENS: a token is a client's (API_TOKENS) or an admin's, not both")
+
+    def refuse_example_tokens_beyond_loopback(self) -> None:
+        """The gateway: an example token is fine on loopback (`make run`), never where others reach."""
+        where = (
+            f"GATEWAY_PUBLISHED_HOST={self.gateway_published_host}"
+            if self.gateway_published_host
+            else f"BIND_HOST={self.bind_host}"
+        )
+        if is_loopback(self.gateway_published_host or self.bind_host):
+            return
+        tokens = {
+            "API_TOKENS": self.api_tokens,
+            "ADMIN_TOKENS": self.admin_tokens,
+            "INTERNAL_TOKEN": [self.internal_token],
+        }
+        for name, values in tokens.items():
+            if any(is_example_token(token) for token in values):
+                raise SettingsError(
+                    f"{name}: holds an example token ('...change-me'), known to anyone who has read "
+                    f"this repository, and the gateway is reachable beyond loopback ({where}); set "
+                    "tokens of your own in .env (e.g. python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'), or serve on 127.0.0.1"
+                )
 
     def require_gateway_tls(self) -> None:
         _require_tls_pair(

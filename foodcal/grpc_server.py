@@ -111,6 +111,22 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         return deny_like(handler)
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """PEM certificate chain and key; with `client_ca`, callers must present a certificate it signed."""
+
+    cert_chain: bytes
+    key: bytes
+    client_ca: bytes | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
 @dataclass
 class ServiceSpec:
     """What one service adds to a server: its servicers and the full names reflection lists."""
@@ -125,8 +141,8 @@ class ServiceSpec:
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     # Replaces the plain bearer-token check (the gateway's roles: gateway/auth.py).
     auth: grpc.aio.ServerInterceptor | None = None
-    # PEM certificate chain and private key: serve TLS instead of plaintext.
-    tls: tuple[bytes, bytes] | None = None
+    # Serve TLS instead of plaintext.
+    tls: ServerTLS | None = None
 
 
 class RunningServer:
@@ -155,8 +171,7 @@ async def start_server(spec: ServiceSpec, host: str, port: int) -> RunningServer
         ReflectionServicer([*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]), server
     )
     if spec.tls is not None:
-        credentials = grpc.ssl_server_credentials([(spec.tls[1], spec.tls[0])])
-        bound = server.add_secure_port(f"{host}:{port}", credentials)
+        bound = server.add_secure_port(f"{host}:{port}", spec.tls.credentials())
     else:
         bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
@@ -180,20 +195,3 @@ async def serve_until_signalled(spec: ServiceSpec, host: str, port: int) -> None
     await stop.wait()
     log.info("%s: shutdown requested", spec.name)
     await running.stop()
-
-
-def internal_tls(settings) -> tuple[bytes, bytes] | None:
-    """(certificate chain, key) the labeler and the trainer serve when INTERNAL_TLS_* are set."""
-    settings.require_internal_tls()
-    if settings.internal_tls_cert_file is None or settings.internal_tls_key_file is None:
-        return None
-    return settings.internal_tls_cert_file.read_bytes(), settings.internal_tls_key_file.read_bytes()
-
-
-def internal_channel(settings, address: str, options) -> grpc.aio.Channel:
-    """A channel to one of our own services: TLS trusting INTERNAL_TLS_CA_FILE (by default the
-    certificate itself) when internal TLS is on, plaintext otherwise."""
-    if settings.internal_tls_cert_file is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    ca = settings.internal_tls_ca_file or settings.internal_tls_cert_file
-    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes()), options=options)

@@ -42,6 +42,10 @@ class Settings(BaseSettings, StartupChecks):
     gateway_port: int = Field(50051, ge=0, le=65535)
     labeler_port: int = Field(50052, ge=0, le=65535)
     trainer_port: int = Field(50053, ge=0, le=65535)
+    # Where clients reach the gateway when not BIND_HOST: a container binds 0.0.0.0 but its port
+    # may be published on the host's 127.0.0.1 only (docker-compose.yml). Empty: BIND_HOST. Example
+    # tokens are refused unless this address is loopback.
+    gateway_published_host: str = ""
     labeler_address: str = "127.0.0.1:50052"
     trainer_address: str = "127.0.0.1:50053"
     # Prometheus `/metrics` of each service (on BIND_HOST; 0 = any free port, logged at start-up).
@@ -68,11 +72,16 @@ class Settings(BaseSettings, StartupChecks):
     # TLS for the gateway (both set, or neither: plaintext, meant for loopback only).
     gateway_tls_cert_file: Path | None = None
     gateway_tls_key_file: Path | None = None
-    # TLS between our own services: the labeler and the trainer serve it with this certificate
-    # and key; the gateway trusts INTERNAL_TLS_CA_FILE (default: the certificate itself).
+    # TLS between our own services (foodcal/internal_tls.py): the labeler and the trainer serve this
+    # certificate and key; callers trust INTERNAL_TLS_CA_FILE (default: the certificate itself)
+    # and never need the key. Mutual TLS: the services require a client certificate signed by
+    # INTERNAL_TLS_CA_FILE, and callers present theirs.
     internal_tls_cert_file: Path | None = None
     internal_tls_key_file: Path | None = None
     internal_tls_ca_file: Path | None = None
+    internal_tls_client_cert_file: Path | None = None
+    internal_tls_client_key_file: Path | None = None
+    internal_tls_require_client_cert: bool = False
 
     # Storage
     database_url: str = "sqlite:///data/foodcal.db"
@@ -193,6 +202,8 @@ class Settings(BaseSettings, StartupChecks):
         "internal_tls_cert_file",
         "internal_tls_key_file",
         "internal_tls_ca_file",
+        "internal_tls_client_cert_file",
+        "internal_tls_client_key_file",
         mode="before",
     )
     @classmethod

@@ -8,8 +8,10 @@ from grpc_health.v1 import health
 from sqlmodel import select
 
 from foodcal.entrypoint import run_service
-from foodcal.grpc_server import ServiceSpec, internal_channel, message_size_options
+from foodcal.grpc_server import ServerTLS, ServiceSpec, message_size_options
+from foodcal.internal_tls import internal_channel
 from foodcal.settings import Settings
+from foodcal.settings_checks import is_loopback
 from foodcal.store import Database, Sample, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
@@ -42,11 +44,11 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     """Wire the gateway; `port` names this instance's queue worker (stable across restarts)."""
     settings.require_api_tokens()
     settings.require_admin_tokens()
-    settings.require_gateway_tls()
     settings.require_internal_token()
+    settings.refuse_example_tokens_beyond_loopback()
+    settings.require_gateway_tls()
     settings.require_known_prices()
     options = message_size_options(settings.grpc_max_message_bytes)
-    settings.require_internal_tls()
     labeler_channel = internal_channel(settings, settings.labeler_address, options)
     trainer_channel = internal_channel(settings, settings.trainer_address, options)
     labeler = labeler_pb2_grpc.LabelerServiceStub(labeler_channel)
@@ -124,13 +126,13 @@ def calls_limiter(settings: Settings, db: Database) -> RateLimiter:
     return RateLimiter(db, settings.client_call_rate_per_minute, settings.client_call_burst, names=names)
 
 
-def tls_files(settings: Settings) -> tuple[bytes, bytes] | None:
-    """(certificate chain, private key) when GATEWAY_TLS_* are set; None serves plaintext."""
+def tls_files(settings: Settings) -> ServerTLS | None:
+    """The certificate chain and private key when GATEWAY_TLS_* are set; None serves plaintext."""
     if settings.gateway_tls_cert_file is None or settings.gateway_tls_key_file is None:
-        if settings.bind_host not in ("127.0.0.1", "::1", "localhost"):
+        if not is_loopback(settings.bind_host):
             log.warning("the gateway serves plaintext on %s: tokens travel in the clear", settings.bind_host)
         return None
-    return settings.gateway_tls_cert_file.read_bytes(), settings.gateway_tls_key_file.read_bytes()
+    return ServerTLS(settings.gateway_tls_cert_file.read_bytes(), settings.gateway_tls_key_file.read_bytes())
 
 
 def main() -> None:

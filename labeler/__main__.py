@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from foodcal.entrypoint import run_service
-from foodcal.grpc_server import ServiceSpec, internal_tls
+from foodcal.grpc_server import ServiceSpec
+from foodcal.internal_tls import server_tls
 from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import labeler_pb2, labeler_pb2_grpc
@@ -31,7 +32,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
         tokens=[settings.internal_token],
         max_message_bytes=settings.grpc_max_message_bytes,
         on_stop=on_stop,
-        tls=internal_tls(settings),
+        tls=server_tls(settings),
     )
 
 

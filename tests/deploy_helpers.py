@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -23,12 +24,35 @@ EXAMPLE_IS_NOT_DEFAULT = {"API_TOKENS", "ADMIN_TOKENS", "INTERNAL_TOKEN"}
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+def compose(variables: dict[str, str] | None = None) -> dict:
+    """docker-compose.yml as `docker compose config` sees it: `${VAR:-default}` interpolated from
+    `variables` (the shell or the project's .env), their defaults where unset."""
+    return _interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), variables or {})
 
 
-def services() -> dict[str, dict]:
-    return compose()["services"]
+def services(variables: dict[str, str] | None = None) -> dict[str, dict]:
+    return compose(variables)["services"]
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?)-([^}]*))?\}")
+
+
+def _interpolate(node, variables: dict[str, str]):
+    if isinstance(node, dict):
+        return {key: _interpolate(value, variables) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(value, variables) for value in node]
+    if not isinstance(node, str):
+        return node
+
+    def value(match: re.Match) -> str:
+        name, colon, default = match.groups()
+        given = variables.get(name)
+        if given is None or (colon and not given):  # `:-` also replaces an empty value
+            return default or ""
+        return given
+
+    return _VARIABLE.sub(value, node)
 
 
 def built_services() -> dict[str, dict]:
@@ -121,6 +145,18 @@ def published_container_ports(service: dict) -> set[int]:
     return ports
 
 
+def published_addresses(service: dict) -> set[str]:
+    """The host addresses a service's ports are published on ("0.0.0.0" where none is named)."""
+    addresses = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            addresses.add(entry.get("host_ip", "0.0.0.0"))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            addresses.add(parts[0] if len(parts) == 3 else "0.0.0.0")
+    return addresses
+
+
 def published_host_ports(service: dict) -> set[int]:
     ports = set()
     for entry in service.get("ports", []):
@@ -147,10 +183,10 @@ def volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
-def container_settings(name: str, monkeypatch) -> Settings:
+def container_settings(name: str, monkeypatch, variables: dict[str, str] | None = None) -> Settings:
     """The settings a container would load: .env (a copy of .env.example) plus its overrides."""
     for field in Settings.model_fields:
         monkeypatch.delenv(field.upper(), raising=False)
-    for key, value in environment(services()[name]).items():
+    for key, value in environment(services(variables)[name]).items():
         monkeypatch.setenv(key, value)
     return load_settings(_env_file=ROOT / ".env.example")

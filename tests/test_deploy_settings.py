@@ -7,7 +7,9 @@ import configparser
 import shlex
 from pathlib import Path
 
-from foodcal.settings import Settings, load_settings
+import pytest
+
+from foodcal.settings import Settings, SettingsError, load_settings
 from model_store.torchserve_config import TorchServeConfig
 from tests.deploy_helpers import (
     EXAMPLE_IS_NOT_DEFAULT,
@@ -19,6 +21,7 @@ from tests.deploy_helpers import (
     env_example,
     environment,
     healthcheck_argv,
+    published_addresses,
     python_modules,
     services,
     volume_mounts,
@@ -111,3 +114,23 @@ def test_torchserve_binds_grpc_and_rest_inference_to_the_bind_host_only():
     default = TorchServeConfig.from_settings(load_settings(_env_file=None))
     assert default.bind_host == "127.0.0.1"
     assert "0.0.0.0" not in default.properties()
+
+
+# -- the gateway is published on loopback, so the example tokens may serve --------------------------
+
+
+def test_compose_publishes_the_gateway_on_loopback_where_the_example_tokens_may_serve(monkeypatch):
+    assert published_addresses(services()["gateway"]) == {"127.0.0.1"}
+    gateway = container_settings("gateway", monkeypatch)
+    assert gateway.bind_host == "0.0.0.0" and gateway.gateway_published_host == "127.0.0.1"
+    assert gateway.api_tokens == ["dev-token-change-me"]  # cp .env.example .env, unedited
+    gateway.refuse_example_tokens_beyond_loopback()
+
+
+def test_compose_published_beyond_loopback_refuses_the_example_tokens(monkeypatch):
+    """FOODCAL_PUBLISH moves the port mapping and what the gateway is told, together."""
+    exposed = {"FOODCAL_PUBLISH": "0.0.0.0"}
+    assert published_addresses(services(exposed)["gateway"]) == {"0.0.0.0"}
+    gateway = container_settings("gateway", monkeypatch, exposed)
+    with pytest.raises(SettingsError, match=r"^API_TOKENS: .*GATEWAY_PUBLISHED_HOST=0\.0\.0\.0"):
+        gateway.refuse_example_tokens_beyond_loopback()

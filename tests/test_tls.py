@@ -1,8 +1,6 @@
 """The gateway over TLS, as a real process, through the real grpcurl and the CLI."""
 
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import subprocess
@@ -11,51 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from foodcal.healthcheck import check
 from foodcal.settings import SettingsError
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, free_port, make_settings, photo
 from tests.processes import ROOT, env_for
+from tests.tls_certs import self_signed
 
 BIN = Path(sys.executable).parent
 GATEWAY = "foodcal.v1.GatewayService"
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1, and its key, made here (never checked in)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "gateway.crt", directory / "gateway.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 def run(argv: list[str], cwd: Path, env: dict | None = None, stdin: str | None = None):
@@ -178,4 +140,4 @@ async def test_our_services_talk_tls_to_each_other_and_refuse_plaintext(system, 
 def test_internal_tls_needs_the_certificate_and_its_key(tmp_path):
     cert, _ = self_signed(tmp_path)
     with pytest.raises(SettingsError, match="INTERNAL_TLS_KEY_FILE: TLS needs both"):
-        make_settings(tmp_path, internal_tls_cert_file=cert).require_internal_tls()
+        make_settings(tmp_path, internal_tls_cert_file=cert).require_internal_tls_server()

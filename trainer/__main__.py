@@ -8,7 +8,8 @@ import logging
 import time
 
 from foodcal.entrypoint import run_service
-from foodcal.grpc_server import ServiceSpec, internal_tls
+from foodcal.grpc_server import ServiceSpec
+from foodcal.internal_tls import server_tls
 from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
@@ -137,7 +138,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
         max_message_bytes=settings.grpc_max_message_bytes,
         on_start=on_start,
         on_stop=on_stop,
-        tls=internal_tls(settings),
+        tls=server_tls(settings),
     )
 
 

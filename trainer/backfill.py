@@ -59,13 +59,13 @@ def _save(db: Database, sample_ids: list[str], results: list[Classification]) ->
 
 def main() -> None:
     """`make backfill`: asks the running trainer, so runs and backfills never overlap."""
-    import grpc
-
+    from foodcal.internal_tls import internal_sync_channel
     from foodcal.settings import load_settings
     from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
 
     settings = load_settings()
-    with grpc.insecure_channel(settings.trainer_address) as channel:
+    # INTERNAL_TLS_*, as the gateway dials the trainer: a trainer serving TLS refuses plaintext.
+    with internal_sync_channel(settings, settings.trainer_address) as channel:
         response = trainer_pb2_grpc.TrainerServiceStub(channel).BackfillEmbeddings(
             trainer_pb2.BackfillEmbeddingsRequest(),
             metadata=(("authorization", f"Bearer {settings.internal_token}"),),

@@ -16,16 +16,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_commands() -> list[str]:
-    """Command lines from the fenced blocks of the README's "Using it" section, in order."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Using it", 1)[1].split("\n## ", 1)[0].split("### TorchServe", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    """Command lines from the fenced blocks of the README's "Analyse a photo" section, then of
+    docs/api.md, in order: what a person is told to type."""
+    front = (ROOT / "README.md").read_text().split("## Analyse a photo", 1)[1].split("\n## ", 1)[0]
+    text = front + (ROOT / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     return [
         line
         for block in blocks
         for line in block.splitlines()
         if line.strip() and not line.startswith("export")
     ]
+
+
+def test_readme_is_a_front_door_with_a_photo_analysed_early_and_links_that_resolve():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150
+    first = "\n".join(lines[:60])
+    assert "foodcal.client analyze photo.jpg" in first and "GatewayService/AnalyzeMeal" in first
+    assert "```mermaid" in first  # the picture of processes, ports and data flow
+    for flag in ("USE_CHATGPT", "USE_TRAINED_MODEL", "USE_OWN_MODEL_INSTEAD_CHATGPT"):
+        assert f"`{flag}`" in "\n".join(lines)
+    for link in re.findall(r"\]\(([^)#]+)\)", "\n".join(lines)):
+        assert (ROOT / link).is_file(), link
 
 
 def test_readme_shows_both_cli_and_grpcurl_for_each_task_of_the_original_guide():

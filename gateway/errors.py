@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from foodcal.errors import abort
@@ -14,6 +16,14 @@ from gateway.plate_photos import InvalidAngles
 from model_store.client import ModelServerError
 
 RETRY_AFTER_S = 1.0
+
+
+async def on_thread(context: grpc.aio.ServicerContext, work):
+    """`work()` on a worker thread; the database's failures as status codes."""
+    try:
+        return await asyncio.to_thread(work)
+    except DatabaseUnavailable as error:
+        await translate_errors(context, error)
 
 
 async def translate_errors(context: grpc.aio.ServicerContext, error: Exception) -> None:

@@ -1,7 +1,8 @@
-"""A person's own data: day totals, export and delete (GetDailyTotals, ExportSamples, DeleteSample).
+"""A person's own data: meals, day totals, export and delete (GetMeal, GetDailyTotals,
+ExportSamples, DeleteSample).
 
-The servicer's side only: checks, roles and status codes; the logic is in gateway/meals_days.py,
-gateway/export.py and gateway/deletion.py.
+The servicer's side only: checks, roles and status codes; the logic is in gateway/meals.py,
+gateway/meals_days.py, gateway/export.py and gateway/deletion.py.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import grpc
 from foodcal.errors import abort
 from foodcal.store.db import DatabaseUnavailable
 from gateway.deletion import delete_sample
-from gateway.errors import translate_errors
+from gateway.errors import on_thread, translate_errors
 from gateway.export import export_samples
+from gateway.meals import MAX_MEAL_ID_CHARS, meal
 from gateway.meals_days import InvalidDays, daily_totals, days_of
 
 MAX_OWNER_CHARS = 64
@@ -22,6 +24,27 @@ MAX_OWNER_CHARS = 64
 
 class MealDataRPCs:
     """Mixed into GatewayServicer: uses its `db`, `analyzer.images`, `_caller` and `_check_id`."""
+
+    async def GetMeal(self, request, context):
+        if not 1 <= len(request.meal_id) <= MAX_MEAL_ID_CHARS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"meal_id is required, at most {MAX_MEAL_ID_CHARS} characters",
+                "INVALID_MEAL_ID",
+            )
+        owner = self._caller(context).owner_filter
+
+        def read():
+            with self.db.session() as session:
+                return meal(session, request.meal_id, owner)
+
+        response = await on_thread(context, read)
+        if response is None:
+            await abort(
+                context, grpc.StatusCode.NOT_FOUND, f"no meal with id {request.meal_id!r}", "MEAL_NOT_FOUND"
+            )
+        return response
 
     async def GetDailyTotals(self, request, context):
         try:

@@ -10,18 +10,17 @@ import grpc
 
 from foodcal.errors import abort
 from foodcal.notes import InvalidNote, clean_note
-from foodcal.store import CorrectionReview, Database, LabelStatus, Sample
+from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
-from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analysis, Analyzer
 from gateway.auth import Caller, Roles
-from gateway.corrections import InvalidCorrection, correction_of, flag_of
+from gateway.correction_rpcs import CorrectionRPCs
 from gateway.deadlines import Budget
 from gateway.errors import translate_errors
 from gateway.idempotency import RequestIds, idempotent
 from gateway.meal_data import MealDataRPCs
-from gateway.meals import MAX_MEAL_ID_CHARS, meal
+from gateway.meals import MAX_MEAL_ID_CHARS
 from gateway.rate_limit import RateLimiter
 from gateway.request_limits import spend
 from gateway.responses import analysis_response
@@ -41,7 +40,9 @@ MAX_ID_CHARS = 64
 MAX_PAGE_TOKEN_CHARS = 256  # the tokens issued are about 100
 
 
-class GatewayServicer(TrainingForwarder, MealDataRPCs, gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayServicer(
+    TrainingForwarder, CorrectionRPCs, MealDataRPCs, gateway_pb2_grpc.GatewayServiceServicer
+):
     def __init__(
         self,
         db: Database,
@@ -194,96 +195,6 @@ class GatewayServicer(TrainingForwarder, MealDataRPCs, gateway_pb2_grpc.GatewayS
         return gateway_pb2.ListSamplesResponse(
             samples=[sample_proto(s) for s in rows], next_page_token=next_token
         )
-
-    async def CorrectSample(self, request, context):
-        await self._check_id(context, request.sample_id)
-        try:  # counts and sizes first, then the values: all before the sample is looked up
-            correction = correction_of(request)
-        except InvalidCorrection as error:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), error.reason, **error.metadata)
-        caller = self._caller(context)
-        await self._sample(context, request.sample_id, caller)
-
-        def correct() -> Sample:
-            with self.db.session() as session:
-                sample = session.get(Sample, request.sample_id)
-                sample.set_values("correction", correction.values)
-                items = correction.items
-                sample.correction_items = [item.to_json() for item in items] if items else None
-                sample.corrected_at, sample.corrected_by = utcnow(), caller.identity
-                label = sample.values("label") if sample.label_status == LabelStatus.LABELED else None
-                sample.correction_flag = flag_of(correction.values, label, sample.values("pred"))
-                sample.correction_review = CorrectionReview.UNREVIEWED  # a new correction, a new review
-                session.add(sample)
-                return sample
-
-        try:
-            sample = await asyncio.to_thread(correct)
-        except DatabaseUnavailable as error:
-            await translate_errors(context, error)
-        if sample.correction_flag:
-            log.warning("sample %s corrected, flagged: %s", sample.id, sample.correction_flag)
-        else:
-            log.info("sample %s corrected", sample.id)
-        return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
-
-    async def GetMeal(self, request, context):
-        if not 1 <= len(request.meal_id) <= MAX_MEAL_ID_CHARS:
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"meal_id is required, at most {MAX_MEAL_ID_CHARS} characters",
-                "INVALID_MEAL_ID",
-            )
-        owner = self._caller(context).owner_filter
-
-        def read():
-            with self.db.session() as session:
-                return meal(session, request.meal_id, owner)
-
-        try:
-            response = await asyncio.to_thread(read)
-        except DatabaseUnavailable as error:
-            await translate_errors(context, error)
-        if response is None:
-            await abort(
-                context, grpc.StatusCode.NOT_FOUND, f"no meal with id {request.meal_id!r}", "MEAL_NOT_FOUND"
-            )
-        return response
-
-    async def ReviewCorrection(self, request, context):
-        """Admins: confirm or reject a correction (or undo a review)."""
-        try:
-            review = CorrectionReview.from_proto(request.review)
-        except ValueError:
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "review must be CONFIRMED, REJECTED or UNREVIEWED",
-                "INVALID_REVIEW",
-            )
-        sample = await self._sample(context, request.sample_id, self._caller(context))
-        if sample.corrected_at is None:
-            await abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"sample {sample.id} has no correction to review",
-                "NOT_CORRECTED",
-            )
-
-        def store() -> Sample:
-            with self.db.session() as session:
-                row = session.get(Sample, request.sample_id)
-                row.correction_review = review
-                session.add(row)
-                return row
-
-        try:
-            sample = await asyncio.to_thread(store)
-        except DatabaseUnavailable as error:
-            await translate_errors(context, error)
-        log.info("correction of sample %s reviewed: %s", sample.id, review.name.lower())
-        return gateway_pb2.ReviewCorrectionResponse(sample=sample_proto(sample))
 
     async def GetStats(self, request, context):
         owner = self._caller(context).owner_filter

@@ -16,7 +16,7 @@ import asyncio
 import time
 from functools import partial
 
-from bench.common import machine, machine_lines, save, table
+from bench.common import machine, machine_lines, progress, save, table
 from tests.abuse_load import HonestLoad
 from tests.abuse_money import cancelled_labels, duplicate_probe, label_error_leak, training_flood
 from tests.abuse_stall import Outcome, correct_flood, duplicate_retries, oversized_notes, slow_challenger
@@ -49,15 +49,20 @@ def ledger(target: Target, told: set[str]) -> dict:
 
 
 async def settle(target: Target) -> None:
-    """Until no label is pending and every paid call is recorded (or SETTLE_S passed)."""
-    deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline and (target.pending() or ledger(target, set())["unrecorded"]):
-        await asyncio.sleep(0.3)
+    """Until no label is pending and the bill has not moved for a second (at most SETTLE_S)."""
+    deadline, last, still_since = time.monotonic() + SETTLE_S, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = (target.pending(), ledger(target, set()))
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif not now[0] and time.monotonic() - still_since >= 1.0:
+            return
+        await asyncio.sleep(0.2)
 
 
 async def suite(target: Target, seconds: float, quiet_s: float, only: list[int] | None = None) -> dict:
     told: set[str] = set()
-    results = []
+    results, began = [], time.monotonic()
     async with HonestLoad(target.gateway, HONEST) as honest:
         deadline = time.monotonic() + 180
         while len(honest.told) < 2 * len(HONEST) and time.monotonic() < deadline:
@@ -76,9 +81,17 @@ async def suite(target: Target, seconds: float, quiet_s: float, only: list[int] 
             told |= honest.told
             before = ledger(target, told)
             started = time.monotonic()
-            outcome: Outcome = await run()
+            progress(f"{time.monotonic() - began:.0f} s: attack {number}, {attack.__name__}")
+            try:
+                outcome: Outcome = await run()
+            except Exception as error:  # the other attacks still run; the report says what failed
+                outcome = Outcome(f"{number} (did not run)", attack.__name__, skipped=repr(error)[:300])
+                outcome.checks["the attack ran"] = False
+            # a quick attack is measured for `seconds` too: the load it leaves behind counts
+            await asyncio.sleep(started + seconds - time.monotonic())
             window = outcome.window or (started, time.monotonic())
             await honest.pause()
+            progress(f"attack {number} done in {time.monotonic() - started:.0f} s; settling")
             await settle(target)
             if outcome.after is not None:
                 await outcome.after()
@@ -91,7 +104,8 @@ async def suite(target: Target, seconds: float, quiet_s: float, only: list[int] 
         await honest.pause()  # every call sent in a window has answered
     quiet = {rpc: honest.summary(*quiet_window, rpc) for rpc in RPCS}
     for r in results:
-        r["honest"] = {rpc: honest.summary(*r.pop("window"), rpc) for rpc in RPCS}
+        window = r.pop("window")
+        r["honest"] = {rpc: honest.summary(*window, rpc) for rpc in RPCS}
         r["p99_ratio"] = {rpc: r["honest"][rpc]["p99_ms"] / quiet[rpc]["p99_ms"] for rpc in RPCS}
     quiet_end = {rpc: honest.summary(*end_window, rpc) for rpc in RPCS}
     return {"quiet": quiet, "quiet_at_end": quiet_end, "attacks": results, "seconds": seconds}
@@ -135,7 +149,7 @@ def report(outcome: dict) -> str:
         failed = [name for name, ok in r["checks"].items() if not ok]
         ratio = {rpc: f"{r['honest'][rpc]['p99_ms']:.0f} ({r['p99_ratio'][rpc]:.1f}x)" for rpc in RPCS}
         honest_failed = sum(r["honest"][rpc]["failed"] for rpc in RPCS)
-        verdict = "skipped" if r["skipped"] else ("ok" if not failed else "FAILED: " + "; ".join(failed))
+        verdict = "FAILED: " + "; ".join(failed) if failed else "skipped" if r["skipped"] else "ok"
         rows.append([r["attack"], *ratio.values(), honest_failed, r["lost"], r["stored"], r["paid"], verdict])
     headers = ["attack", "AnalyzeMeal p99 ms (x quiet)", "GetSample p99 ms (x quiet)", "honest failed"]
     lines.append(table([*headers, "lost", "stored", "paid", "checks"], rows))

@@ -7,20 +7,33 @@ latency instead of as fewer calls. The load pauses while the suite checks the st
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import random
 import time
 from dataclasses import dataclass, field
 
 import grpc
+from PIL import Image, ImageDraw
 
 from bench.common import percentile
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.conftest import photo
 
 ANALYZE_EVERY_S = 2.5  # 24 a minute: under CLIENT_RATE_PER_MINUTE=30
 GET_EVERY_S = 0.4  # 150 a minute: under CLIENT_CALL_RATE_PER_MINUTE=600
 TIMEOUTS_S = {"AnalyzeMeal": 30.0, "GetSample": 10.0}
+
+
+def numbered_photo(n: int, color: tuple[int, int, int]) -> bytes:
+    """A JPEG showing `n` in 20-pixel black and white squares: photos with another `n` (or colour)
+    differ even after the labeler shrinks and re-encodes them (nearby flat colours may not)."""
+    image = Image.new("RGB", (320, 240), color)
+    draw = ImageDraw.Draw(image)
+    for bit in range(16):
+        draw.rectangle((bit * 20, 0, bit * 20 + 19, 19), fill=(255, 255, 255) if n >> bit & 1 else (0, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 @dataclass
@@ -112,7 +125,7 @@ class HonestLoad:
 
     async def _analyze(self, metadata, mine: list[str]) -> None:
         n = next(self._counter)
-        image = photo(color=(n % 200, (n // 200) % 256, 77))
+        image = numbered_photo(n, (200, 80, 40))
         request = gateway_pb2.AnalyzeMealRequest(image=image, request_id=f"honest-{n}")
         response = await self._call("AnalyzeMeal", self.stub.AnalyzeMeal, request, metadata)
         if response is not None:

@@ -28,7 +28,7 @@ async def cancelled_labels(target: Target, seconds: float, photos: int = 6) -> O
         f"{photos} AnalyzeMeal with a {deadline_s:.0f} s deadline while ChatGPT takes {slow_s} s",
     )
     target.rules(**{"abuse-cancel-slow": {"delay_s": slow_s}})
-    images = [attack_photo(700 + i) for i in range(photos)]
+    images = [attack_photo(50_000 + i) for i in range(photos)]
     async with attacker(target, "abuse-cancel") as (stub, metadata, _):
 
         async def send(i: int, image: bytes):
@@ -64,7 +64,7 @@ async def training_flood(target: Target, seconds: float) -> Outcome:
     async with attacker(target, "abuse-train") as (stub, metadata, _):
 
         def send(i: int):
-            image = attack_photo(1000 + (i if i % 2 else 0))
+            image = attack_photo(10_000 + (i if i % 2 else 0))
             return stub.AnalyzeMeal(
                 gateway_pb2.AnalyzeMealRequest(image=image), metadata=metadata, timeout=30
             )
@@ -136,7 +136,7 @@ async def label_error_leak(target: Target, seconds: float) -> Outcome:
     async with attacker(target, "abuse-leak") as (stub, metadata, _):
         answers = []
         for i, note in enumerate(("abuse-leak-400", "abuse-leak-500")):
-            request = gateway_pb2.AnalyzeMealRequest(image=attack_photo(1200 + i), note=note)
+            request = gateway_pb2.AnalyzeMealRequest(image=attack_photo(60_000 + i), note=note)
             answers.append(await counted(out.codes, stub.AnalyzeMeal(request, metadata=metadata, timeout=30)))
     out.told = {answer.sample_id for answer in answers if answer is not None}
 

@@ -21,8 +21,8 @@ from foodcal.grpc_server import message_size_options
 from foodcal.store import Rollout, RolloutMode, RolloutState, Sample
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.auth import identity_of
+from tests.abuse_load import numbered_photo
 from tests.abuse_system import Target
-from tests.conftest import photo
 
 SERVICE = "/foodcal.v1.GatewayService/"
 
@@ -86,7 +86,7 @@ async def flood(codes: Counter, send: Callable[[int], Awaitable], seconds: float
 
 
 def attack_photo(n: int) -> bytes:
-    return photo(color=(250 - n % 50, 3, n % 256), size=(256, 192))  # never an honest client's photo
+    return numbered_photo(n, (40, 160, 90))  # never an honest client's photo: another colour
 
 
 async def correct_flood(target: Target, seconds: float) -> Outcome:
@@ -160,6 +160,7 @@ async def slow_challenger(target: Target, seconds: float, slow_ms: int = 3000) -
     from model_store import archive, checkpoint
     from model_store.build import reference_model
     from model_store.client import TorchServeClient
+    from trainer.swap_lock import SwapLock
 
     out = Outcome(
         "4 slow challenger", f"a shadow challenger that answers after {slow_ms} ms (ROLLOUT=shadow)"
@@ -174,23 +175,28 @@ async def slow_challenger(target: Target, seconds: float, slow_ms: int = 3000) -
     await asyncio.to_thread(
         archive.build_nutrition_mar, model, 1, target.model_store / mar, classifier_version=version
     )
-    torchserve = TorchServeClient(*target.torchserve)
+    torchserve, lock = TorchServeClient(*target.torchserve), SwapLock(target.db)
     replica = torchserve.replicas[0]
-    await torchserve.register(replica, mar, batch_size=64, max_batch_delay_ms=slow_ms)
-    with target.db.session() as session:
-        row = Rollout(version=1, baseline_version=0, mode=RolloutMode.SHADOW, state=RolloutState.CHALLENGER)
-        session.add(row)
-        row_id = row.id
+    # Registered and recorded under the trainer's swap lock, as trainer/versions.py add_challenger
+    # does: the trainer's reconcile would drop a version it finds registered but not recorded.
+    async with lock.held("the abuse suite's slow challenger", 60):
+        await torchserve.register(replica, mar, batch_size=64, max_batch_delay_ms=slow_ms)
+        with target.db.session() as session:
+            row = Rollout(
+                version=1, baseline_version=0, mode=RolloutMode.SHADOW, state=RolloutState.CHALLENGER
+            )
+            session.add(row)
+            row_id = row.id
     await asyncio.sleep(2.5)  # gateway/challenger.py REFRESH_S: every gateway has read it
     started = time.monotonic()
     await asyncio.sleep(seconds)
     out.window = (started, time.monotonic())
-    with target.db.session() as session:
-        row = session.get(Rollout, row_id)
-        row.state, row.ended_at = RolloutState.RETIRED, datetime.now(UTC)
-        session.add(row)
-    await asyncio.sleep(2.5)
-    await torchserve.unregister(replica, "nutrition", "1")
+    async with lock.held("retiring the abuse suite's slow challenger", 60):
+        with target.db.session() as session:
+            row = session.get(Rollout, row_id)
+            row.state, row.ended_at = RolloutState.RETIRED, datetime.now(UTC)
+            session.add(row)
+        await torchserve.unregister(replica, "nutrition", "1")  # a gateway still asking: the champion answers
     await torchserve.close()
-    out.facts.append(f"challenger v{1} live for {out.window[1] - out.window[0]:.0f} s, then retired")
+    out.facts.append(f"challenger v1 live for {seconds:.0f} s, then retired")
     return out

@@ -128,6 +128,8 @@ def result(outcome: Outcome, before: dict, after: dict, existing: int, told: int
         "window": window,
         "stored": after["rows"] - before["rows"],
         "paid": after["paid"] - before["paid"],
+        "paid_unrecorded": after["unrecorded"] - before["unrecorded"],
+        "paid_twice": after["twice"] - before["twice"],
         "lost": told - existing,
         "checks": checks,
     }
@@ -136,7 +138,8 @@ def result(outcome: Outcome, before: dict, after: dict, existing: int, told: int
 def report(outcome: dict) -> str:
     quiet = outcome["quiet"]
     lines = [
-        "abuse suite (issue 30): the system `make run` starts, 3 honest clients calling throughout",
+        "abuse suite (issue 30): the system `make run` starts; 3 honest clients call throughout, from the",
+        "process that attacks, on the same machine (an attacker's CPU slows them too).",
         *machine_lines(outcome["machine"]),
         "honest clients quiet (ms): "
         + "; ".join(
@@ -150,9 +153,10 @@ def report(outcome: dict) -> str:
         ratio = {rpc: f"{r['honest'][rpc]['p99_ms']:.0f} ({r['p99_ratio'][rpc]:.1f}x)" for rpc in RPCS}
         honest_failed = sum(r["honest"][rpc]["failed"] for rpc in RPCS)
         verdict = "FAILED: " + "; ".join(failed) if failed else "skipped" if r["skipped"] else "ok"
-        rows.append([r["attack"], *ratio.values(), honest_failed, r["lost"], r["stored"], r["paid"], verdict])
+        money = [r["paid"], r["paid_unrecorded"], r["paid_twice"]]
+        rows.append([r["attack"], *ratio.values(), honest_failed, r["lost"], r["stored"], *money, verdict])
     headers = ["attack", "AnalyzeMeal p99 ms (x quiet)", "GetSample p99 ms (x quiet)", "honest failed"]
-    lines.append(table([*headers, "lost", "stored", "paid", "checks"], rows))
+    lines.append(table([*headers, "lost", "stored", "paid", "unrecorded", "paid twice", "checks"], rows))
     for r in outcome["attacks"]:
         lines += ["", f"{r['attack']}: {r['tried']}"]
         if r["skipped"]:

@@ -124,8 +124,7 @@ async def duplicate_probe(target: Target, honest: HonestLoad, probes: int = 5) -
 async def label_error_leak(target: Target, seconds: float) -> Outcome:
     message = "upstream 10.20.30.40:5432 refused; Traceback (most recent call last): key sk-live-123"
     out = Outcome(
-        "12 label_error leak",
-        "ChatGPT fails (400, and 500 until attempts run out) with internals in its text",
+        "12 label_error leak", "ChatGPT fails (a 400, a 500) with a host, a traceback and a key in its text"
     )
     target.rules(
         **{
@@ -133,30 +132,25 @@ async def label_error_leak(target: Target, seconds: float) -> Outcome:
             "abuse-leak-500": {"status": 500, "message": message},
         }
     )
+    texts, errors = [], []
     async with attacker(target, "abuse-leak") as (stub, metadata, _):
-        answers = []
         for i, note in enumerate(("abuse-leak-400", "abuse-leak-500")):
             request = gateway_pb2.AnalyzeMealRequest(image=attack_photo(60_000 + i), note=note)
-            answers.append(await counted(out.codes, stub.AnalyzeMeal(request, metadata=metadata, timeout=30)))
-    out.told = {answer.sample_id for answer in answers if answer is not None}
-
-    async def after() -> None:  # the 500 has been retried until LABEL_MAX_ATTEMPTS
-        target.rules()
-        errors, texts = [], [str(answer) for answer in answers]
-        async with attacker(target, "abuse-leak") as (stub, metadata, _):
-            for sample_id in out.told:
-                reply = await stub.GetSample(
-                    gateway_pb2.GetSampleRequest(sample_id=sample_id), metadata=metadata
-                )
-                errors.append(reply.sample.label_error)
-                texts.append(str(reply))
-        out.facts.append(f"label_error read by the client: {errors}")
-        out.checks["label_error is a bare reason code"] = bool(errors) and all(
-            re.fullmatch(r"[a-z_]+", error) for error in errors
-        )
-        out.checks["no host, traceback or key in any answer"] = not any(
-            leak in text for leak in LEAKS for text in texts
-        )
-
-    out.after = after
+            answer = await counted(out.codes, stub.AnalyzeMeal(request, metadata=metadata, timeout=30))
+            if answer is None:
+                continue
+            out.told.add(answer.sample_id)
+            reply = await stub.GetSample(
+                gateway_pb2.GetSampleRequest(sample_id=answer.sample_id), metadata=metadata
+            )
+            errors.append(reply.sample.label_error)
+            texts += [str(answer), str(reply)]
+    target.rules()  # the 500's retry in the label queue now succeeds
+    out.facts.append(f"label_error read by the client: {errors}")
+    out.checks["label_error is a bare reason code"] = len(errors) == 2 and all(
+        re.fullmatch(r"[a-z_]+", error) for error in errors
+    )
+    out.checks["no host, traceback or key in any answer"] = not any(
+        leak in text for leak in LEAKS for text in texts
+    )
     return out

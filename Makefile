@@ -62,6 +62,7 @@ bench: setup ## training and serving benchmarks (prints ratios, writes bench/res
 	$(PY) -m bench.serving
 	$(PY) -m bench.precision
 	$(PY) -m bench.label_policy
+	$(PY) -m bench.angles
 	$(PY) -m bench.gateway_cpu
 
 soak: setup ## 2 minutes of 8 clients with a training run hot-swapping in the middle; prints RSS and fds

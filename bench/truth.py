@@ -10,8 +10,9 @@ Each run takes the trainer's own path: trainer.data.run_data (the 70/30 split of
 teacher's bias learnt per dish), trainer.training.train with the original defaults, and
 trainer.gate.decide against version 0 (the truth first where it is large enough). The version that
 would be served (the candidate if the gate passed it, else version 0) is scored against the truth
-on 3,000 fresh photos, beside the teacher's own labels of the same photos and the floor (each
-photo's true per-dish value: the best any answer can do without seeing the portion).
+on 3,000 fresh photos, beside the teacher's own labels of the same photos, what a student reading
+these features could reach at best (the Bayes-optimal answer per top-1 dish, had every labelled photo
+carried its truth) and the floor (each photo's true per-dish value: needs the true dish).
 
 "Today's student" is the same run with no correction learnt from (the design before this change).
 Printed as a table; saved to bench/results/training_truth.{json,txt,png}. Never a timed assertion.
@@ -28,9 +29,14 @@ from trainer.data import Dataset, run_data
 from trainer.gate import decide, predictions
 from trainer.training import TrainingParameters, train
 
-LABELLED = 500  # the scenario: 500 labelled photos
 SHARES = (0.0, 0.01, 0.05, 0.10)
-SEEDS = (1, 2, 3)
+# (labelled photos, teacher biased, corrected share, worlds): the 500 photos in full; 5,000
+# (where the student is near what the features allow) for the headline shares only: each run there
+# takes ~30 s on this 2-core machine.
+CONFIGS = [
+    *((500, biased, share, (1, 2, 3)) for biased in (True, False) for share in SHARES),
+    *((5000, biased, share, (1, 2)) for biased, share in ((True, 0.0), (True, 0.10), (False, 0.10))),
+]
 TEST_PHOTOS = 3000
 BIAS_RANGE, PHOTO_NOISE = (0.7, 1.3), 0.10
 TARGET_RATIO = 0.7  # served MAE against the truth at most 0.7× the teacher's, at 10% corrections
@@ -45,14 +51,14 @@ def _mae(values: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.abs(values.astype(np.float64) - truth).mean(axis=0)
 
 
-def one_run(biased: bool, share: float, seed: int, learn: bool = True) -> dict:
+def one_run(labelled: int, biased: bool, share: float, seed: int, learn: bool = True) -> dict:
     world = ClassFeatureWorld(width=128, seed=seed)
     rng = np.random.default_rng([seed, 7])
     world_bias = rng.uniform(*BIAS_RANGE, size=(101, 4)) if biased else np.ones((101, 4))
-    photos = world.photos(LABELLED, seed=seed, id_prefix="truth")
+    photos = world.photos(labelled, seed=seed, id_prefix="truth")
     truth = photos.data.targets
     teacher = _teacher(world_bias, truth, photos.true_dish, rng)
-    corrected = rng.random(LABELLED) < share
+    corrected = rng.random(labelled) < share
     corrections = np.where(corrected[:, None] & learn, truth, np.nan).astype(np.float32)
     data = Dataset(
         photos.data.ids,
@@ -73,7 +79,11 @@ def one_run(biased: bool, share: float, seed: int, learn: bool = True) -> dict:
     test = world.photos(TEST_PHOTOS, seed=seed + 1000, id_prefix="test")
     test_truth = test.data.targets.astype(np.float64)
     test_teacher = _teacher(world_bias, test.data.targets, test.true_dish, rng)
+    # What a student reading these features could reach if every labelled photo carried its truth:
+    # the Bayes-optimal estimate per top-1 dish with the world's own prior (bench/synthetic.py).
+    oracle = world.oracle_dish_values(photos.data.probabilities.argmax(axis=1), truth)
     return {
+        "reachable": _mae(oracle[test.data.probabilities.argmax(axis=1)], test_truth),
         "served": _mae(predictions(served, test.data), test_truth),
         "teacher": _mae(test_teacher, test_truth),
         "floor": _mae(test.floor_prediction, test_truth),
@@ -87,31 +97,29 @@ def one_run(biased: bool, share: float, seed: int, learn: bool = True) -> dict:
 
 def measure() -> dict:
     rows = []
-    for biased in (True, False):
-        for share in SHARES:
-            progress(f"{'biased' if biased else 'unbiased'} teacher, corrections on {share:.0%}")
-            runs = [one_run(biased, share, seed) for seed in SEEDS]
-            today = [one_run(biased, share, seed, learn=False) for seed in SEEDS] if share else None
-            row = {
-                "teacher_biased": biased,
-                "share": share,
-                "corrections": float(np.mean([r["corrections"] for r in runs])),
-                "truth_photos": float(np.mean([r["truth_photos"] for r in runs])),
-                "deployed": sum(r["deployed"] for r in runs),
-                "evidence": sorted({r["evidence"] for r in runs}),
-            }
-            for key in ("served", "teacher", "floor", "version0"):
-                row[key] = dict(zip(NUTRIENTS, np.mean([r[key] for r in runs], axis=0).tolist(), strict=True))
-            if today:
-                row["today"] = dict(
-                    zip(NUTRIENTS, np.mean([r["served"] for r in today], axis=0).tolist(), strict=True)
-                )
-            rows.append(row)
+    for labelled, biased, share, seeds in CONFIGS:
+        progress(f"{labelled} photos, {'biased' if biased else 'unbiased'} teacher, {share:.0%} corrected")
+        runs = [one_run(labelled, biased, share, seed) for seed in seeds]
+        today = [one_run(labelled, biased, share, seed, learn=False) for seed in seeds] if share else runs
+        row = {
+            "labelled": labelled,
+            "teacher_biased": biased,
+            "share": share,
+            "worlds": len(seeds),
+            "corrections": float(np.mean([r["corrections"] for r in runs])),
+            "truth_photos": float(np.mean([r["truth_photos"] for r in runs])),
+            "deployed": sum(r["deployed"] for r in runs),
+            "evidence": sorted({r["evidence"] for r in runs}),
+        }
+        for key in ("served", "teacher", "floor", "reachable", "version0"):
+            row[key] = dict(zip(NUTRIENTS, np.mean([r[key] for r in runs], axis=0).tolist(), strict=True))
+        row["today"] = dict(
+            zip(NUTRIENTS, np.mean([r["served"] for r in today], axis=0).tolist(), strict=True)
+        )
+        rows.append(row)
     return {
         "world": {
-            "labelled_photos": LABELLED,
             "test_photos": TEST_PHOTOS,
-            "seeds": list(SEEDS),
             "teacher_bias_per_dish_and_nutrient": list(BIAS_RANGE),
             "teacher_noise_per_photo": PHOTO_NOISE,
             "hidden_portion": list(ClassFeatureWorld.portion),
@@ -125,48 +133,63 @@ def lines(result: dict) -> list[str]:
     world = result["world"]
     body = []
     for row in result["rows"]:
-        kcal = {key: row[key]["calories_kcal"] for key in ("served", "teacher", "floor", "version0")}
-        today = row.get("today", row["served"])["calories_kcal"]
+        kcal = {
+            key: row[key]["calories_kcal"] for key in ("served", "today", "teacher", "floor", "reachable")
+        }
         body.append(
             [
+                row["labelled"],
                 "biased" if row["teacher_biased"] else "unbiased",
                 f"{row['share']:.0%} ({row['corrections']:.0f})",
                 f"{kcal['served']:.1f}",
-                f"{today:.1f}",
+                f"{kcal['today']:.1f}",
                 f"{kcal['teacher']:.1f}",
+                f"{kcal['reachable']:.1f}",
                 f"{kcal['floor']:.1f}",
-                f"{kcal['version0']:.1f}",
                 f"{kcal['served'] / kcal['teacher']:.2f}",
-                f"{row['deployed']}/{len(world['seeds'])} on {'+'.join(row['evidence'])}",
+                f"{kcal['reachable'] / kcal['teacher']:.2f}",
+                f"{row['deployed']}/{row['worlds']} on {'+'.join(row['evidence'])}",
             ]
         )
-    headline = next(r for r in result["rows"] if r["teacher_biased"] and r["share"] == max(SHARES))
-    ratio = headline["served"]["calories_kcal"] / headline["teacher"]["calories_kcal"]
-    unbiased = [r for r in result["rows"] if not r["teacher_biased"] and "today" in r]
-    no_worse = all(r["served"]["calories_kcal"] <= r["today"]["calories_kcal"] * 1.02 for r in unbiased)
+    headlines = [r for r in result["rows"] if r["teacher_biased"] and r["share"] == max(SHARES)]
+
+    def ratio(row: dict, key: str) -> float:
+        return row[key]["calories_kcal"] / row["teacher"]["calories_kcal"]
+
+    verdicts = [
+        f"target: served ≤ {TARGET_RATIO}× the teacher's MAE at {max(SHARES):.0%} corrections, "
+        f"{r['labelled']} photos: {ratio(r, 'served'):.2f}× — {verdict(ratio(r, 'served') <= TARGET_RATIO)} "
+        f"(reachable with these features: {ratio(r, 'reachable'):.2f}×)"
+        for r in headlines
+    ]
+    unbiased = [r for r in result["rows"] if not r["teacher_biased"] and r["share"]]
+    worst = max(r["served"]["calories_kcal"] / r["today"]["calories_kcal"] for r in unbiased)
     return [
-        f"truth: {world['labelled_photos']} labelled photos, teacher off "
-        f"{world['teacher_bias_per_dish_and_nutrient']}× per dish and nutrient and "
-        f"{world['teacher_noise_per_photo']:.0%} per photo, hidden portion "
-        f"{world['hidden_portion']}, mean of {len(world['seeds'])} worlds; calorie MAE against the truth "
-        f"on {world['test_photos']} fresh photos",
+        f"truth: teacher off {world['teacher_bias_per_dish_and_nutrient']}× per dish and nutrient and "
+        f"{world['teacher_noise_per_photo']:.0%} per photo; hidden portion {world['hidden_portion']}; "
+        f"{world['misclassified']:.0%} of photos taken for a look-alike dish; calorie MAE against the "
+        f"truth on {world['test_photos']} fresh photos, mean over worlds",
         table(
             [
+                "labelled",
                 "teacher",
                 "corrected",
                 "served",
                 "today's student",
                 "teacher",
+                "reachable",
                 "floor",
-                "v0",
                 "served/teacher",
+                "reachable/teacher",
                 "deployed",
             ],
             body,
         ),
-        f"target: served ≤ {TARGET_RATIO}× the teacher's MAE at {max(SHARES):.0%} corrections: "
-        f"{ratio:.2f}× — {verdict(ratio <= TARGET_RATIO)}",
-        f"target: no worse than today's student with an unbiased teacher (within 2%): {verdict(no_worse)}",
+        "reachable: the Bayes-optimal answer per top-1 dish had every labelled photo carried its truth;",
+        "floor: each photo's true per-dish value (needs the true dish; the features do not always show it)",
+        *verdicts,
+        f"target: no worse than today's student with an unbiased teacher: worst {worst:.3f}× "
+        f"— {verdict(worst <= 1.02)} (within 2%)",
     ]
 
 
@@ -178,13 +201,19 @@ def chart(result: dict, path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for axis, biased in zip(axes, (True, False), strict=True):
-        rows = [r for r in result["rows"] if r["teacher_biased"] == biased]
+        rows = [r for r in result["rows"] if r["teacher_biased"] == biased and r["labelled"] == 500]
         shares = [100 * r["share"] for r in rows]
-        for key, style in (("served", "o-"), ("today", "s--"), ("teacher", "k:"), ("floor", "g-.")):
-            values = [r.get(key, r["served"])["calories_kcal"] for r in rows]
+        for key, style in (
+            ("served", "o-"),
+            ("today", "s--"),
+            ("teacher", "k:"),
+            ("reachable", "c-."),
+            ("floor", "g-."),
+        ):
+            values = [r[key]["calories_kcal"] for r in rows]
             axis.plot(shares, values, style, label={"today": "today's student"}.get(key, key))
         axis.set(
-            title=f"{'biased' if biased else 'unbiased'} teacher",
+            title=f"500 labelled photos, {'biased' if biased else 'unbiased'} teacher",
             xlabel="labelled photos a person corrected (%)",
             ylabel="calorie MAE against the truth",
         )

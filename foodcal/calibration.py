@@ -11,6 +11,7 @@ honest, wide default and says it is uncalibrated. Numpy only: the gateway and th
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,12 +30,26 @@ MIN_RELATIVE_DENOMINATOR = 0.1  # of the nutrient's mean label: 0 g of fat is no
 EXPLORATION_REASON = "exploration"  # how the label policy's reason starts for a chance label
 
 
+def exploration_reason(rate: float) -> str:
+    """The label policy's reason for a chance label, with the rate it was drawn at (read back by
+    `label_weight`: LABEL_POLICY_EXPLORATION may change between a photo and its training run)."""
+    return f"{EXPLORATION_REASON} ({rate:.4%} of photos)"
+
+
+_DRAWN_AT = re.compile(r"\(([0-9.]+)% of photos\)")
+
+
 def label_weight(reason: str, exploration: float) -> float:
     """1 / the chance a labelled photo had of being labelled: one that no rule of the label policy
-    asked for (gateway/label_policy.py) stands for 1/exploration photos like it that were answered
-    without ChatGPT. Weighing by it (weighted split-conformal) keeps ranges calibrated for all
-    traffic, not just for the photos that were asked about."""
-    return 1.0 / exploration if reason.startswith(EXPLORATION_REASON) and exploration > 0 else 1.0
+    asked for (gateway/label_policy.py) stands for 1/rate photos like it that were answered
+    without ChatGPT, at the rate it was drawn at (`exploration`, today's, only when the reason does
+    not say). Weighing by it (weighted split-conformal) keeps ranges calibrated for all traffic,
+    not just for the photos that were asked about."""
+    if not reason.startswith(EXPLORATION_REASON):
+        return 1.0
+    drawn = _DRAWN_AT.search(reason)
+    rate = float(drawn.group(1)) / 100 if drawn else exploration
+    return 1.0 / rate if rate > 0 else 1.0
 
 
 def _bucket(value: float, edges: tuple[float, ...]) -> int:
@@ -87,13 +102,16 @@ class Calibration:
 def _conformal_quantile(scores: np.ndarray, level: float, weights: np.ndarray | None = None) -> float:
     """The split-conformal quantile: the ceil((n + 1) * level)-th smallest score. With weights
     (inverse labelling propensities), the weighted version: the smallest score whose weight share,
-    counting one more sample of average weight for the photo being answered, reaches `level`."""
+    counting one more sample of average weight for the photo being answered, reaches `level`.
+    Infinite when the rank is beyond n: no score of these samples bounds `level` of the errors
+    (clamping to the largest would claim a coverage it does not have)."""
     if weights is None:
         rank = math.ceil((len(scores) + 1) * level)
-        return float(np.sort(scores)[min(rank, len(scores)) - 1])
+        return float(np.sort(scores)[rank - 1]) if rank <= len(scores) else math.inf
     order = np.argsort(scores)
     cumulative = np.cumsum(weights[order]) / (weights.sum() + weights.mean())
-    return float(scores[order][min(int(np.searchsorted(cumulative, level)), len(scores) - 1)])
+    rank = int(np.searchsorted(cumulative, level))
+    return float(scores[order][rank]) if rank < len(scores) else math.inf
 
 
 def fit(
@@ -127,10 +145,12 @@ def fit(
             members = np.array([k[depth] == key for k in keys])
             if members.sum() >= MIN_GROUP:
                 member_weights = None if weights is None else np.asarray(weights, dtype=np.float64)[members]
-                calibration.half_widths[key] = [
+                widths = [
                     _conformal_quantile(scores[members, n], level, member_weights)
                     for n in range(scores.shape[1])
                 ]
+                if all(math.isfinite(w) for w in widths):  # else the coarser group, or uncalibrated
+                    calibration.half_widths[key] = widths
     return calibration
 
 

@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     analyze = commands.add_parser("analyze", help="send a photo, print dish and nutrition")
     analyze.add_argument("photo", type=Path)
     analyze.add_argument("--note", default="", help='what the photo cannot show: "two slices, no cheese"')
+    analyze.add_argument(
+        "--angle", action="append", default=[], type=Path, help="another photo of the same plate (up to 3)"
+    )
+    analyze.add_argument("--meal", default="", help="a meal id of yours: plates with the same id form a meal")
+    meal = commands.add_parser("meal", help="the plates of one meal and their sum")
+    meal.add_argument("meal_id")
     commands.add_parser("stats", help="totals, training_data_samples, costs, served versions")
     samples = commands.add_parser("samples", help="the newest samples")
     samples.add_argument("--page-size", type=int, default=10)
@@ -145,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("versions", help="nutrition model versions and which is served")
     rollback = commands.add_parser("rollback", help="serve an earlier nutrition version again")
     rollback.add_argument("version", type=int)
+    end = commands.add_parser("end-challenger", help="retire the live challenger now")
+    end.add_argument("version", type=int, nargs="?", help="the challenger to end (default: the live one)")
     quality = commands.add_parser("quality", help="every version's errors on the test set and live; a chart")
     quality.add_argument("--chart", type=Path, default=Path("quality.png"), help="the PNG to write")
     quality.add_argument("--worst-dishes", type=int, default=5)
@@ -167,9 +175,15 @@ def _run(args, stub, metadata) -> int:
     _print = _printer(args.json)
     if args.command == "analyze":
         request = gateway_pb2.AnalyzeMealRequest(
-            image=args.photo.read_bytes(), filename=args.photo.name, note=args.note
+            image=args.photo.read_bytes(),
+            filename=args.photo.name,
+            note=args.note,
+            more_images=[angle.read_bytes() for angle in args.angle],
+            meal_id=args.meal,
         )
         _print(stub.AnalyzeMeal(request, metadata=metadata, timeout=120))
+    elif args.command == "meal":
+        _print(stub.GetMeal(gateway_pb2.GetMealRequest(meal_id=args.meal_id), metadata=metadata))
     elif args.command == "stats":
         _print(stub.GetStats(gateway_pb2.GetStatsRequest(), metadata=metadata, timeout=30))
     elif args.command == "samples":
@@ -213,6 +227,9 @@ def _run(args, stub, metadata) -> int:
     elif args.command == "rollback":
         request = gateway_pb2.GatewayServiceRollbackModelRequest(version=args.version)
         _print(stub.RollbackModel(request, metadata=metadata))
+    elif args.command == "end-challenger":
+        request = gateway_pb2.GatewayServiceEndChallengerRequest(version=args.version)
+        _print(stub.EndChallenger(request, metadata=metadata))
     elif args.command == "quality":
         request = gateway_pb2.GatewayServiceGetQualityReportRequest(
             worst_dishes=args.worst_dishes, min_dish_samples=args.min_dish_samples

@@ -24,6 +24,9 @@ OPENAI_PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
     "gpt-5-mini": (0.25, 2.00),
 }
 
+# The OpenAI SDK's longest wait between two tries (its MAX_RETRY_DELAY, without a Retry-After).
+OPENAI_BACKOFF_S = 8.0
+
 
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
@@ -111,7 +114,8 @@ class Settings(BaseSettings, StartupChecks):
     openai_max_concurrency: int = Field(4, ge=1, le=64)
 
     # Label queue (gateway background worker)
-    labeler_timeout_s: float = Field(90.0, gt=0)
+    # The gateway's deadline on one LabelMeal: at least one paid call's longest wait (validated).
+    labeler_timeout_s: float = Field(150.0, gt=0)
     label_lease_s: float = Field(30.0, gt=0)  # renewed while a label is in flight
     label_max_attempts: int = Field(8, ge=1)
     label_retry_base_s: float = Field(2.0, gt=0)
@@ -153,6 +157,8 @@ class Settings(BaseSettings, StartupChecks):
     # at once; `shadow` and `split` make it a challenger until ROLLOUT_MIN_SAMPLES live labels decide.
     rollout: Literal["replace", "shadow", "split"] = "replace"
     rollout_split_percent: float = Field(10.0, gt=0, lt=100)
+    # The most a challenger may delay a request after the champion answered (gateway/challenger.py).
+    rollout_challenger_grace_s: float = Field(0.05, ge=0, le=1.0)
     rollout_min_samples: int = Field(100, ge=10)
     # A served version is rolled back by itself when the version it replaced is clearly better on
     # its last ROLLBACK_WINDOW live labels (at least ROLLBACK_MIN_SAMPLES): see trainer/rollout.py.
@@ -190,6 +196,18 @@ class Settings(BaseSettings, StartupChecks):
     def _empty_is_no_file(cls, value: object) -> object:
         return value or None
 
+    @field_validator("labeler_timeout_s")
+    @classmethod
+    def _outlasts_the_openai_call(cls, value: float, info) -> float:
+        # Shorter, the gateway gives up on a call still paid for, and asks again.
+        timeout, retries = info.data.get("openai_timeout_s"), info.data.get("openai_max_retries")
+        if timeout is not None and retries is not None and value < openai_call_bound_s(timeout, retries):
+            raise ValueError(
+                f"must be at least OPENAI_TIMEOUT_S x (OPENAI_MAX_RETRIES + 1) plus the SDK's backoff "
+                f"({openai_call_bound_s(timeout, retries):.0f} s for {timeout:g} s and {retries} retries)"
+            )
+        return value
+
     @field_validator("image_store_url")
     @classmethod
     def _known_store(cls, value: str) -> str:
@@ -221,6 +239,11 @@ class Settings(BaseSettings, StartupChecks):
         if self.openai_input_usd_per_million is not None and self.openai_output_usd_per_million is not None:
             return self.openai_input_usd_per_million, self.openai_output_usd_per_million
         return OPENAI_PRICES_PER_MILLION.get(self.openai_model)
+
+
+def openai_call_bound_s(timeout_s: float, max_retries: int) -> float:
+    """The longest one label call waits on OpenAI: every try, and the SDK's backoff between them."""
+    return timeout_s * (max_retries + 1) + OPENAI_BACKOFF_S * max_retries
 
 
 def load_settings(**overrides: object) -> Settings:

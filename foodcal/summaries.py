@@ -116,9 +116,41 @@ def analyzed(r: gateway_pb2.AnalyzeMealResponse) -> str:
         rows.insert(2, ("ChatGPT says", chatgpt(r.chatgpt_label)))
     if r.note:
         rows.insert(1, ("note", r.note))
+    # Ours beside ChatGPT's, whichever is shown: the system exists to make the two meet.
+    if r.HasField("chatgpt_label") and r.chatgpt_label.HasField("nutrition"):
+        at = rows.index(("nutrition", nutrients(r.nutrition) + portion)) + 1
+        rows[at:at] = [
+            ("ours", f"{nutrients(r.own_prediction)}  (nutrition version {r.model_versions.nutrition})"),
+            ("ChatGPT", nutrients(r.chatgpt_label.nutrition)),
+            ("ours - ChatGPT", nutrients(r.difference, sign="+")),
+        ]
+    elif r.source != NS.NUTRITION_SOURCE_OWN_MODEL and r.source != NS.NUTRITION_SOURCE_REFERENCE:
+        rows.insert(3, ("ours", nutrients(r.own_prediction)))
+    if r.photos > 1:
+        rows.insert(1, ("photos", f"{r.photos} angles of one plate, pooled"))
+    if r.meal_id:
+        rows.insert(1, ("meal", r.meal_id))
     if r.own_portion.grams > 0:
         rows.append(("our portion", own_portion(r.own_portion)))
     return _with_table(_rows(rows), items("items", r.chatgpt_label.items))
+
+
+def meal(r: gateway_pb2.GetMealResponse) -> str:
+    lines = [f"meal {r.meal_id}: {r.plates_count} plate{'s' if r.plates_count != 1 else ''}"]
+    for plate in r.plates:
+        top = plate.dishes[0].label if plate.dishes else "?"
+        lines.append(f"  {plate.sample_id}  {top[:24]:<24}  {nutrients(_shown(plate))}")
+    lines.append(f"  {'total':<58}{nutrients(r.total)}")
+    return "\n".join(lines)
+
+
+def _shown(plate: gateway_pb2.Sample) -> common_pb2.Nutrition:
+    """What the plate shows: the correction, else what AnalyzeMeal showed (gateway/samples.py)."""
+    if plate.corrected:
+        return plate.correction
+    if plate.shown_source == NS.NUTRITION_SOURCE_CHATGPT and plate.chatgpt_label.HasField("nutrition"):
+        return plate.chatgpt_label.nutrition
+    return plate.own_prediction
 
 
 def sample(s: gateway_pb2.Sample) -> str:
@@ -229,12 +261,16 @@ def summary(message: Message) -> str:
             return sample(message.sample)
         case gateway_pb2.ListSamplesResponse():
             return samples(message)
+        case gateway_pb2.GetMealResponse():
+            return meal(message)
         case gateway_pb2.GetStatsResponse():
             return stats(message)
         case gateway_pb2.GatewayServiceListModelVersionsResponse():
             return versions(message)
         case gateway_pb2.GatewayServiceRollbackModelResponse():
             return f"serving nutrition version {message.served_version} (was {message.previous_version})"
+        case gateway_pb2.GatewayServiceEndChallengerResponse():
+            return f"challenger v{message.version} retired; v{message.baseline_version} still served"
         case gateway_pb2.GatewayServiceGetQualityReportResponse():
             return quality_report.text(message)
     raise TypeError(f"no summary for {type(message).__name__}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 from grpc_health.v1 import health
+from sqlmodel import select
 
 from foodcal.entrypoint import run_service
 from foodcal.grpc_server import ServiceSpec, internal_channel, message_size_options
 from foodcal.settings import Settings
-from foodcal.store import Database, open_image_store
+from foodcal.store import Database, Sample, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
 from gateway.auth import RoleInterceptor, Roles
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 
 def internal_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {settings.internal_token}"),)
+
+
+def _named_by_a_sample(db: Database, sha256: str) -> bool:
+    with db.session() as session:
+        return session.exec(select(Sample.id).where(Sample.image_sha256 == sha256)).first() is not None
 
 
 def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
@@ -51,7 +57,7 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
         return labeler.LabelMeal(request, metadata=metadata, timeout=limit)
 
     images = open_image_store(settings)
-    if swept := images.sweep_incoming():
+    if swept := images.sweep_incoming(referenced=lambda sha256: _named_by_a_sample(db, sha256)):
         log.warning("removed %d staged photos left unpublished by a process that stopped", swept)
     torchserve = TorchServeClient.from_settings(settings)
     policy = RetryPolicy(settings.label_max_attempts, settings.label_retry_base_s, settings.label_retry_max_s)

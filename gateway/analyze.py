@@ -13,10 +13,10 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 
 from foodcal.calibration import Calibration
-from foodcal.photos import ValidImage, validate_image
+from foodcal.photos import ValidImage
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
-from foodcal.store.images import Staged, sha256_of
+from foodcal.store.images import Staged
 from gateway.budget import DailyBudget, next_midnight
 from gateway.calibrations import Calibrations
 from gateway.challenger import Challengers, Predictions
@@ -24,36 +24,15 @@ from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
 from gateway.label_queue import LabelCall, label_request
 from gateway.labels import RetryPolicy, apply_failure, apply_label
+from gateway.plate_photos import INLINE_HASH_BYTES, Angles, checked, discard, discarded, other_angles
 from gateway.portion import Portion, own_portion
 from model_store.client import Classification, NutritionPrediction, TorchServeClient
 
 log = logging.getLogger(__name__)
 
 
-def _checked(image: bytes, sha256: str | None) -> tuple[ValidImage, str]:
-    """The photo's headers checked (TorchServe decodes it), and its sha256."""
-    return validate_image(image), sha256 or sha256_of(image)
-
-
-def _discard(staging: asyncio.Future) -> None:
-    """A staging's done-callback: its photo, if it was written, is removed."""
-    if not staging.cancelled() and staging.exception() is None:
-        staging.result().discard()
-
-
-async def _discarded(staging: asyncio.Future) -> None:
-    """After a failed request: the staged photo removed before the caller hears of the failure."""
-    await asyncio.wait([staging])
-    _discard(staging)
-
-
 # Kept from the caller's deadline for storing the sample and answering after the label call.
 ANSWER_RESERVE_S = 0.5
-# A photo up to this size is hashed on the event loop (~0.5 ms at most here): a thread hop costs
-# more. On a 2-vCPU VM whose idle cores halt, each hop after an idle moment added 4-5 ms to
-# AnalyzeMeal (measured); hashing a 12 MP photo (~2 MB, ~1.2 ms) still runs in a thread.
-INLINE_HASH_BYTES = 1024 * 1024
-
 # Built once, run on a Core connection: an ORM session and a statement built per request cost
 # more CPU than the writes themselves (~1 ms per AnalyzeMeal with the request id's claim and answer).
 _SAMPLES = Sample.__table__
@@ -109,7 +88,7 @@ class Analyzer:
         self.settings, self.db, self.images, self.torchserve = settings, db, images, torchserve
         self.call_labeler, self.policy, self.wake_queue = call_labeler, policy, wake_queue
         self.calibrations = Calibrations(db)
-        self.challengers = Challengers(db, torchserve)
+        self.challengers = Challengers(db, torchserve, grace_s=settings.rollout_challenger_grace_s)
         self.budget = DailyBudget(db, settings.chatgpt_daily_budget_usd)
         self.label_policy = PolicySettings.from_settings(settings)
 
@@ -122,30 +101,40 @@ class Analyzer:
         note: str = "",
         image_sha256: str | None = None,
         on_insert: Callable[[Connection, Analysis], None] | None = None,
+        more_images: tuple[bytes, ...] = (),
+        meal_id: str = "",
     ) -> Analysis:
         """`budget`: what is left of the caller's deadline; every inner call gets at most that.
         `owner`: the caller's identity (gateway/auth.py), stored with the sample.
         `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo.
         `image_sha256`: the photo's, when the caller already hashed it: one hash per request.
         `on_insert(connection, analysis)`: writes in the sample's own transaction (a request id's answer:
-        both are stored or neither, in one commit)."""
+        both are stored or neither, in one commit).
+        `more_images`: other angles of the same plate (checked, classified with it, stored with it).
+        `meal_id`: the client's meal this plate belongs to."""
         if image_sha256 or len(image) <= INLINE_HASH_BYTES:  # headers, and a small photo's hash
-            valid, sha256 = _checked(image, image_sha256)  # raises InvalidImage
+            valid, sha256 = checked(image, image_sha256)  # raises InvalidImage
         else:  # hashing a 12 MP photo takes milliseconds: off the event loop
-            valid, sha256 = await asyncio.to_thread(_checked, image, image_sha256)
+            valid, sha256 = await asyncio.to_thread(checked, image, image_sha256)
+        angles = await asyncio.to_thread(other_angles, more_images, sha256) if more_images else []
         # Written while the model runs, off the critical path; published (one rename) only once the
         # model has answered: a failed request leaves no orphan photo.
         staging = asyncio.ensure_future(asyncio.to_thread(self.images.stage, image, sha256))
+        more = [asyncio.ensure_future(asyncio.to_thread(self.images.stage, p, h)) for p, h in angles]
         try:
-            return await self._analyze(
-                image, valid, sha256, staging, filename, budget, owner, note, on_insert
-            )
+            analysis = await self._analyze(
+                image, valid, sha256, staging, filename, budget, owner, note, on_insert,
+                Angles([h for _, h in angles], more, tuple(more_images)), meal_id,
+            )  # fmt: skip
         except asyncio.CancelledError:
-            staging.add_done_callback(_discard)
+            for stage in (staging, *more):
+                stage.add_done_callback(discard)
             raise
         except BaseException:
-            await _discarded(staging)
+            for stage in (staging, *more):
+                await discarded(stage)
             raise
+        return analysis
 
     async def _analyze(
         self,
@@ -158,9 +147,13 @@ class Analyzer:
         owner: str | None,
         note: str,
         on_insert: Callable[[Connection, Analysis], None] | None,
+        angles: Angles,
+        meal_id: str,
     ) -> Analysis:
         limit = self.settings.torchserve_timeout_s
-        classification = await self.torchserve.classify(image, timeout=budget.timeout(limit))
+        classification = await self.torchserve.classify(
+            image, timeout=budget.timeout(limit), more=angles.images
+        )
 
         def timeout() -> float:
             return budget.timeout(limit)
@@ -184,6 +177,8 @@ class Analyzer:
             class_probabilities=classification.probabilities.astype("<f4").tobytes(),
             pred_model_version=prediction.version,
             owner=owner,
+            meal_id=meal_id,
+            more_image_sha256s=angles.sha256s or None,
         )
         sample.set_values("pred", prediction.values)
         if paired is not None:
@@ -208,15 +203,17 @@ class Analyzer:
             sample.label_policy_reason += "; today's ChatGPT budget is spent: waits for midnight UTC"
         elif self.settings.use_own_model_instead_chatgpt:
             sample.label_status = LabelStatus.PENDING  # collected in the background
-        else:
-            await asyncio.to_thread(self._store, sample, await staging)  # the labeler reads the store
+        else:  # the labeler reads the store: every angle first
+            await asyncio.to_thread(self._store, sample, await staging, await angles.staged())
             await self._label_now(sample, budget)
             label = sample.values("label")
             if label is not None:
                 shown, source = label, CHATGPT
         sample.shown_source = source
         analysis = Analysis(sample, classification, prediction, shown, False, own_range, portion)
-        await asyncio.to_thread(self._store_and_insert, analysis, await staging, on_insert)
+        await asyncio.to_thread(
+            self._store_and_insert, analysis, await staging, await angles.staged(), on_insert
+        )
         if sample.label_status == LabelStatus.PENDING:
             self.wake_queue()
         log.info(
@@ -257,18 +254,24 @@ class Analyzer:
         apply_label(sample, response)
 
     @staticmethod
-    def _store(sample: Sample, staged: Staged) -> None:
-        sample.image_path = staged.publish().path  # raises ImageStorageError
+    def _store(sample: Sample, staged: Staged, angles: list[Staged]) -> None:
+        for angle in angles:  # before the photo that names the sample's: a stored sample has all
+            angle.publish()  # raises ImageStorageError
+        sample.image_path = staged.publish().path
 
     def _store_and_insert(
-        self, analysis: Analysis, staged: Staged, on_insert: Callable[[Connection, Analysis], None] | None
+        self,
+        analysis: Analysis,
+        staged: Staged,
+        angles: list[Staged],
+        on_insert: Callable[[Connection, Analysis], None] | None,
     ) -> None:
         """The photo (unless stored already for the labeler), then the sample, in one thread hop;
         `duplicate_image` when an earlier sample of the same owner has the same photo (decided by
         samples, not files)."""
         sample = analysis.sample
         if not sample.image_path:
-            self._store(sample, staged)
+            self._store(sample, staged, angles)
         with self.db.transaction() as connection:
             same = {"sha256": sample.image_sha256, "owner": sample.owner}
             earlier = connection.execute(_SAME_PHOTO, same).first()

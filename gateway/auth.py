@@ -25,7 +25,9 @@ from gateway.shield import shield
 log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/foodcal.v1.GatewayService/"
-CLIENT_METHODS = frozenset({"AnalyzeMeal", "GetSample", "ListSamples", "CorrectSample", "GetStats"})
+CLIENT_METHODS = frozenset(
+    {"AnalyzeMeal", "GetSample", "ListSamples", "CorrectSample", "GetStats", "GetMeal"}
+)
 
 
 def identity_of(token: str) -> str:

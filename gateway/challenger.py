@@ -2,6 +2,8 @@
 the other version's prediction for the same photo, stored so its live error is known.
 
 A challenger that fails or has just been unregistered never fails a request: the champion answers.
+Nor does a slow one delay it: once the champion answered, the challenger has CHALLENGER_GRACE_S
+more, then its prediction is dropped for this request (even a split photo it would have answered).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 # How long a read of the live challenger is reused; the trainer waits longer than this after
 # retiring one before unregistering it (trainer/rollout.py RETIRE_GRACE_S).
 REFRESH_S = 2.0
+CHALLENGER_GRACE_S = 0.05  # the most a challenger may add to a request's latency (its setting's default)
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,14 @@ class Predictions:
 
 
 class Challengers:
-    def __init__(self, db: Database, torchserve: TorchServeClient, refresh_s: float = REFRESH_S) -> None:
-        self.db, self.torchserve = db, torchserve
+    def __init__(
+        self,
+        db: Database,
+        torchserve: TorchServeClient,
+        refresh_s: float = REFRESH_S,
+        grace_s: float = CHALLENGER_GRACE_S,
+    ) -> None:
+        self.db, self.torchserve, self.grace_s = db, torchserve, grace_s
         self._recent = Recent(refresh_s)
 
     async def live(self) -> Challenger | None:
@@ -59,24 +68,37 @@ class Challengers:
 
     async def predict(self, classification, image_sha256: str, timeout) -> Predictions:
         """The served version's prediction, and the live challenger's when there is one."""
-        served = self.torchserve.predict_nutrition(
-            classification.embedding, classification.probabilities, timeout=timeout()
+        served = asyncio.ensure_future(
+            self.torchserve.predict_nutrition(
+                classification.embedding, classification.probabilities, timeout=timeout()
+            )
         )
         challenger = await self.live()
         if challenger is None:
             return Predictions(await served, None)
-        other = self.torchserve.predict_nutrition(
-            classification.embedding, classification.probabilities, challenger.version, timeout=timeout()
-        )
-        champion, result = await asyncio.gather(served, other, return_exceptions=True)
-        if isinstance(champion, BaseException):
-            raise champion  # the served version's failure is the request's, as without a challenger
-        if isinstance(result, BaseException):
-            if not isinstance(result, ModelServerError):
-                raise result
-            log.warning(
-                "challenger v%d did not answer (%s); the champion answers", challenger.version, result
+        other = asyncio.ensure_future(
+            self.torchserve.predict_nutrition(
+                classification.embedding, classification.probabilities, challenger.version, timeout=timeout()
             )
+        )
+        try:  # the served version's failure is the request's, as without a challenger
+            champion = await served
+            await asyncio.wait([other], timeout=self.grace_s)
+        except BaseException:
+            other.cancel()
+            raise
+        if not other.done():
+            other.cancel()
+            log.warning(
+                "challenger v%d did not answer within %.0f ms of the champion; dropped for this request",
+                challenger.version,
+                self.grace_s * 1000,
+            )
+            return Predictions(champion, None)
+        try:
+            result = other.result()
+        except (ModelServerError, asyncio.CancelledError) as error:
+            log.warning("challenger v%d did not answer (%s); the champion answers", challenger.version, error)
             return Predictions(champion, None)
         if champion.version == result.version:  # promoted meanwhile: nothing to pair
             return Predictions(champion, None)

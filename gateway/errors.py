@@ -10,6 +10,7 @@ from foodcal.notes import InvalidNote
 from foodcal.photos import InvalidImage
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.images import ImageStorageError
+from gateway.plate_photos import InvalidAngles
 from model_store.client import ModelServerError
 
 RETRY_AFTER_S = 1.0
@@ -22,6 +23,8 @@ async def translate_errors(context: grpc.aio.ServicerContext, error: Exception) 
         await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "NOTE_TOO_LONG")
     if isinstance(error, InvalidImage):
         await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_IMAGE")
+    if isinstance(error, InvalidAngles):
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_ANGLES")
     if isinstance(error, ModelServerError):
         message = f"the model server failed: {error}"
         if error.timed_out:

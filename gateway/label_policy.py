@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foodcal.calibration import EXPLORATION_REASON
+from foodcal.calibration import exploration_reason
 
 ALWAYS, UNCERTAIN = "always", "uncertain"
 CONFIDENT_REASON = "confident"  # how a skipped photo's reason starts (GetStats counts them)
@@ -83,7 +83,7 @@ def decide(
     if explore_draw < settings.exploration:  # only photos no rule asks for: see `propensity`
         return Decision(
             True,
-            f"{EXPLORATION_REASON} ({settings.exploration:.0%} of photos)",
+            exploration_reason(settings.exploration),
             uncertainty,
             settings.exploration,
         )

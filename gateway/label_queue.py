@@ -38,7 +38,9 @@ LabelCall = Callable[..., Awaitable[labeler_pb2.LabelMealResponse]]
 def label_request(sample: Sample) -> labeler_pb2.LabelMealRequest:
     """The photo by its sha256, never its bytes: the labeler reads the image store itself, and only
     when no cached label answers."""
-    request = labeler_pb2.LabelMealRequest(image_sha256=sample.image_sha256, note=sample.note)
+    request = labeler_pb2.LabelMealRequest(
+        image_sha256=sample.image_sha256, note=sample.note, more_image_sha256s=sample.more_image_sha256s or []
+    )
     for label, probability in sample.dishes[:3]:
         request.dish_hints.add(label=label, probability=probability)
     return request

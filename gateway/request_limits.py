@@ -28,6 +28,7 @@ MAX_REQUEST_BYTES = {
     "GetSample": 1024,
     "ListSamples": 1024,
     "GetStats": 256,
+    "GetMeal": 256,
     "CorrectSample": 32 * 1024,
 }
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024  # the admin RPCs: a few numbers or an id each

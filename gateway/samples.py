@@ -48,11 +48,23 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         paired_prediction=nutrition_proto(sample.values("paired")),
         paired_prediction_version=sample.paired_model_version,  # None: unset
         correction_flag=sample.correction_flag,
+        more_image_sha256s=sample.more_image_sha256s or [],
+        meal_id=sample.meal_id,
         correction_review=(
             CorrectionReview(sample.correction_review).to_proto() if sample.corrected_at is not None else None
         ),
     )
     return message
+
+
+def shown_values(sample: Sample) -> tuple[float, float, float, float] | None:
+    """What the plate shows its person now: a correction, else what AnalyzeMeal showed (ChatGPT's
+    label or our prediction)."""
+    if sample.corrected_at is not None:
+        return sample.values("correction")
+    if sample.shown_source == "NUTRITION_SOURCE_CHATGPT" and sample.values("label") is not None:
+        return sample.values("label")
+    return sample.values("pred")
 
 
 def portion_proto(sample: Sample) -> common_pb2.Portion | None:

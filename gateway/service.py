@@ -8,7 +8,6 @@ import logging
 
 import grpc
 
-from foodcal.convert import nutrition_proto
 from foodcal.errors import abort
 from foodcal.notes import InvalidNote, clean_note
 from foodcal.store import CorrectionReview, Database, LabelStatus, Sample
@@ -21,13 +20,13 @@ from gateway.corrections import InvalidCorrection, correction_of, flag_of
 from gateway.deadlines import Budget
 from gateway.errors import translate_errors
 from gateway.idempotency import RequestIds, idempotent
+from gateway.meals import MAX_MEAL_ID_CHARS, meal
 from gateway.rate_limit import RateLimiter
 from gateway.request_limits import spend
+from gateway.responses import analysis_response
 from gateway.samples import (
-    label_proto,
     list_samples,
     own_stats,
-    portion_proto,
     sample_proto,
     stats,
 )
@@ -75,6 +74,13 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
             note = clean_note(request.note)
         except InvalidNote as error:
             await translate_errors(context, error)
+        if len(request.meal_id) > MAX_MEAL_ID_CHARS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"meal_id is at most {MAX_MEAL_ID_CHARS} characters (got {len(request.meal_id)})",
+                "MEAL_ID_TOO_LONG",
+            )
         return await self._analyze(request, context, note=note)
 
     @idempotent  # a retry with the same request_id returns the first answer
@@ -87,49 +93,20 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
         answered: list[gateway_pb2.AnalyzeMealResponse] = []
 
         def answer(connection, analysis: Analysis) -> None:
-            answered.append(self._response(analysis))
+            answered.append(analysis_response(analysis))
             if remember is not None:
                 remember(connection, answered[0])
 
         try:
             analysis = await self.analyzer.analyze(
                 request.image, request.filename, Budget.of(context), owner=caller.identity, note=note,
-                image_sha256=image_sha256, on_insert=answer,
+                image_sha256=image_sha256, on_insert=answer, more_images=tuple(request.more_images),
+                meal_id=request.meal_id,
             )  # fmt: skip
         except Exception as error:
             await translate_errors(context, error)
         self.classifier = (analysis.classification.classifier, analysis.classification.demo)
         return answered[0]
-
-    @staticmethod
-    def _response(analysis: Analysis) -> gateway_pb2.AnalyzeMealResponse:
-        sample = analysis.sample
-        return gateway_pb2.AnalyzeMealResponse(
-            sample_id=sample.id,
-            dishes=[common_pb2.DishCandidate(label=label, probability=p) for label, p in sample.dishes],
-            nutrition=nutrition_proto(analysis.shown),
-            source=common_pb2.NutritionSource.Value(sample.shown_source),
-            own_prediction=nutrition_proto(analysis.prediction.values),
-            chatgpt_label=label_proto(sample),
-            model_versions=common_pb2.ModelVersions(
-                classifier=analysis.classification.classifier,
-                classifier_is_demo=analysis.classification.demo,
-                nutrition=analysis.prediction.version,
-                labeler_model=sample.label_model,
-            ),
-            label_status=LabelStatus(sample.label_status).to_proto(),
-            duplicate_image=analysis.duplicate_image,
-            own_range=common_pb2.NutritionRange(
-                low=nutrition_proto(analysis.own_range.low),
-                high=nutrition_proto(analysis.own_range.high),
-                level=analysis.own_range.level,
-                calibrated=analysis.own_range.calibrated,
-                group=analysis.own_range.group,
-            ),
-            label_policy_reason=sample.label_policy_reason,
-            own_portion=portion_proto(sample),
-            note=sample.note,
-        )
 
     async def _sample(self, context, sample_id: str, caller: Caller) -> Sample:
         """The sample, if the caller may see it; another client's sample is NOT_FOUND, like none."""
@@ -248,6 +225,30 @@ class GatewayServicer(TrainingForwarder, gateway_pb2_grpc.GatewayServiceServicer
         else:
             log.info("sample %s corrected", sample.id)
         return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
+
+    async def GetMeal(self, request, context):
+        if not 1 <= len(request.meal_id) <= MAX_MEAL_ID_CHARS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"meal_id is required, at most {MAX_MEAL_ID_CHARS} characters",
+                "INVALID_MEAL_ID",
+            )
+        owner = self._caller(context).owner_filter
+
+        def read():
+            with self.db.session() as session:
+                return meal(session, request.meal_id, owner)
+
+        try:
+            response = await asyncio.to_thread(read)
+        except DatabaseUnavailable as error:
+            await translate_errors(context, error)
+        if response is None:
+            await abort(
+                context, grpc.StatusCode.NOT_FOUND, f"no meal with id {request.meal_id!r}", "MEAL_NOT_FOUND"
+            )
+        return response
 
     async def ReviewCorrection(self, request, context):
         """Admins: confirm or reject a correction (or undo a review)."""

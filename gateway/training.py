@@ -20,7 +20,14 @@ log = logging.getLogger(__name__)
 
 TRAINER_TIMEOUT_S = 30.0  # a forwarded unary call, when the caller set no shorter deadline
 
-FORWARDED = ("StartTrainingRun", "WatchTrainingRun", "ListModelVersions", "RollbackModel", "GetQualityReport")
+FORWARDED = (
+    "StartTrainingRun",
+    "WatchTrainingRun",
+    "ListModelVersions",
+    "RollbackModel",
+    "GetQualityReport",
+    "EndChallenger",
+)
 
 
 def twins(rpc: str) -> tuple[tuple[type, type], tuple[type, type]]:
@@ -85,6 +92,9 @@ class TrainingForwarder:
 
     async def GetQualityReport(self, request, context):
         return await self._forward("GetQualityReport", request, context)
+
+    async def EndChallenger(self, request, context):
+        return await self._forward("EndChallenger", request, context)
 
     async def WatchTrainingRun(self, request, context):
         (_, trainer_request), (response, _) = twins("WatchTrainingRun")

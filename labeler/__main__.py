@@ -18,6 +18,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
     labeler = Labeler(settings, db, chatgpt, open_image_store(settings))
 
     async def on_stop() -> None:
+        await labeler.drain(labeler.claim_ttl_s)  # after the server stopped: nothing new comes in
         if chatgpt is not None:
             await chatgpt.close()
 

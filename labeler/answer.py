@@ -71,8 +71,10 @@ SYSTEM_PROMPT = (
 )
 
 
-def user_prompt(hints: list[tuple[str, float]], note: str = "") -> str:
+def user_prompt(hints: list[tuple[str, float]], note: str = "", photos: int = 1) -> str:
     text = "Estimate this meal."
+    if photos > 1:  # one plate, not several: its numbers once
+        text += f" The {photos} photos show the same plate from different angles."
     if hints:
         listed = ", ".join(f"{label.replace('_', ' ')} ({p:.0%})" for label, p in hints[:3])
         text += f" An image classifier's top guesses (may be wrong): {listed}."

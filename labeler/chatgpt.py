@@ -116,15 +116,19 @@ class ChatGPT:
         await self.client.close()
 
     @metrics.chatgpt_call
-    async def ask(self, image: bytes, hints: list[tuple[str, float]], note: str = "") -> ChatGPTAnswer:
-        url = await asyncio.to_thread(prepare_image, image)  # decode and re-encode: off the event loop
+    async def ask(
+        self, image: bytes, hints: list[tuple[str, float]], note: str = "", angles: list[bytes] = ()
+    ) -> ChatGPTAnswer:
+        """`angles`: more photos of the same plate, sent in the same message (one call, one payment)."""
+        # decode and re-encode: off the event loop
+        urls = [await asyncio.to_thread(prepare_image, photo) for photo in (image, *angles)]
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": user_prompt(hints, note)},
-                    {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+                    {"type": "text", "text": user_prompt(hints, note, photos=len(urls))},
+                    *({"type": "image_url", "image_url": {"url": url, "detail": "low"}} for url in urls),
                 ],
             },
         ]

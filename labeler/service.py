@@ -26,6 +26,9 @@ _CODES = {
 }
 
 
+MAX_MORE_ANGLES = 3  # four photos of one plate at most
+
+
 def _checked_sha256(image: bytes) -> str:
     """A direct caller's bytes: readable as a picture (headers only), then hashed, once."""
     Image.open(io.BytesIO(image)).verify()
@@ -54,12 +57,18 @@ class LabelerServicer(labeler_pb2_grpc.LabelerServiceServicer):
     async def LabelMeal(self, request, context):
         sha256, image = await self._photo(request, context)
         hints = [(hint.label, hint.probability) for hint in request.dish_hints]
+        more = tuple(request.more_image_sha256s)
+        if len(more) > MAX_MORE_ANGLES or not all(is_sha256(other) for other in more):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"more_image_sha256s: at most {MAX_MORE_ANGLES}, each 64 lowercase hex characters",
+            )
         try:
             note = clean_note(request.note)
         except InvalidNote as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
-            result = await self.labeler.label(sha256, hints, note, image=image)
+            result = await self.labeler.label(sha256, hints, note, image=image, more=more)
         except LabelFailure as failure:
             context.set_trailing_metadata(((ERROR_METADATA_KEY, failure.reason),))
             await context.abort(_CODES.get(failure.reason, grpc.StatusCode.INTERNAL), str(failure))

@@ -43,6 +43,7 @@ class Classification:
     probabilities: np.ndarray  # float32, 101 values summing to 1
     classifier: str
     demo: bool
+    angles: int = 1  # photos of the plate pooled into this answer
 
 
 @dataclass(frozen=True)
@@ -142,10 +143,17 @@ class TorchServeClient:
         return json.loads(response.prediction)
 
     async def classify(
-        self, image: bytes, replica: int | None = None, model: str = FOOD101, timeout: float | None = None
+        self,
+        image: bytes,
+        replica: int | None = None,
+        model: str = FOOD101,
+        timeout: float | None = None,
+        more: tuple[bytes, ...] = (),
     ) -> Classification:
-        """`image`: the photo as sent (the worker decodes it); InvalidImage when it does not decode."""
-        result = await self._predict(model, "", {"data": image}, f"the {model} classifier", replica, timeout)
+        """`image`: the photo as sent (the worker decodes it); InvalidImage when it does not decode.
+        `more`: other angles of the same plate, classified in the same call and pooled with it."""
+        inputs = {"data": image, **{f"angle_{n}": photo for n, photo in enumerate(more, start=1)}}
+        result = await self._predict(model, "", inputs, f"the {model} classifier", replica, timeout)
         if "invalid_image" in result:
             raise InvalidImage(result["invalid_image"])
         return Classification(
@@ -154,6 +162,7 @@ class TorchServeClient:
             probabilities=_f32(result["probabilities"]),
             classifier=result["classifier"],
             demo=bool(result["demo"]),
+            angles=int(result.get("angles", 1)),
         )
 
     async def predict_nutrition(

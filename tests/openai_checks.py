@@ -81,14 +81,15 @@ def _check_content(body: dict) -> Problem | None:
         for part in message["content"]
         if part.get("type") == "image_url"
     ]
-    if len(images) != 1:
-        return Problem("exactly one image part expected")
-    url = images[0]["image_url"]["url"]
-    if not url.startswith("data:image/jpeg;base64,"):
-        return Problem("the image must be a base64 JPEG data URL")
-    image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-    if image.format != "JPEG" or max(image.size) > 2048:
-        return Problem("the image must be a JPEG of at most 2048 px")
-    if image.getexif():
-        return Problem("EXIF must be stripped")
+    if not 1 <= len(images) <= 4:  # one plate, up to four angles (foodcal's own contract)
+        return Problem("one to four image parts expected")
+    for part in images:
+        url = part["image_url"]["url"]
+        if not url.startswith("data:image/jpeg;base64,"):
+            return Problem("the image must be a base64 JPEG data URL")
+        image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        if image.format != "JPEG" or max(image.size) > 2048:
+            return Problem("the image must be a JPEG of at most 2048 px")
+        if image.getexif():
+            return Problem("EXIF must be stripped")
     return None

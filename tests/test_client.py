@@ -91,6 +91,11 @@ class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetStats(self, request, context):
         return STATS
 
+    async def EndChallenger(self, request, context):
+        RECEIVED.append(request)
+        version = request.version if request.HasField("version") else 7
+        return gateway_pb2.GatewayServiceEndChallengerResponse(version=version, baseline_version=2)
+
 
 @pytest.fixture
 async def gateway():
@@ -190,3 +195,10 @@ async def test_correct_sends_items_alone_or_totals_and_refuses_half_totals(gatew
     assert await asyncio.to_thread(client.main, half) == 2
     with pytest.raises(SystemExit):
         client.main(["--address", gateway, "correct", sample_id, "--item", "rice:lots"])
+
+
+async def test_end_challenger_ends_the_live_one_or_the_version_given(gateway, capsys, monkeypatch):
+    RECEIVED.clear()
+    assert "7" in await run(gateway, capsys, monkeypatch, "end-challenger")
+    assert "3" in await run(gateway, capsys, monkeypatch, "end-challenger", "3")
+    assert not RECEIVED[0].HasField("version") and RECEIVED[1].version == 3

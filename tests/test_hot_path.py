@@ -163,7 +163,7 @@ async def test_the_photo_for_chatgpt_is_prepared_off_the_event_loop(monkeypatch,
     "size, hops",
     [
         ((640, 480), ["stage", "_store_and_insert"]),
-        ((4000, 3000), ["_checked", "stage", "_store_and_insert"]),
+        ((4000, 3000), ["checked", "stage", "_store_and_insert"]),
     ],
 )
 async def test_analyze_meal_hops_to_a_thread_once_after_the_model_answers(system, monkeypatch, size, hops):

@@ -44,6 +44,7 @@ async def test_readme_examples_work_as_written(system, torchserve, tmp_path):
     app = await system()
     add_samples(app.db, 80, await current_classifier(torchserve.client), learnable)
     (tmp_path / "photo.jpg").write_bytes(photo())
+    (tmp_path / "side.jpg").write_bytes(photo(color=(90, 160, 30)))  # another angle of the plate
     port = app.servers["gateway"].port
     env = {
         **os.environ,
@@ -94,6 +95,8 @@ async def test_readme_examples_work_as_written(system, torchserve, tmp_path):
             assert int(stats.get("trainingDataSamples", stats.get("training_data_samples", 0))) >= 80
         if "client stats" in command:  # the CLI's summary
             assert int(re.search(r"^training data samples\s+(\d+)$", result.stdout, re.M).group(1)) >= 80
+        if "client meal" in command or "GetMeal" in command:  # two plates of lunch, each with 2 photos
+            assert re.search(r"meal lunch: 2 plates|\"plates_?[cC]ount\": 2", result.stdout), result.stdout
         if "client versions" in command:
             assert re.search(r"^0\s", result.stdout, re.M), result.stdout  # version 0 is listed
     assert found["RUN_ID"] and found["SAMPLE_ID"]

@@ -149,7 +149,15 @@ async def test_a_better_shadow_challenger_is_promoted_while_the_champion_answers
 
 
 async def test_a_worse_split_challenger_is_retired_and_each_photo_keeps_its_side(system, torchserve, stub):
-    app = await system(rollout="split", rollout_split_percent=50, rollout_min_samples=20, **FAST)
+    # The share and stickiness of a split, not its latency bound (tests/test_challenger_latency.py):
+    # on a busy test machine the challenger often answers 50 ms after the champion, and is dropped.
+    app = await system(
+        rollout="split",
+        rollout_split_percent=50,
+        rollout_min_samples=20,
+        rollout_challenger_grace_s=1.0,
+        **FAST,
+    )
     images = photos(80, 0)
     table = await table_answer(torchserve, images[:10])
     outcome = await train_constant_version(app, torchserve)
@@ -175,12 +183,18 @@ async def test_a_worse_split_challenger_is_retired_and_each_photo_keeps_its_side
     split = Challenger(1, 0, "split", 50.0)
     by_challenger = [a for a in traffic.answers[:-2] if a.model_versions.nutrition == 1]
     assert 0.25 < len(by_challenger) / len(traffic.answers[:-2]) < 0.75
+    dropped = 0
     with app.db.session() as session:
         for response in traffic.answers[:-2]:
             sample = session.get(Sample, response.sample_id)
+            if sample.paired_model_version is None:  # the challenger was slow or failing: dropped
+                assert response.model_versions.nutrition == 0
+                dropped += 1
+                continue
             # Sticky by image hash, and the other version's numbers stored beside the shown ones.
             assert split.answers(sample.image_sha256) == (response.model_versions.nutrition == 1)
             assert {sample.pred_model_version, sample.paired_model_version} == {0, 1}
+    assert dropped <= 3, dropped  # e.g. a replica's first answer from the re-registered challenger
     await asyncio.sleep(4)  # the grace before the challenger leaves TorchServe
     assert "1" not in await torchserve.client.registered_versions()
 

@@ -169,6 +169,7 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
         for sample_id in ids:
             sample = session.get(Sample, sample_id)
             sample.classifier_version, sample.embedding = "old-classifier@1", b"\x00" * 8
+            sample.dishes, sample.top1_dish = [["old_dish", 0.9]], "old_dish"
             sample.label_status = LabelStatus.LABELED
             sample.set_values("label", (600.0, 25.0, 20.0, 70.0))
             session.add(sample)
@@ -189,6 +190,7 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
         for sample_id in ids:
             sample = session.get(Sample, sample_id)
             assert sample.classifier_version == classifier and len(sample.embedding) == 48 * 4
+            assert sample.top1_dish == sample.dishes[0][0] != "old_dish"  # what the label policy counts
     started = await start_run(app, epochs=1)  # the same samples are training data now
     assert started.run_id
     await watch(app, started.run_id)

@@ -212,6 +212,8 @@ def test_one_client_weighs_at_most_its_share_and_a_lone_client_learns_fully():
     # A lone client: nothing capped; its corrections count in full.
     assert capped_rows(["a"] * 10, [str(i) for i in range(10)], 0.3).all()
     assert correction_weights(["a"] * 10, clients=1, share=0.3).tolist() == [1.0] * 10
+    # Samples from before owners were recorded are nobody's: never capped, and no second client.
+    assert capped_rows([None] * 50 + ["a"] * 5, [str(i) for i in range(55)], 0.3).all()
     # Four clients, one sending 70 of 100 photos: it keeps 30.
     owners = ["big"] * 70 + ["b"] * 10 + ["c"] * 10 + ["d"] * 10
     keep = capped_rows(owners, [f"{i:04d}" for i in range(100)], 0.3)

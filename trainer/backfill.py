@@ -47,6 +47,7 @@ def _save(db: Database, sample_ids: list[str], results: list[Classification]) ->
             sample = session.get(Sample, sample_id)
             sample.classifier_version = classification.classifier
             sample.dishes = [[label, p] for label, p in classification.dishes]
+            sample.top1_dish = classification.dishes[0][0][:100] if classification.dishes else ""
             sample.embedding = classification.embedding.astype("<f4").tobytes()
             sample.class_probabilities = classification.probabilities.astype("<f4").tobytes()
             session.add(sample)

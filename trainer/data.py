@@ -26,8 +26,9 @@ import numpy as np
 from sqlmodel import col, func, or_, select
 
 from foodcal.store import Database, LabelStatus, Sample
+from trainer.noted_labels import may_train
 from trainer.teacher_bias import TeacherBias
-from trainer.trust import capped_rows, correction_ratio, correction_weights, trusted
+from trainer.trust import capped_rows, clients, correction_ratio, correction_weights, trusted
 
 VALIDATION_PERCENT = 20  # versions are compared here; training never sees these, not even to stop
 EARLY_STOPPING_PERCENT = 10  # taken from the training side: picks the best epoch
@@ -203,6 +204,13 @@ def count_labelled(db: Database) -> int:
         return session.exec(select(func.count()).select_from(Sample).where(_labelled())).one()
 
 
+def count_stale(db: Database, classifier_version: str) -> int:
+    """Labelled or corrected samples embedded by another classifier: `make backfill` would add them."""
+    with db.session() as session:
+        query = select(func.count()).select_from(Sample).where(_labelled())
+        return session.exec(query.where(Sample.classifier_version != classifier_version)).one()
+
+
 def _labelled():
     return or_(Sample.label_status == LabelStatus.LABELED, col(Sample.corrected_at).is_not(None))
 
@@ -232,22 +240,26 @@ def load_dataset(db: Database, classifier_version: str, max_share_per_client: fl
     rows = [row for row in one_per_photo(list(rows)) if row.training_target is not None]
     if not rows:
         return Dataset([], np.zeros((0, 0), "f4"), np.zeros((0, 101), "f4"), np.zeros((0, 4), "f4"), [])
-    owners = [row.owner or "" for row in rows]
-    clients = len(set(owners))
+    owners = [row.owner for row in rows]
     keep = capped_rows(owners, [row.image_sha256 for row in rows], max_share_per_client)
     rows = [row for row, kept in zip(rows, keep, strict=True) if kept]
     probabilities = np.stack([np.frombuffer(row.class_probabilities, "<f4") for row in rows])
     dishes = probabilities.argmax(axis=1)
     nan = (np.nan,) * 4
+    # A label the person's note moved far from what the photo shows never trains the photo-only head.
     labels = np.array(
-        [row.values("label") or nan if row.label_status == LabelStatus.LABELED else nan for row in rows], "f4"
+        [
+            row.values("label") or nan if row.label_status == LabelStatus.LABELED and may_train(row) else nan
+            for row in rows
+        ],
+        "f4",
     )
     corrections = np.array([row.values("correction") or nan for row in rows], "f4")
     ok = trusted_corrections(rows, dishes)
     weights = np.ones(len(rows))
     kept = np.flatnonzero(ok)
     weights[kept] = correction_weights(
-        [rows[i].corrected_by or rows[i].owner or "" for i in kept], clients, max_share_per_client
+        [rows[i].corrected_by or rows[i].owner for i in kept], clients(owners), max_share_per_client
     )
     corrections[~ok] = np.nan
     data = Dataset(

@@ -12,7 +12,9 @@ that turns clearly worse than the one it replaced is rolled back by itself.
   ROLLBACK_MARGIN lower in ROLLBACK_CONFIDENCE of the paired resamples. Checked again and again, so
   the bar is higher than promotion's (5% vs 2%) and needs ROLLBACK_MIN_SAMPLES: a few unlucky
   labels must not bounce a good version.
-Every decision is stored on the rollout with its numbers and reason, and logged.
+Every decision is stored on the rollout with its numbers and reason, and logged. A check takes
+seconds and runs in every trainer: each swap and state change re-checks its premise under the swap
+lock (trainer/rollout_state.py), so a stale decision is dropped instead of undoing a newer one.
 """
 
 from __future__ import annotations
@@ -21,16 +23,25 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlmodel import col, select
-
-from foodcal import metrics
 from foodcal.settings import Settings
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
 from trainer.gate import EVIDENCE_TRUTH, RULE, Comparison, compare_predictions
 from trainer.live_evidence import Evidence, challenger_evidence, served_evidence
-from trainer.versions import ServedChanged, VersionStore
+from trainer.rollout_state import (
+    PROMOTE,
+    RETIRE,
+    ROLL_BACK,
+    SUPERSEDE,
+    decide,
+    decide_now,
+    in_state,
+    promote_by_rollback,
+    record,
+    still,
+)
+from trainer.versions import DEPLOY_WAIT_S, ServedChanged, VersionStore
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +110,10 @@ class Rollouts:
         `baseline`; `give_up()` stops waiting for another swap (ModelServerError)."""
         mode, version = self.policy.mode, row.version
         if mode != RolloutMode.REPLACE:
-            await self.start_challenger(row, baseline, embedding_dim, why)
+            try:
+                await self.start_challenger(row, baseline, embedding_dim, why)
+            except ServedChanged as changed:  # compared with a version no longer served
+                return RunStatus.NOT_DEPLOYED, str(changed)
             message = f"v{version} is live as a {mode} challenger of v{baseline}: {why}"
             return (
                 RunStatus.CHALLENGER,
@@ -113,9 +127,10 @@ class Rollouts:
         return RunStatus.DEPLOYED, f"deployed v{version}: {why}"
 
     async def start_challenger(self, row: ModelVersionRow, baseline: int, dim: int, why: str) -> None:
-        """Retire any live challenger, then serve `row` beside `baseline` as the new one."""
+        """Retire any live challenger, then serve `row` beside `baseline` as the new one;
+        ServedChanged if `baseline` is no longer served by then."""
         version = row.version
-        for old in await asyncio.to_thread(self._in_state, RolloutState.CHALLENGER):
+        for old in await asyncio.to_thread(in_state, self.db, RolloutState.CHALLENGER):
             await self._retire(old, f"replaced by the newer challenger v{version}")
         rollout = Rollout(
             version=version,
@@ -125,26 +140,46 @@ class Rollouts:
             state=RolloutState.CHALLENGER,
         )
 
-        def record() -> None:  # once registered everywhere
-            self._decide(
-                rollout, "challenger", f"live as a {self.policy.mode} challenger of v{baseline}: {why}"
-            )
+        def live() -> None:  # once registered everywhere
+            record(rollout, "challenger", f"live as a {self.policy.mode} challenger of v{baseline}: {why}")
             self._save(rollout)
 
-        await self.versions.add_challenger(row, dim, record)
+        await self.versions.add_challenger(row, dim, baseline, live)
 
     async def deployed(self, version: int, baseline: int, why: str) -> None:
         """`version` replaced `baseline` (ROLLOUT=replace): watched from now on."""
         rollout = Rollout(version=version, baseline_version=baseline, mode=RolloutMode.REPLACE, state="")
-        self._serve(rollout, "deployed", why)
+        rollout.state, rollout.served_at = RolloutState.SERVED, utcnow()
+        record(rollout, "deployed", why)
         await asyncio.to_thread(self._save, rollout)
+
+    # -- an operator ---------------------------------------------------------------------------------
+
+    async def rollback(self, version: int) -> tuple[int, int]:
+        """Serve `version` again (RollbackModel). A live challenger served this way is promoted in
+        the same transaction, so that it is never served but recorded as a challenger or retired."""
+        return await self.versions.rollback(
+            version, also=lambda session, previous: promote_by_rollback(session, version, previous)
+        )
+
+    async def end_challenger(self, version: int | None) -> Rollout:
+        """Retire the live challenger (`version`, or whichever is live) on an operator's word;
+        LookupError when there is none."""
+        live = await asyncio.to_thread(in_state, self.db, RolloutState.CHALLENGER, version)
+        which = "" if version is None else f" v{version}"
+        if not live:
+            raise LookupError(f"no live challenger{which}")
+        for rollout in live:
+            if not await self._retire(rollout, "ended by an operator"):
+                raise LookupError(f"the challenger{which} was decided meanwhile: {rollout.state}")
+        return live[-1]
 
     # -- the periodic check ------------------------------------------------------------------------
 
     async def check(self) -> None:
-        for rollout in await asyncio.to_thread(self._in_state, RolloutState.CHALLENGER):
+        for rollout in await asyncio.to_thread(in_state, self.db, RolloutState.CHALLENGER):
             await self._judge_challenger(rollout, (await asyncio.to_thread(self.versions.served)).version)
-        for rollout in await asyncio.to_thread(self._in_state, RolloutState.SERVED):  # a promotion included
+        for rollout in await asyncio.to_thread(in_state, self.db, RolloutState.SERVED):  # promotions too
             await self._watch_served(rollout, (await asyncio.to_thread(self.versions.served)).version)
 
     async def _judge_challenger(self, rollout: Rollout, served: int) -> None:
@@ -167,23 +202,22 @@ class Rollouts:
             return
         row = await asyncio.to_thread(self.versions.row, rollout.version)
         model = await asyncio.to_thread(self.versions.model, row)
-        try:
-            await self.versions.deploy(row, model.embedding_dim, replacing=rollout.baseline_version)
-        except (ServedChanged, ModelServerError) as error:
-            await self._retire(
-                rollout, f"better on live traffic ({summary}) but not promoted: {error}", numbers
+        reason = f"better on live traffic: {summary}"
+        try:  # only if it is still the live challenger of the served version, under the lock
+            await self.versions.deploy(
+                row,
+                model.embedding_dim,
+                replacing=rollout.baseline_version,
+                check=still(self.db, rollout, RolloutState.CHALLENGER),
+                also=lambda session, _: decide(session, rollout, PROMOTE, reason, numbers),
             )
-            return
-        self._serve(rollout, "promoted", f"better on live traffic: {summary}", numbers)
-        await asyncio.to_thread(self._save, rollout)
+        except (ServedChanged, ModelServerError) as error:
+            await self._retire(rollout, f"{reason}, but not promoted: {error}", numbers)
 
     async def _watch_served(self, rollout: Rollout, served: int) -> None:
         if served != rollout.version:
-            rollout.state, rollout.ended_at = RolloutState.SUPERSEDED, utcnow()
-            self._decide(
-                rollout, "superseded", f"v{served} is served now; the watch of v{rollout.version} ended"
-            )
-            await asyncio.to_thread(self._save, rollout)
+            why = f"v{served} is served now; the watch of v{rollout.version} ended"
+            await asyncio.to_thread(decide_now, self.db, rollout, SUPERSEDE, why)
             return
         evidence = await asyncio.to_thread(self._served_evidence, rollout)
         evidence = evidence.preferred() if evidence is not None else None
@@ -201,19 +235,17 @@ class Rollouts:
             f"v{rollout.baseline_version} {now.served.score:.4f} on its last {_what(evidence)} "
             f"({ROLLBACK_RULE}: {back.improvement:.1%} lower in {back.confidence:.0%})"
         )
-        try:
-            await self.versions.rollback(rollout.baseline_version)
+        numbers = _evidence(now, rollout.version, rollout.baseline_version, evidence.kind)
+        try:  # only if the version judged is still served and watched: never undo a newer swap
+            await self.versions.rollback(
+                rollout.baseline_version,
+                check=still(self.db, rollout, RolloutState.SERVED, served=rollout.version),
+                also=lambda session, _: decide(session, rollout, ROLL_BACK, reason, numbers),
+            )
+        except ServedChanged as changed:
+            log.info("automatic rollback of v%d dropped: %s", rollout.version, changed)
         except (ModelServerError, LookupError, FileNotFoundError) as error:
             log.error("automatic rollback of v%d failed: %s (%s)", rollout.version, error, reason)
-            return
-        rollout.state, rollout.ended_at = RolloutState.ROLLED_BACK, utcnow()
-        self._decide(
-            rollout,
-            "rolled_back",
-            reason,
-            _evidence(now, rollout.version, rollout.baseline_version, evidence.kind),
-        )
-        await asyncio.to_thread(self._save, rollout)
 
     def _served_evidence(self, rollout: Rollout) -> Evidence | None:
         row = self.versions.row(rollout.baseline_version)
@@ -225,38 +257,19 @@ class Rollouts:
 
     # -- state ---------------------------------------------------------------------------------------
 
-    async def _retire(self, rollout: Rollout, reason: str, numbers: dict | None = None) -> None:
-        rollout.state, rollout.ended_at = RolloutState.RETIRED, utcnow()
-        self._decide(rollout, "retired", reason, numbers)
-        await asyncio.to_thread(self._save, rollout)  # gateways stop asking it...
-        await asyncio.sleep(RETIRE_GRACE_S)  # ...once their cached read expires
+    async def _retire(self, rollout: Rollout, reason: str, numbers: dict | None = None) -> bool:
+        """False: it was decided meanwhile (promoted, served by a rollback, retired by another)."""
+        # Under the swap lock: a promotion or rollback under way serves it before or not at all.
+        async with self.versions.swap_lock.held(f"retiring challenger v{rollout.version}", DEPLOY_WAIT_S):
+            retired = await asyncio.to_thread(decide_now, self.db, rollout, RETIRE, reason, numbers)
+        if not retired:
+            return False
+        await asyncio.sleep(RETIRE_GRACE_S)  # gateways stop asking it once their cached read expires
         try:
             await self.versions.remove_challenger(rollout.version)
         except ModelServerError as error:  # the reconcile loop drops it later
             log.warning("retired challenger v%d is still registered: %s", rollout.version, error)
-
-    def _serve(self, rollout: Rollout, decision: str, reason: str, numbers: dict | None = None) -> None:
-        rollout.state, rollout.served_at = RolloutState.SERVED, utcnow()
-        self._decide(rollout, decision, reason, numbers)
-
-    @staticmethod
-    def _decide(rollout: Rollout, decision: str, reason: str, numbers: dict | None = None) -> None:
-        entry = {
-            "at": utcnow().isoformat(),
-            "decision": decision,
-            "reason": reason,
-            "evidence": numbers or {},
-        }
-        rollout.decisions = [*rollout.decisions, entry]
-        metrics.ROLLOUTS.labels(decision).inc()
-        level = logging.WARNING if decision in ("rolled_back", "retired") else logging.INFO
-        log.log(level, "nutrition v%d %s: %s", rollout.version, decision.replace("_", " "), reason)
-
-    def _in_state(self, state: RolloutState) -> list[Rollout]:
-        with self.db.session() as session:
-            return list(
-                session.exec(select(Rollout).where(Rollout.state == state).order_by(col(Rollout.started_at)))
-            )
+        return True
 
     def _save(self, rollout: Rollout) -> None:
         with self.db.session() as session:

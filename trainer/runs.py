@@ -19,7 +19,7 @@ from model_store.reference import food101_labels
 from trainer import quality
 from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both
-from trainer.data import count_labelled, load_dataset, run_data
+from trainer.data import count_labelled, count_stale, load_dataset, run_data
 from trainer.gate import RULE, decide
 from trainer.rollout import Rollouts
 from trainer.training import EpochResult, TrainingParameters, train
@@ -109,7 +109,7 @@ class RunManager:
             classifier = await self.current_classifier()
             dataset = await asyncio.to_thread(load_dataset, self.db, classifier, self.max_share_per_client)
             if len(dataset) < self.min_samples:
-                stale = labelled - len(dataset)
+                stale = await asyncio.to_thread(count_stale, self.db, classifier)
                 hint = f" ({stale} more need `make backfill` for classifier {classifier})" if stale else ""
                 raise Refused("precondition", f"too little data: {len(dataset)} of {self.min_samples}{hint}")
             run = TrainingRunRow(parameters=params.as_dict(), status=RunStatus.RUNNING)

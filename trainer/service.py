@@ -172,7 +172,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     @_unary
     async def RollbackModel(self, request, context):
         try:
-            served, previous = await self.versions.rollback(request.version)
+            served, previous = await self.runs.rollouts.rollback(request.version)
         except LookupError as error:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(error), "VERSION_NOT_FOUND")
         except FileNotFoundError as error:
@@ -181,6 +181,19 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             await _model_server_failed(context, error)
         log.info("rolled back: v%d served (was v%d)", served, previous)
         return trainer_pb2.RollbackModelResponse(served_version=served, previous_version=previous)
+
+    @_unary
+    async def EndChallenger(self, request, context):
+        version = request.version if request.HasField("version") else None
+        try:
+            ended = await self.runs.rollouts.end_challenger(version)
+        except LookupError as error:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(error), "NO_LIVE_CHALLENGER")
+        except ModelServerError as error:
+            await _model_server_failed(context, error)
+        return trainer_pb2.EndChallengerResponse(
+            version=ended.version, baseline_version=ended.baseline_version
+        )
 
     @_unary
     async def BackfillEmbeddings(self, request, context):

@@ -57,24 +57,32 @@ def client_cap(clients: int, share: float) -> float:
     return 1.0 if clients <= 1 else max(share, 1.0 / clients)
 
 
-def capped_rows(owners: list[str], order: list[str], share: float) -> np.ndarray:
+def clients(owners: list[str | None]) -> int:
+    """Clients among the owners; None (a sample from before owners were recorded) is none."""
+    return len({owner for owner in owners if owner is not None})
+
+
+def capped_rows(owners: list[str | None], order: list[str], share: float) -> np.ndarray:
     """[n] bool: each owner's rows kept up to the cap of the run's rows, the rest dropped. `order`
     (the photo's hash) picks which rows stay, so the same rows stay from run to run."""
-    cap = client_cap(len(set(owners)), share)
+    cap = client_cap(clients(owners), share)
     limit = max(1, math.floor(cap * len(owners)))
     keep = np.zeros(len(owners), dtype=bool)
-    kept: dict[str, int] = defaultdict(int)
+    kept: dict[str | None, int] = defaultdict(int)
     for index in sorted(range(len(owners)), key=lambda i: order[i]):
-        if kept[owners[index]] < limit:
+        owner = owners[index]
+        if owner is None or kept[owner] < limit:
             keep[index] = True
-            kept[owners[index]] += 1
+            kept[owner] += 1
     return keep
 
 
-def correction_weights(correctors: list[str], clients: int, share: float) -> np.ndarray:
+def correction_weights(correctors: list[str | None], clients: int, share: float) -> np.ndarray:
     """[n] weight of each correction: a client's corrections together weigh at most the cap of all."""
     cap, total = client_cap(clients, share), len(correctors)
-    counts: dict[str, int] = defaultdict(int)
+    counts: dict[str | None, int] = defaultdict(int)
     for corrector in correctors:
         counts[corrector] += 1
-    return np.array([min(1.0, cap * total / counts[c]) for c in correctors], dtype=np.float64)
+    return np.array(
+        [1.0 if c is None else min(1.0, cap * total / counts[c]) for c in correctors], dtype=np.float64
+    )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from foodcal import metrics
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutState
@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 DEPLOY_WAIT_S = 300.0  # a run waits out another swap (a registration may take minutes)
 ROLLBACK_WAIT_S = 20.0  # within the caller's deadline; then UNAVAILABLE, try again
 RECONCILE_WAIT_S = 1.0  # the periodic check just skips a beat while another swap runs
+
+# A swap decided on what was true earlier re-checks it under the lock: given the served version read
+# there, why the swap must not happen now (None: go ahead).
+Check = Callable[[int], str | None]
+# What else changes with the served version, in the same transaction (e.g. its rollout's state):
+# given the session and the version served until now.
+Also = Callable[[Session, int], None]
 
 
 def live_challenger_versions(db: Database) -> list[int]:
@@ -110,36 +117,53 @@ class VersionStore:
         embedding_dim: int,
         replacing: int | None = None,
         give_up: Callable[[], bool] = lambda: False,
+        check: Check | None = None,
+        also: Also | None = None,
     ) -> None:
         """Hot-swap `row` into every TorchServe replica; the database follows only on success.
 
         `replacing`: the version the candidate was compared with; if another swap changed the served
-        version meanwhile, nothing is deployed (ServedChanged). `give_up` stops waiting for the lock.
+        version meanwhile, nothing is deployed (ServedChanged), nor when `check` objects.
+        `give_up` stops waiting for the lock.
         """
         async with self.swap_lock.held(f"deploying v{row.version}", DEPLOY_WAIT_S, give_up):
-            if replacing is not None:
-                served = (await asyncio.to_thread(self.served)).version
-                if served != replacing:
-                    raise ServedChanged(
-                        f"not deployed: v{served} became the served version while the run compared "
-                        f"its candidate with v{replacing}; start a new run to compare with v{served}"
-                    )
-            await self._swap(row, embedding_dim)
+            previous = await self._premise(replacing, check)
+            await self._swap(row, embedding_dim, previous, also)
 
-    async def _swap(self, row: ModelVersionRow, embedding_dim: int) -> None:
+    async def _premise(self, replacing: int | None, check: Check | None) -> int:
+        """Only with the swap lock held: the served version, if the swap may still go ahead."""
+        served = (await asyncio.to_thread(self.served)).version
+        if replacing is not None and served != replacing:
+            raise ServedChanged(
+                f"not deployed: v{served} became the served version while the run compared "
+                f"its candidate with v{replacing}; start a new run to compare with v{served}"
+            )
+        why = None if check is None else await asyncio.to_thread(check, served)
+        if why:
+            raise ServedChanged(why)
+        return served
+
+    async def _swap(self, row: ModelVersionRow, embedding_dim: int, previous: int, also: Also | None) -> None:
         """Only with the swap lock held."""
         await self.replicas.hot_swap(
             Path(row.mar_path).name, row.version, embedding_dim, drain_s=self.drain_s
         )
-        await asyncio.to_thread(self._mark_served, row)
+        await asyncio.to_thread(self._mark_served, row, previous, also)
 
     async def add_challenger(
-        self, row: ModelVersionRow, embedding_dim: int, record: Callable[[], None]
+        self, row: ModelVersionRow, embedding_dim: int, beside: int, record: Callable[[], None]
     ) -> None:
-        """Register `row` on every replica beside the served version (not its default), or on none;
-        `record()` stores it as the live challenger under the same lock, so that the reconcile never
-        sees it registered but not yet recorded, and drops it as a stray."""
+        """Register `row` on every replica beside the served version `beside` (not its default), or
+        on none; `record()` stores it as the live challenger under the same lock, so that the
+        reconcile never sees it registered but not yet recorded, and drops it as a stray.
+        ServedChanged: `beside` is no longer served (a promotion or rollback came first)."""
         async with self.swap_lock.held(f"adding challenger v{row.version}", DEPLOY_WAIT_S):
+            served = (await asyncio.to_thread(self.served)).version
+            if served != beside:
+                raise ServedChanged(
+                    f"not live: v{served} became the served version while the run compared its "
+                    f"candidate with v{beside}; start a new run to compare with v{served}"
+                )
             await self.replicas.register(Path(row.mar_path).name, row.version, embedding_dim)
             await asyncio.to_thread(record)
 
@@ -149,13 +173,15 @@ class VersionStore:
             if (await asyncio.to_thread(self.served)).version != version:
                 await self.replicas.unregister(version)
 
-    def _mark_served(self, row: ModelVersionRow) -> None:
+    def _mark_served(self, row: ModelVersionRow, previous: int, also: Also | None = None) -> None:
         with self.db.session() as session:
             for other in session.exec(select(ModelVersionRow).where(ModelVersionRow.served)).all():
                 other.served = False
                 session.add(other)
             row.served = True
             session.merge(row)
+            if also is not None:
+                also(session, previous)
         log.info("nutrition v%d is now served", row.version)
 
     async def reconcile(self, wait_s: float = RECONCILE_WAIT_S) -> bool:
@@ -201,14 +227,17 @@ class VersionStore:
         return row
 
     @metrics.model_swap("rollback")
-    async def rollback(self, version: int) -> tuple[int, int]:
-        """Serve `version` again; returns (served, previously served)."""
+    async def rollback(
+        self, version: int, check: Check | None = None, also: Also | None = None
+    ) -> tuple[int, int]:
+        """Serve `version` again; returns (served, previously served). ServedChanged: `check`
+        objected to the served version read under the lock; nothing was changed."""
         row = await asyncio.to_thread(self._rollback_target, version)
         async with self.swap_lock.held(f"the rollback to v{version}", ROLLBACK_WAIT_S):
-            previous = (await asyncio.to_thread(self.served)).version  # read under the lock
+            previous = await self._premise(None, check)
             if previous == version:
                 await self._reconcile()  # already served per the database: make TorchServe agree
                 return version, previous
             model = await asyncio.to_thread(self.model, row)
-            await self._swap(row, model.embedding_dim)
+            await self._swap(row, model.embedding_dim, previous, also)
         return version, previous

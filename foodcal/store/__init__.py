@@ -2,6 +2,7 @@
 
 from foodcal.store.db import Database
 from foodcal.store.images import ImageStore, S3ImageStore, StoredImage, open_image_store
+from foodcal.store.label_calls import LabelCallInFlight
 from foodcal.store.rollouts import Rollout, RolloutMode, RolloutState
 from foodcal.store.tables import (
     AnalyzeRequest,
@@ -23,6 +24,7 @@ __all__ = [
     "Database",
     "ImageStore",
     "LabelCache",
+    "LabelCallInFlight",
     "LabelStatus",
     "ModelVersionRow",
     "RateLimit",

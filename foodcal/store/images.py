@@ -8,13 +8,16 @@ Ceph or any other S3-compatible server). Names are always `images/ab/cd/<sha256>
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Photos are staged here, beside `images/` on the same file system, so publishing is one rename.
 INCOMING_DIR = "incoming"
@@ -49,6 +52,15 @@ def object_name(sha256: str) -> str:
     return f"images/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
 
+def _fsync_directory(path: Path) -> None:
+    """A rename or a new entry survives a power cut only once its directory is on disk too."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _could_not_store(error: OSError) -> ImageStorageError:
     return ImageStorageError(f"could not store the image: {error.strerror or error}")
 
@@ -65,11 +77,16 @@ class StagedImage:
         if self.incoming is None:
             return StoredImage(self.sha256, str(self.path), already_stored=True)
         try:
+            created = []
             try:
                 os.replace(self.incoming, self.path)
             except FileNotFoundError:  # the first photo under its images/ab/cd/ directory
+                created = [d for d in reversed(self.path.parents[:3]) if not d.exists()]
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self.incoming, self.path)
+            # The sample that names this photo is committed next: its name must be durable first.
+            for directory in {self.path.parent, *(d.parent for d in created)}:
+                _fsync_directory(directory)
         except OSError as error:
             self.discard()
             raise _could_not_store(error) from error
@@ -126,10 +143,13 @@ class ImageStore:
     def get(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
 
-    def sweep_incoming(self, older_than_s: float = INCOMING_MAX_AGE_S) -> int:
+    def sweep_incoming(
+        self, older_than_s: float = INCOMING_MAX_AGE_S, referenced: Callable[[str], bool] = lambda sha: False
+    ) -> int:
         """Removes photos staged and never published or discarded (their process died); a staged
         photo younger than `older_than_s` may be another gateway's write in progress and stays.
-        Returns how many were removed."""
+        One that `referenced(sha256)` says a committed sample names, and that is missing under its
+        name (a rename lost in a power cut), is published instead. Returns how many were removed."""
         cutoff = time.time() - older_than_s
         removed = 0
         try:
@@ -139,11 +159,22 @@ class ImageStore:
         for entry in entries:
             try:
                 if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    if self._restored(Path(entry.path), referenced):
+                        continue
                     os.unlink(entry.path)
                     removed += 1
             except FileNotFoundError:
                 pass  # published or discarded meanwhile
         return removed
+
+    def _restored(self, incoming: Path, referenced: Callable[[str], bool]) -> bool:
+        sha256 = sha256_of(incoming.read_bytes())
+        path = self.path_for(sha256)
+        if path.exists() or not referenced(sha256):
+            return False
+        StagedImage(sha256, path, incoming).publish()
+        log.warning("restored photo %s… a committed sample names (its rename was lost)", sha256[:12])
+        return True
 
 
 class S3ImageStore:
@@ -170,7 +201,7 @@ class S3ImageStore:
         """S3 has no rename: the photo is uploaded when it is published."""
         return DeferredPut(self, data, sha256 or sha256_of(data))
 
-    def sweep_incoming(self) -> int:
+    def sweep_incoming(self, referenced: Callable[[str], bool] = lambda sha: False) -> int:
         """Nothing is staged on disk for S3: nothing to sweep."""
         return 0
 

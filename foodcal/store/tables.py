@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Column, LargeBinary
+from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from foodcal.convert import mirrors_proto_enum
@@ -36,6 +36,7 @@ class RunStatus(enum.StrEnum):
 
 class Sample(SQLModel, table=True):
     __tablename__ = "samples"
+    __table_args__ = (Index("ix_samples_meal_id", "owner", "meal_id"),)  # GetMeal: a client's meal
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     created_at: datetime = Field(default_factory=utcnow, index=True)
@@ -77,6 +78,10 @@ class Sample(SQLModel, table=True):
     pred_portion_basis: str = ""
     # Who sent the photo: gateway.auth.identity_of(token), never the token; None before 0004.
     owner: str | None = Field(default=None, index=True, max_length=64)
+    # The client's meal this plate belongs to ("" = none), and the plate's other angles' sha256s
+    # (in the image store; the embedding and probabilities above are pooled over every angle).
+    meal_id: str = Field(default="", max_length=64)
+    more_image_sha256s: list | None = Field(default=None, sa_column=Column(JSON))
 
     # The ChatGPT label and its queue state.
     label_status: str = Field(default=LabelStatus.NOT_REQUESTED, index=True, max_length=20)

@@ -1,8 +1,15 @@
 """TorchServe handler for the frozen Food-101 classifier.
 
 Input: one photo per request, as the person sent it (JPEG/PNG/WebP bytes; the gateway checked
-its headers only). It is decoded here, once, at reduced scale (`photos.decode_for_model`, shipped
-from foodcal/photos.py). Output per request (JSON): the top-k dishes with probabilities, plus the
+its headers only), and up to three more photos of the same plate from other angles (`angle_1` ..
+`angle_3`). Every angle runs through the classifier in the same forward pass, and the plate's
+answer pools them: the mean embedding, and probabilities from the mean log-probability (for a
+single linear classification layer, as ViT's, that is the classifier's answer for the mean
+embedding, so the nutrition head reads a consistent pair; on
+photos whose angles are fooled independently it lifted top-1 from 92.1% to 95.9% with two angles
+and 96.1% with four, where the mean of probabilities gave 95.3% with two: `bench/angles.py`).
+Each photo is decoded here, once, at reduced scale (`photos.decode_for_model`, shipped from
+foodcal/photos.py). Output per request (JSON): the top-k dishes with probabilities, plus the
 image embedding and the full class-probability vector (float32, base64), so the nutrition model and
 training never run the backbone again. The classifier itself (any transformers image-classification
 family) is `food101_model.Food101Classifier`.
@@ -23,6 +30,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from worker_heap import keep_freed_memory
 
 TOP_K = 5
+ANGLES = ("data", "angle_1", "angle_2", "angle_3")  # the request's photos of one plate, in order
 
 
 def _f32_b64(values: torch.Tensor) -> str:
@@ -43,29 +51,47 @@ class Food101Handler(BaseHandler):
         self.initialized = True
 
     def preprocess(self, data):
-        """Decoded photos; a photo that does not decode is kept aside with its reason."""
-        images, self.failed, self.rows = [], {}, len(data)
+        """Decoded photos, every angle of every request; a request with a photo that does not
+        decode is kept aside with its reason."""
+        images, self.failed, self.angles = [], {}, []
         for index, row in enumerate(data):
+            photos = [row.get("data") or row.get("body")] + [row[k] for k in ANGLES[1:] if row.get(k)]
             try:
-                photo = row.get("data") or row.get("body")
-                images.append(decode_for_model(photo, self.classifier.input_short_side))
+                decoded = [decode_for_model(photo, self.classifier.input_short_side) for photo in photos]
             except InvalidImage as error:
-                self.failed[index] = str(error)
+                self.failed[index] = (
+                    str(error) if len(photos) == 1 else f"one of the {len(photos)} photos: {error}"
+                )
+                decoded = []
+            images += decoded
+            self.angles.append(len(decoded))
         return images
 
     def inference(self, images, *args, **kwargs):
         return self.classifier(self.classifier.pixels(images)) if images else None
 
     def postprocess(self, data):
-        answers = iter(self._answers(*data) if data is not None else [])
+        answers = iter(self._answers(*self._pooled(*data)) if data is not None else [])
         responses = []
-        for index in range(self.rows):
+        for index in range(len(self.angles)):
             if index in self.failed:
                 self.context.set_response_status(400, self.failed[index], idx=index)
                 responses.append({"invalid_image": self.failed[index]})
             else:
                 responses.append(next(answers))
         return responses
+
+    def _pooled(self, embeddings, probabilities):
+        """One (embedding, probabilities) per request from its angles' (see the module's docstring)."""
+        pooled_embeddings, pooled_probabilities, start = [], [], 0
+        for count in (n for n in self.angles if n):
+            rows = slice(start, start + count)
+            pooled_embeddings.append(embeddings[rows].float().mean(dim=0))
+            log_mean = probabilities[rows].float().clamp_min(1e-12).log().mean(dim=0)
+            pooled_probabilities.append(torch.softmax(log_mean, dim=-1))
+            start += count
+        self.pooled_angles = [n for n in self.angles if n]
+        return torch.stack(pooled_embeddings), torch.stack(pooled_probabilities)
 
     def _answers(self, embeddings, probabilities):
         top_p, top_i = probabilities.topk(TOP_K, dim=-1)
@@ -76,6 +102,9 @@ class Food101Handler(BaseHandler):
                 "probabilities": _f32_b64(probs),
                 "classifier": self.identity["version"],
                 "demo": self.identity["demo"],
+                "angles": angles,
             }
-            for embedding, probs, ps, idx in zip(embeddings, probabilities, top_p, top_i, strict=True)
+            for embedding, probs, ps, idx, angles in zip(
+                embeddings, probabilities, top_p, top_i, self.pooled_angles, strict=True
+            )
         ]

@@ -70,6 +70,13 @@ async def suite(target: Target, seconds: float, quiet_s: float, only: list[int] 
         await asyncio.sleep(WARMUP_S)
         quiet_window = (time.monotonic(), time.monotonic() + quiet_s)
         await asyncio.sleep(quiet_s)
+        # Each attack is judged from a still store and bill to the next: an honest call in flight
+        # (paid, not yet recorded) must not look like a call the attack left unrecorded.
+        await honest.pause()
+        await settle(target)
+        told |= honest.told
+        before = ledger(target, told)
+        honest.resume()
         for number, attack in ATTACKS.items():
             if only and number not in only:
                 continue
@@ -78,8 +85,6 @@ async def suite(target: Target, seconds: float, quiet_s: float, only: list[int] 
                 if attack is duplicate_probe
                 else partial(attack, target, seconds)
             )
-            told |= honest.told
-            before = ledger(target, told)
             started = time.monotonic()
             progress(f"{time.monotonic() - began:.0f} s: attack {number}, {attack.__name__}")
             try:
@@ -99,6 +104,7 @@ async def suite(target: Target, seconds: float, quiet_s: float, only: list[int] 
             after = ledger(target, told)
             honest.resume()
             results.append(result(outcome, before, after, target.existing(told), len(told), window))
+            before = after
         end_window = (time.monotonic(), time.monotonic() + quiet_s)
         await asyncio.sleep(quiet_s)
         await honest.pause()  # every call sent in a window has answered

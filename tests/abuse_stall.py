@@ -159,7 +159,7 @@ async def slow_challenger(target: Target, seconds: float, slow_ms: int = 3000) -
     waits that long to fill the batch. Only the honest clients' AnalyzeMeal are measured."""
     from model_store import archive, checkpoint
     from model_store.build import reference_model
-    from model_store.client import TorchServeClient
+    from model_store.client import ModelServerError, TorchServeClient
     from trainer.swap_lock import SwapLock
 
     out = Outcome(
@@ -196,7 +196,10 @@ async def slow_challenger(target: Target, seconds: float, slow_ms: int = 3000) -
             row = session.get(Rollout, row_id)
             row.state, row.ended_at = RolloutState.RETIRED, datetime.now(UTC)
             session.add(row)
-        await torchserve.unregister(replica, "nutrition", "1")  # a gateway still asking: the champion answers
+    await asyncio.sleep(2.5 + slow_ms / 1000)  # no gateway asks it any more, its last batch is done
+    async with lock.held("unregistering the abuse suite's slow challenger", 60):
+        with contextlib.suppress(ModelServerError):  # the trainer's reconcile may have dropped it
+            await torchserve.unregister(replica, "nutrition", "1")
     await torchserve.close()
     out.facts.append(f"challenger v1 live for {seconds:.0f} s, then retired")
     return out

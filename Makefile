@@ -68,10 +68,13 @@ bench: setup ## training and serving benchmarks (prints ratios, writes bench/res
 soak: setup ## 2 minutes of 8 clients with a training run hot-swapping in the middle; prints RSS and fds
 	$(PY) -m tests.soak --duration 120 --clients 8
 
+abuse: setup ## the attacks of issue 30 on the system `make run` starts (~4 min): what each did to honest clients' p99 and the store; writes bench/results/abuse.txt
+	$(PY) -m tests.abuse
+
 backfill: setup ## re-embed stored images through TorchServe after the classifier changed
 	$(PY) -m trainer.backfill
 
 clean: ## remove generated code, built models and run state (keeps data/ and uploads/)
 	rm -rf foodcal/v1 foodcal/torchserve model_store/mar model_store/checkpoints run
 
-.PHONY: help java prometheus setup protos models run status lint test compose-test bench soak backfill clean
+.PHONY: help java prometheus setup protos models run status lint test compose-test bench soak abuse backfill clean

@@ -5,11 +5,14 @@ asked for) and refuses a bad one with a 400 in the API's error shape, so a broke
 the test. Like the real API it refuses parameters it does not know, and reasoning models (o-series,
 gpt-5) refuse `max_tokens` and any `temperature` but the default. Run it alone for demos:
     python -m tests.openai_stub --port 8099 --api-key sk-test
+Run as a process (bench/abuse.py), it is scripted over HTTP: POST /stub/rules {"marker": {"delay_s",
+"status", "message"}} answers a request whose prompt holds `marker` so; GET /stub/stats counts calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import threading
 import time
@@ -96,6 +99,8 @@ class OpenAIStub:
         self.requests: list[dict] = []
         self.times: list[float] = []
         self.problems: list[str] = []
+        self.rules: dict[str, dict] = {}  # prompt marker -> {"delay_s", "status", "message"}
+        self.paid: list[str] = []  # the image part's sha256 of each answer sent: a photo paid twice
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -118,6 +123,8 @@ class OpenAIStub:
             self.script, self.default = list(replies), default
             self.requests.clear()
             self.times.clear()
+            self.paid.clear()
+            self.rules = {}
             self.problems.clear()
 
     @property
@@ -134,12 +141,27 @@ class OpenAIStub:
             if problem:
                 self.problems.append(problem.message)
                 return error(400, problem.message, param=problem.param, code=problem.code)
-            reply = self.script.pop(0) if self.script else self.default or answer()
+            reply = self.script.pop(0) if self.script else self._ruled(body) or self.default or answer()
             if reply.raw is None and reply.body is None:
                 reply = replace(reply, body=answer().body)
             if reply.body is not None and "choices" in reply.body and reply.body["model"] is None:
                 reply = replace(reply, body={**reply.body, "model": body["model"]})  # like OpenAI
+            if reply.status == 200:
+                self.paid.append(_image_digest(body))
             return reply
+
+    def _ruled(self, body: dict) -> Reply | None:
+        text = json.dumps(body.get("messages", []))
+        for marker, rule in self.rules.items():
+            if marker in text:
+                status = rule.get("status", 200)
+                reply = answer() if status == 200 else error(status, rule.get("message", "error"))
+                return replace(reply, delay_s=rule.get("delay_s", 0.0))
+        return None
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"calls": len(self.times), "paid": len(self.paid), "paid_images": len(set(self.paid))}
 
     def _handler(self):
         stub = self
@@ -148,12 +170,27 @@ class OpenAIStub:
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass
 
+            def _json(self, value: dict) -> None:
+                payload = json.dumps(value).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self._json(stub.stats())  # /stub/stats, the only GET
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 try:
                     body = json.loads(self.rfile.read(length))
                 except json.JSONDecodeError:
                     body = {}
+                if self.path == "/stub/rules":
+                    with stub._lock:
+                        stub.rules = body
+                    return self._json(stub.rules)
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     reply = error(404, f"no route {self.path}")
                 else:
@@ -173,6 +210,14 @@ class OpenAIStub:
                     pass  # the client gave up (a timeout test)
 
         return Handler
+
+
+def _image_digest(body: dict) -> str:
+    for message in body.get("messages", []):
+        for part in message.get("content", []) if isinstance(message.get("content"), list) else []:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                return hashlib.sha256(json.dumps(part).encode()).hexdigest()
+    return ""
 
 
 def main() -> None:

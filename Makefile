@@ -61,6 +61,7 @@ bench: setup ## training and serving benchmarks (prints ratios, writes bench/res
 	$(PY) -m bench.training --truth
 	$(PY) -m bench.serving
 	$(PY) -m bench.precision
+	$(PY) -m bench.runtimes
 	$(PY) -m bench.label_policy
 	$(PY) -m bench.angles
 	$(PY) -m bench.gateway_cpu

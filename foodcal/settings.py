@@ -139,6 +139,9 @@ class Settings(BaseSettings, StartupChecks):
     # The classifier's arithmetic; `auto` = the fastest that this CPU supports and that passes the
     # accuracy guard against fp32 at `make models` (model_store/precision.py).
     food101_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    # Which runtime serves it: `openvino` = converted at `make models` (static int8 through NNCF);
+    # `auto` = whichever runtime x precision passing the guard is fastest; torch where conversion fails.
+    food101_runtime: Literal["auto", "torch", "openvino"] = "auto"
     torchserve_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7070"])
     torchserve_management: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:7071"])
     # Inference is balanced over the replicas by gRPC (round_robin); empty = the replicas above, which

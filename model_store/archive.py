@@ -10,12 +10,13 @@ from pathlib import Path
 
 import torch
 
-from model_store.checkpoint import CHECKPOINT_FILES
+from model_store.checkpoint import served_files
 from model_store.nutrition_model import NutritionModel
 
 HANDLERS = Path(__file__).with_name("handlers")
 NUTRITION_MODEL_FILE = Path(__file__).with_name("nutrition_model.py")
 FOOD101_MODEL_FILE = Path(__file__).with_name("food101_model.py")
+OPENVINO_MODEL_FILE = Path(__file__).with_name("openvino_model.py")
 PHOTOS_FILE = Path(__file__).parents[1] / "foodcal" / "photos.py"  # the worker decodes the photo
 WORKER_HEAP_FILE = Path(__file__).with_name("worker_heap.py")
 FOOD101 = "food101"
@@ -61,8 +62,13 @@ def _archive(
 
 
 def build_food101_mar(checkpoint_dir: Path, out_path: Path, config: Path | None = None) -> Path:
-    checkpoint = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES]
-    files = [*checkpoint, FOOD101_MODEL_FILE, PHOTOS_FILE, WORKER_HEAP_FILE]
+    files = [
+        *served_files(Path(checkpoint_dir)),
+        FOOD101_MODEL_FILE,
+        OPENVINO_MODEL_FILE,
+        PHOTOS_FILE,
+        WORKER_HEAP_FILE,
+    ]
     return _archive(FOOD101, "1", HANDLERS / "food101_handler.py", files, out_path, config)
 
 

@@ -21,6 +21,9 @@ _INPUTS = [
     archive.HANDLERS / "nutrition_handler.py",
     archive.NUTRITION_MODEL_FILE,
     archive.FOOD101_MODEL_FILE,
+    archive.OPENVINO_MODEL_FILE,
+    Path(__file__).with_name("openvino_convert.py"),
+    Path(__file__).with_name("sample_photos.py"),
     archive.PHOTOS_FILE,
     archive.WORKER_HEAP_FILE,
     reference.TABLE_PATH,
@@ -74,7 +77,8 @@ def build_models(settings: Settings, force: bool = False) -> dict:
     checkpoint_dir = store.parent / "checkpoints" / "food101"
     stamp_file = store / ".build-stamp"
     config = food101_config(settings)
-    stamp = _stamp(f"{settings.food101_model}|{settings.food101_precision}", config)
+    setting = f"{settings.food101_model}|{settings.food101_precision}|{settings.food101_runtime}"
+    stamp = _stamp(setting, config)
     food101_mar, nutrition_mar = store / "food101.mar", store / archive.nutrition_mar_name(0)
     built = [food101_mar, nutrition_mar, checkpoint_dir / "foodcal_classifier.json"]
     up_to_date = stamp_file.exists() and stamp_file.read_text() == stamp and all(p.exists() for p in built)
@@ -84,7 +88,9 @@ def build_models(settings: Settings, force: bool = False) -> dict:
 
     # Prepared aside and swapped in only on success: a failed download never breaks a working store.
     incoming = checkpoint_dir.with_name("food101.incoming")
-    identity = checkpoint.prepare_checkpoint(settings.food101_model, incoming, settings.food101_precision)
+    identity = checkpoint.prepare_checkpoint(
+        settings.food101_model, incoming, settings.food101_precision, settings.food101_runtime
+    )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     incoming.rename(checkpoint_dir)
     config_file = checkpoint_dir.parent / "food101-config.yaml"
@@ -94,13 +100,14 @@ def build_models(settings: Settings, force: bool = False) -> dict:
         reference_model(checkpoint_dir), 0, nutrition_mar, classifier_version=identity["version"]
     )
     stamp_file.write_text(stamp)
+    guard = identity["guard"][f"{identity['runtime']}-{identity['precision']}"]
     log.info(
-        "built %s and %s (classifier %s, %s)",
-        food101_mar.name,
-        nutrition_mar.name,
-        identity["version"],
-        identity["precision"],
-    )
+        "built %s and %s (classifier %s, %s %s; guard against torch fp32: cosine %.4f, max Δp %.4f, "
+        "top-1 %.0f%%, Δkcal %.1f%%)",
+        food101_mar.name, nutrition_mar.name, identity["version"], identity["runtime"], identity["precision"],
+        guard["embedding_cosine_min"], guard["probability_max_difference"],
+        guard["top1_agreement"] * 100, guard["calories_max_relative_difference"] * 100,
+    )  # fmt: skip
     return identity
 
 

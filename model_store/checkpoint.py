@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from model_store.reference import food101_labels, normalise_label
 
 DEMO = "demo"
+log = logging.getLogger(__name__)
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "foodcal_classifier.json")
 
 
@@ -135,9 +137,27 @@ def describe(source: str, checkpoint_dir: Path) -> dict:
     return {"embedding_dim": classifier.embedding_dim, "family": classifier.model.config.model_type}
 
 
-def prepare_checkpoint(source: str, out_dir: Path, precision: str = "auto") -> dict:
+def _convert(source: str, out_dir: Path, runtime: str) -> tuple[str, ...]:
+    """The runtimes the guard may pick from: OpenVINO's where its conversion worked, else torch
+    alone with one log line saying why."""
+    if runtime == "torch":
+        return ("torch",)
+    from model_store.openvino_convert import ConversionFailed, convert
+
+    try:
+        convert(out_dir)
+    except ConversionFailed as error:
+        log.warning(
+            "FOOD101_RUNTIME=%s: %s not converted to OpenVINO, torch serves it: %s", runtime, source, error
+        )
+        return ("torch",)
+    return ("torch", "openvino")
+
+
+def prepare_checkpoint(source: str, out_dir: Path, precision: str = "auto", runtime: str = "torch") -> dict:
     """Save the classifier named by `source` into `out_dir`; returns its identity. `precision` is
-    FOOD101_PRECISION: the served one is decided here, by speed and the accuracy guard."""
+    FOOD101_PRECISION and `runtime` FOOD101_RUNTIME: what is served is decided here, by speed and
+    the accuracy guard against torch fp32."""
     from model_store import precision as precisions
 
     out_dir = Path(out_dir)
@@ -148,21 +168,40 @@ def prepare_checkpoint(source: str, out_dir: Path, precision: str = "auto") -> d
     else:
         _write_pretrained(source, out_dir)
     described = describe(source, out_dir)
-    guard = precisions.measure(out_dir, precisions.guard_photos())
-    served = precisions.choose(precision, guard)
+    runtimes = _convert(source, out_dir, runtime)
+    guard = precisions.measure(out_dir, precisions.guard_photos(), runtimes)
+    served = precisions.choose_served(runtime, precision, guard)
     version = f"{source}@{_fingerprint(out_dir / 'model.safetensors')}"
+    if served.runtime != "torch":
+        version = f"{version}:{served.runtime}-{served.precision}"
+    elif served.precision != "fp32":
+        version = f"{version}:{served.precision}"
     identity = {
         "name": source,
         "demo": source == DEMO,
-        # Embeddings of another precision are other features: a change asks for `make backfill`.
-        "version": version if served == "fp32" else f"{version}:{served}",
-        "precision": served,
+        # Embeddings of another arithmetic are other features: a change asks for `make backfill`.
+        "version": version,
+        "runtime": served.runtime,
+        "precision": served.precision,
         "precision_setting": precision,
-        "guard": {name: result.as_dict() for name, result in guard.items()},
+        "runtime_setting": runtime,
+        "guard": {f"{r.runtime}-{r.precision}": r.as_dict() for rs in guard.values() for r in rs.values()},
         **described,
     }
     (out_dir / "foodcal_classifier.json").write_text(json.dumps(identity))
     return identity
+
+
+def served_files(checkpoint_dir: Path) -> list[Path]:
+    """What the worker loads: the torch weights, or only the chosen OpenVINO IR (one copy in RAM)."""
+    identity = read_identity(checkpoint_dir)
+    files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES]
+    if identity.get("runtime", "torch") == "torch":
+        return files
+    from model_store.openvino_model import ir_path
+
+    xml = ir_path(checkpoint_dir, identity["precision"])
+    return [f for f in files if f.name != "model.safetensors"] + [xml, xml.with_suffix(".bin")]
 
 
 def read_identity(checkpoint_dir: Path) -> dict:

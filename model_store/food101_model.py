@@ -158,6 +158,8 @@ def _attention_in_bf16(model: nn.Module) -> None:
 
 
 class Food101Classifier:
+    runtime = "torch"
+
     def __init__(self, model_dir: str | Path, precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -196,3 +198,14 @@ class Food101Classifier:
         embedding = torch.cat([c.float() for c in self._captured], dim=-1)
         self._captured.clear()
         return embedding, torch.softmax(logits.float(), dim=-1)
+
+
+def open_classifier(model_dir: str | Path, runtime: str = "torch", precision: str = "fp32"):
+    """The classifier in the runtime chosen at build time; OpenVINO's is `openvino_model`, a sibling
+    module here and in food101.mar alike."""
+    if runtime == "torch":
+        return Food101Classifier(model_dir, precision)
+    import importlib
+
+    sibling = importlib.import_module(f"{__package__}.openvino_model" if __package__ else "openvino_model")
+    return sibling.OpenVinoClassifier(model_dir, precision)

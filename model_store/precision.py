@@ -19,20 +19,18 @@ served instead: timings that close do not rank two precisions. An explicit `bf16
 
 from __future__ import annotations
 
-import io
 import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from foodcal.photos import decode_for_model
 from model_store.food101_model import Food101Classifier, int8_engine, native_bf16
 from model_store.reference import lookup
+from model_store.sample_photos import plates
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +54,7 @@ def supported(precision: str) -> tuple[bool, str]:
 
 def guard_photos(count: int = GUARD_PHOTOS) -> list[bytes]:
     """Synthetic plates: seeded shapes and colours on gradients, several sizes and aspect ratios."""
-    rng = np.random.default_rng(101)
-    photos = []
-    for index in range(count):
-        width, height = int(rng.integers(160, 640)), int(rng.integers(160, 640))
-        base = rng.integers(0, 256, size=3)
-        ramp = np.linspace(0, 1, width)[None, :, None] * rng.integers(-120, 120, size=3)
-        pixels = np.clip(base + ramp + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels)
-        draw = ImageDraw.Draw(image)
-        for _ in range(int(rng.integers(2, 7))):
-            x0, y0 = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 20))
-            box = (x0, y0, x0 + int(rng.integers(10, width // 2)), y0 + int(rng.integers(10, height // 2)))
-            colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-            (draw.ellipse if index % 2 else draw.rectangle)(box, fill=colour)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        photos.append(buffer.getvalue())
-    return photos
+    return plates(count)
 
 
 @dataclass
@@ -84,6 +65,7 @@ class GuardResult:
     top1_agreement: float
     calories_max_relative_difference: float
     seconds_per_photo: float
+    runtime: str = "torch"
 
     @property
     def failures(self) -> list[str]:
@@ -114,7 +96,7 @@ class GuardResult:
 TIMING_ROUNDS = 5
 
 
-def _timed(classifiers: dict[str, Food101Classifier], pixels: torch.Tensor) -> dict[str, float]:
+def _timed(classifiers: dict, pixels: torch.Tensor) -> dict:
     """The median seconds of one single-photo forward pass of each classifier, one thread as a
     TorchServe worker runs. Interleaved, round by round: a noisy machine slows every candidate
     alike instead of deciding `auto` by which one ran in a quiet moment."""
@@ -135,34 +117,48 @@ def _timed(classifiers: dict[str, Food101Classifier], pixels: torch.Tensor) -> d
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
-def measure(checkpoint_dir: Path, photos: list[bytes]) -> dict[str, GuardResult]:
-    """Every supported precision on the guard photos, against fp32."""
-    classifiers = {"fp32": Food101Classifier(checkpoint_dir, "fp32")}
+def candidates(checkpoint_dir: Path, runtimes: tuple[str, ...] = ("torch",)) -> dict[tuple[str, str], object]:
+    """Every supported (runtime, precision) classifier of the checkpoint; OpenVINO's only where
+    its IR files were converted (`model_store.openvino_convert`)."""
+    classifiers = {("torch", "fp32"): Food101Classifier(checkpoint_dir, "fp32")}
     for precision in ("bf16", "int8"):
         ok, why = supported(precision)
         if ok:
-            classifiers[precision] = Food101Classifier(checkpoint_dir, precision)
+            classifiers["torch", precision] = Food101Classifier(checkpoint_dir, precision)
         else:
             log.info("classifier precision %s skipped: %s", precision, why)
-    reference = classifiers["fp32"]
+    if "openvino" in runtimes:
+        from model_store.openvino_model import OpenVinoClassifier, ir_path
+        from model_store.openvino_model import native_bf16 as ov_bf16
+
+        for precision in ("fp32", "bf16", "int8"):
+            if ir_path(checkpoint_dir, precision).exists() and (precision != "bf16" or ov_bf16()):
+                classifiers["openvino", precision] = OpenVinoClassifier(checkpoint_dir, precision)
+    return classifiers
+
+
+def measure(checkpoint_dir: Path, photos: list[bytes], runtimes: tuple[str, ...] = ("torch",)) -> dict:
+    """Every supported runtime and precision on the guard photos, against torch fp32: returns
+    {runtime: {precision: GuardResult}}."""
+    classifiers = candidates(checkpoint_dir, runtimes)
+    reference = classifiers["torch", "fp32"]
     pixels = reference.pixels([decode_for_model(photo, reference.input_short_side) for photo in photos])
     table = torch.tensor([lookup(label).calories_kcal for label in reference.labels])
     seconds = _timed(classifiers, pixels)
     base_embedding, base_probabilities = reference(pixels)
     base_calories = base_probabilities @ table
-    results = {"fp32": GuardResult("fp32", 1.0, 0.0, 1.0, 0.0, seconds["fp32"])}
-    for precision, classifier in classifiers.items():
-        if precision == "fp32":
-            continue
+    results: dict[str, dict[str, GuardResult]] = {runtime: {} for runtime, _ in classifiers}
+    for (runtime, precision), classifier in classifiers.items():
         embedding, probabilities = classifier(pixels)
         calories = probabilities @ table
-        results[precision] = GuardResult(
+        results[runtime][precision] = GuardResult(
             precision,
             float(torch.nn.functional.cosine_similarity(embedding, base_embedding, dim=-1).min()),
             float((probabilities - base_probabilities).abs().max()),
             float((probabilities.argmax(-1) == base_probabilities.argmax(-1)).float().mean()),
             float(((calories - base_calories).abs() / base_calories.clamp_min(1e-6)).max()),
-            seconds[precision],
+            seconds[runtime, precision],
+            runtime,
         )
     return results
 
@@ -195,11 +191,17 @@ def choose(setting: str, results: dict[str, GuardResult]) -> str:
         for result in candidates:
             speedup = fp32_seconds / result.seconds_per_photo
             if result.failures:
-                log.info("classifier precision %s not used: %s", result.precision, "; ".join(result.failures))
+                log.info(
+                    "classifier %s %s not used: %s",
+                    result.runtime,
+                    result.precision,
+                    "; ".join(result.failures),
+                )
             elif speedup < MIN_SPEEDUP:
                 log.info(
-                    "classifier precision %s not used: only %.2fx faster than fp32", result.precision, speedup
-                )
+                    "classifier %s %s not used: only %.2fx faster than fp32",
+                    result.runtime, result.precision, speedup,
+                )  # fmt: skip
             else:
                 return _closer_if_as_fast(result, candidates, fp32_seconds)
         return "fp32"
@@ -212,3 +214,36 @@ def choose(setting: str, results: dict[str, GuardResult]) -> str:
         log.warning("FOOD101_PRECISION=%s falls back to %s: %s", precision, FALLBACK[precision], why)
         precision = FALLBACK[precision]
     return "fp32"
+
+
+def choose_served(runtime: str, precision: str, results: dict[str, dict[str, GuardResult]]) -> GuardResult:
+    """The runtime and precision to serve: each runtime's own choice (`choose`), then the fastest
+    of those that pass; torch unless another runtime's choice is MIN_SPEEDUP faster than torch's.
+    A runtime asked for by name that has no candidates (its conversion failed) falls back to torch."""
+    asked = [name for name in results if name != "torch"] if runtime == "auto" else [runtime]
+    picks = [results["torch"][choose(precision, results["torch"])]]
+    for name in asked:
+        if name == "torch":
+            continue
+        if name not in results:
+            log.warning("FOOD101_RUNTIME=%s falls back to torch: no %s model was built", runtime, name)
+            continue
+        pick = results[name][choose(precision, results[name])]
+        if pick.failures:
+            log.warning(
+                "runtime %s not used: %s %s: %s", name, name, pick.precision, "; ".join(pick.failures)
+            )
+        else:
+            picks.append(pick)
+    served = picks[-1]  # a runtime asked for by name, where it passes
+    if runtime == "auto":
+        served = min(picks, key=lambda r: r.seconds_per_photo)
+        if picks[0].seconds_per_photo / served.seconds_per_photo < MIN_SPEEDUP:
+            served = picks[0]  # within 10%: the runtime that needs no conversion
+    for other in picks:
+        if other is not served:
+            log.info(
+                "classifier %s %s not used: %s %s is %.2fx as fast", other.runtime, other.precision,
+                served.runtime, served.precision, other.seconds_per_photo / served.seconds_per_photo,
+            )  # fmt: skip
+    return served

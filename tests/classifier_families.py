@@ -133,5 +133,5 @@ def load_food101_handler(mar: Path, target: Path):
         return handler
     finally:  # the next .mar brings its own copies of these modules
         sys.path.remove(str(target))
-        for module in ("food101_handler", "food101_model", "photos"):
+        for module in ("food101_handler", "food101_model", "openvino_model", "photos"):
             sys.modules.pop(module, None)

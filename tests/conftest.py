@@ -121,6 +121,8 @@ def make_settings(tmp: Path, **overrides) -> Settings:
         "label_retry_max_s": 1.0,
         "label_poll_interval_s": 0.1,
         "swap_drain_s": 0.5,
+        # Converting to OpenVINO is the runtime tests' subject (tests/test_runtimes.py), not every build's.
+        "food101_runtime": "torch",
     }
     values.update(overrides)
     return load_settings(**values)
@@ -154,7 +156,10 @@ class TorchServeHandle:
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("model_store")
-    settings = load_settings(_env_file=None, food101_model="demo", model_store_dir=root / "mar")
+    # torch: the handler tests read the torch model; OpenVINO's is tests/test_runtimes.py's subject
+    settings = load_settings(
+        _env_file=None, food101_model="demo", food101_runtime="torch", model_store_dir=root / "mar"
+    )
     build_models(settings)
     return root / "mar"
 

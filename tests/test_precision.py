@@ -113,7 +113,7 @@ def test_a_built_precision_is_served_guarded_and_part_of_the_classifier_identity
         identity = build_models(settings)
         stores[name] = (settings.model_store_dir, identity)
     identity = stores[chosen][1]
-    assert identity["precision"] == chosen and identity["guard"][chosen]["passed"]
+    assert identity["precision"] == chosen and identity["guard"][f"torch-{chosen}"]["passed"]
     # Other features: a change of precision asks for `make backfill`.
     assert identity["version"] == f"{stores['fp32'][1]['version']}:{chosen}"
     fp32, other = _handler(stores["fp32"][0], tmp_path / "a"), _handler(stores[chosen][0], tmp_path / "b")

@@ -21,10 +21,11 @@ with OK, so `model_store.client` reads the key); the other photos of the batch a
 
 import base64
 import json
+import logging
 import os
 
 import torch
-from food101_model import Food101Classifier
+from food101_model import open_classifier
 from photos import InvalidImage, decode_for_model
 from ts.torch_handler.base_handler import BaseHandler
 from worker_heap import keep_freed_memory
@@ -44,9 +45,19 @@ class Food101Handler(BaseHandler):
         torch.set_num_threads(int(os.environ.get("FOODCAL_TORCH_THREADS", "1")))
         with open(os.path.join(model_dir, "foodcal_classifier.json")) as handle:
             self.identity = json.load(handle)
-        # The precision chosen at build time (speed and the accuracy guard, model_store/precision.py).
-        self.classifier = Food101Classifier(model_dir, self.identity.get("precision", "fp32"))
+        # The runtime and precision chosen at build time (speed and the accuracy guard, precision.py).
+        self.classifier = open_classifier(
+            model_dir, self.identity.get("runtime", "torch"), self.identity.get("precision", "fp32")
+        )
         self.model = self.classifier.model
+        guard = self.identity.get("guard", {}).get(
+            f"{self.classifier.runtime}-{self.classifier.precision}", {}
+        )
+        logging.getLogger(__name__).info(
+            "classifier %s on %s %s, guard against torch fp32: %s", self.identity["version"],
+            self.classifier.runtime, self.classifier.precision,
+            {k: round(v, 4) for k, v in guard.items() if isinstance(v, float) and k != "seconds_per_photo"},
+        )  # fmt: skip
         self.labels = self.classifier.labels
         self.initialized = True
 

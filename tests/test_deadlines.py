@@ -34,7 +34,7 @@ class Recorder:
     def __init__(self) -> None:
         self.timeouts: dict[str, float | None] = {}
 
-    async def classify(self, image, timeout=None):
+    async def classify(self, image, timeout=None, more=()):
         self.timeouts["classify"] = timeout
         return Classification(
             [("pizza", 0.9)], np.zeros(48, "f4"), np.full(101, 1 / 101, "f4"), "demo@1", True
@@ -113,7 +113,7 @@ async def test_a_caller_that_gives_up_while_the_model_runs_leaves_no_photo(sqlit
     started = asyncio.Event()
 
     class Stuck(Recorder):
-        async def classify(self, image, timeout=None):
+        async def classify(self, image, timeout=None, more=()):
             started.set()
             await asyncio.Event().wait()  # a model that never answers
 

@@ -9,93 +9,22 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from foodcal import quality_report
+from foodcal.summary_parts import (
+    NS,
+    chatgpt,
+    classifier,
+    dish,
+    grams,
+    items,
+    label_status,
+    nutrients,
+    own_portion,
+    rows_text,
+    source,
+    version,
+    with_table,
+)
 from foodcal.v1 import common_pb2, gateway_pb2
-
-NS = common_pb2
-SOURCES = {
-    NS.NUTRITION_SOURCE_OWN_MODEL: "own model",
-    NS.NUTRITION_SOURCE_CHATGPT: "ChatGPT",
-    NS.NUTRITION_SOURCE_REFERENCE: "reference table",
-    NS.NUTRITION_SOURCE_CORRECTION: "correction",
-}
-
-
-def nutrients(n: common_pb2.Nutrition, sign: str = "") -> str:
-    """`sign="+"` for a difference."""
-    grams = (
-        f"proteins {n.proteins_g:{sign}.1f} g · fats {n.fats_g:{sign}.1f} g · carbs {n.carbs_g:{sign}.1f} g"
-    )
-    return f"{n.calories_kcal:{sign}.0f} kcal · {grams}"
-
-
-def label_status(status: int) -> str:
-    return NS.LabelStatus.Name(status).removeprefix("LABEL_STATUS_").lower().replace("_", " ")
-
-
-def source(value: int) -> str:
-    return SOURCES.get(value, "unknown")
-
-
-def version(message: Message, field: str) -> str:
-    """An optional version field: unset means unknown or none, never version 0 (the table)."""
-    return str(getattr(message, field)) if message.HasField(field) else "unknown"
-
-
-def classifier(versions: common_pb2.ModelVersions) -> str:
-    return versions.classifier + (" (untrained demo)" if versions.classifier_is_demo else "")
-
-
-def dish(candidates) -> str:
-    if not candidates:
-        return "unknown"
-    top, *others = candidates
-    rest = ", ".join(f"{d.label} {d.probability:.0%}" for d in others[:2])
-    return f"{top.label} {top.probability:.0%}" + (f" (then {rest})" if rest else "")
-
-
-def chatgpt(label: common_pb2.Label) -> str:
-    text = f"{label.dish}, confidence {label.confidence:.0%}"
-    return text + (f", flagged {', '.join(label.flags)}" if label.flags else "")
-
-
-def grams(value: float) -> str:
-    """A portion next to the numbers: "for 250 g"; empty when unknown (0)."""
-    return f"  for {value:.0f} g" if value > 0 else ""
-
-
-def own_portion(portion: common_pb2.Portion) -> str:
-    return f"{portion.grams:.0f} g: {portion.basis}" if portion.grams > 0 else ""
-
-
-def items(title: str, rows) -> str:
-    """A small table of items on the plate, one line each, and their sum."""
-    if not rows:
-        return ""
-    width = max(len(title), *(len(item.name[:30]) for item in rows)) + 2
-    header = f"{title:<{width}}{'grams':>7}{'kcal':>7}{'proteins':>10}{'fats':>7}{'carbs':>7}"
-
-    def line(name: str, g: float, n: common_pb2.Nutrition) -> str:
-        macros = f"{n.proteins_g:>10.1f}{n.fats_g:>7.1f}{n.carbs_g:>7.1f}"
-        return f"{name[:30]:<{width}}{g:>7.0f}{n.calories_kcal:>7.0f}{macros}"
-
-    lines = [header, *(line(item.name, item.grams, item.nutrition) for item in rows)]
-    total = common_pb2.Nutrition(
-        **{
-            f: sum(getattr(i.nutrition, f) for i in rows)
-            for f in ("calories_kcal", "proteins_g", "fats_g", "carbs_g")
-        }
-    )
-    lines.append(line("(sum)", sum(item.grams for item in rows), total))
-    return "\n".join(lines)
-
-
-def _with_table(text: str, table: str) -> str:
-    return f"{text}\n\n{table}" if table else text
-
-
-def _rows(rows: list[tuple[str, str]]) -> str:
-    width = max(len(name) for name, _ in rows) + 2
-    return "\n".join(f"{name:<{width}}{value}" for name, value in rows)
 
 
 def analyzed(r: gateway_pb2.AnalyzeMealResponse) -> str:
@@ -132,7 +61,7 @@ def analyzed(r: gateway_pb2.AnalyzeMealResponse) -> str:
         rows.insert(1, ("meal", r.meal_id))
     if r.own_portion.grams > 0:
         rows.append(("our portion", own_portion(r.own_portion)))
-    return _with_table(_rows(rows), items("items", r.chatgpt_label.items))
+    return with_table(rows_text(rows), items("items", r.chatgpt_label.items))
 
 
 def meal(r: gateway_pb2.GetMealResponse) -> str:
@@ -188,7 +117,7 @@ def sample(s: gateway_pb2.Sample) -> str:
     attempts = f" (attempts: {s.label_attempts})" if s.label_attempts else ""
     rows.append(("label", status + attempts))
     tables = [items("items", s.chatgpt_label.items), items("corrected items", s.correction_items)]
-    return _with_table(_rows(rows), "\n\n".join(t for t in tables if t))
+    return with_table(rows_text(rows), "\n\n".join(t for t in tables if t))
 
 
 def samples(r: gateway_pb2.ListSamplesResponse) -> str:
@@ -233,7 +162,7 @@ def stats(r: gateway_pb2.GetStatsResponse) -> str:
         ("tokens", f"{r.usage.total_tokens:,}, about ${r.usage.estimated_cost_usd:.4f}"),
         ("served", f"nutrition version {version(r.served, 'nutrition')} · classifier {classifier(r.served)}"),
     ]
-    return _rows(rows)
+    return rows_text(rows)
 
 
 def versions(r: gateway_pb2.GatewayServiceListModelVersionsResponse) -> str:

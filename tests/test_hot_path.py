@@ -121,7 +121,7 @@ async def test_the_labeler_checks_the_image_off_the_event_loop(monkeypatch):
         return real_open(*args, **kwargs)
 
     class Labeler:
-        async def label(self, sha256, hints, note="", image=None):
+        async def label(self, sha256, hints, note="", image=None, more=()):
             raise LabelFailure("invalid_answer", "never asked")
 
     class Context:

@@ -118,6 +118,7 @@ async def test_analyze_meal_hashes_the_photo_once_and_the_labeler_reads_the_stor
     import foodcal.store.images as images_module
     import gateway.analyze
     import gateway.idempotency
+    import gateway.plate_photos
 
     data = camera_photo()
     hashed: list[str] = []
@@ -126,7 +127,7 @@ async def test_analyze_meal_hashes_the_photo_once_and_the_labeler_reads_the_stor
         hashed.append(sha256_of(data_))
         return hashed[-1]
 
-    for module in (images_module, gateway.analyze, gateway.idempotency, labeler_service):
+    for module in (images_module, gateway.plate_photos, gateway.idempotency, labeler_service):
         monkeypatch.setattr(module, "sha256_of", counting)
     sent = []
     real = labeler_service.LabelerServicer._photo

@@ -26,6 +26,16 @@ async def on_thread(context: grpc.aio.ServicerContext, work):
         await translate_errors(context, error)
 
 
+async def in_session(context: grpc.aio.ServicerContext, db, read):
+    """`read(session)` in one database session on a worker thread; failures as status codes."""
+
+    def work():
+        with db.session() as session:
+            return read(session)
+
+    return await on_thread(context, work)
+
+
 async def translate_errors(context: grpc.aio.ServicerContext, error: Exception) -> None:
     """One place that turns our exceptions into status codes with messages a person can act on,
     and google.rpc details (ErrorInfo, RetryInfo) a program can act on."""

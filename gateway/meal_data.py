@@ -14,7 +14,7 @@ import grpc
 from foodcal.errors import abort
 from foodcal.store.db import DatabaseUnavailable
 from gateway.deletion import delete_sample
-from gateway.errors import on_thread, translate_errors
+from gateway.errors import in_session, translate_errors
 from gateway.export import export_samples
 from gateway.meals import MAX_MEAL_ID_CHARS, meal
 from gateway.meals_days import InvalidDays, daily_totals, days_of
@@ -34,12 +34,7 @@ class MealDataRPCs:
                 "INVALID_MEAL_ID",
             )
         owner = self._caller(context).owner_filter
-
-        def read():
-            with self.db.session() as session:
-                return meal(session, request.meal_id, owner)
-
-        response = await on_thread(context, read)
+        response = await in_session(context, self.db, lambda session: meal(session, request.meal_id, owner))
         if response is None:
             await abort(
                 context, grpc.StatusCode.NOT_FOUND, f"no meal with id {request.meal_id!r}", "MEAL_NOT_FOUND"

@@ -17,7 +17,7 @@ from gateway.analyze import Analysis, Analyzer
 from gateway.auth import Caller, Roles
 from gateway.correction_rpcs import CorrectionRPCs
 from gateway.deadlines import Budget
-from gateway.errors import translate_errors
+from gateway.errors import in_session, translate_errors
 from gateway.idempotency import RequestIds, idempotent
 from gateway.meal_data import MealDataRPCs
 from gateway.meals import MAX_MEAL_ID_CHARS
@@ -198,17 +198,12 @@ class GatewayServicer(
 
     async def GetStats(self, request, context):
         owner = self._caller(context).owner_filter
-
-        def read():
-            with self.db.session() as session:
-                if owner is not None:  # a client's stats count its own samples only
-                    return own_stats(session, owner)
-                return stats(session, self.analyzer.settings.chatgpt_daily_budget_usd)
-
-        try:
-            response = await asyncio.to_thread(read)
-        except DatabaseUnavailable as error:
-            await translate_errors(context, error)
+        budget = self.analyzer.settings.chatgpt_daily_budget_usd
+        response = await in_session(  # a client's stats count its own samples only
+            context,
+            self.db,
+            lambda session: own_stats(session, owner) if owner is not None else stats(session, budget),
+        )
         try:
             served = int(await self.torchserve.served_version())
             if not self.classifier[0]:  # nothing classified since start-up: ask once

@@ -228,6 +228,18 @@ def test_one_client_weighs_at_most_its_share_and_a_lone_client_learns_fully():
     assert shared.log_ratio[0, 0] == pytest.approx(0.3 * alone.log_ratio[0, 0], rel=0.05)
 
 
+def test_what_a_run_records_of_the_teacher_bias_is_strict_json_even_without_corrections():
+    import json
+
+    from model_store.reference import food101_labels
+
+    none = TeacherBias.none().as_dict(food101_labels())
+    assert json.loads(json.dumps(none, allow_nan=False))["corrections"] == 0  # PostgreSQL refuses Infinity
+    truth = np.full((3, 4), 200.0)
+    some = TeacherBias.fit(truth / 1.3, truth, np.array([4, 4, 9])).as_dict(food101_labels())
+    assert json.dumps(some, allow_nan=False) and some["global_factor"]["calories_kcal"] > 1
+
+
 def test_teacher_bias_is_shrunk_towards_no_difference_when_corrections_are_few():
     rng = np.random.default_rng(0)
     truth = rng.uniform(200, 800, size=(200, 4))

@@ -168,7 +168,13 @@ class RunManager:
             run.status, run.message = RunStatus.FAILED, f"{type(error).__name__}: {error}"
         run.finished_at = utcnow()
         metrics.training_run_finished(run)
-        await asyncio.to_thread(self._save, run)
+        try:
+            await asyncio.to_thread(self._save, run)
+        except Exception as error:  # never leave a run "running" with its watchers waiting forever
+            log.exception("run %s: its outcome could not be recorded; recorded without its metrics", run.id)
+            run.message += f" (its metrics could not be recorded: {type(error).__name__})"
+            run.metrics = {}
+            await asyncio.to_thread(self._save, run)
         log.info("run %s %s: %s", run.id, run.status, run.message)
         self._publish(run.id, run)
 

@@ -95,7 +95,12 @@ class TeacherBias:
             "global_factor": dict(
                 zip(NUTRIENTS, np.exp(self.global_log_ratio).round(4).tolist(), strict=True)
             ),
-            "shrinkage_k": dict(zip(NUTRIENTS, self.shrinkage.round(4).tolist(), strict=True)),
+            # Strict JSON (PostgreSQL's json type refuses Infinity): no k without corrections.
+            "shrinkage_k": (
+                dict(zip(NUTRIENTS, self.shrinkage.round(4).tolist(), strict=True))
+                if self.corrections
+                else None
+            ),
             "dishes": {
                 (dish_names[d] if dish_names else str(d)): {
                     "corrections": int(self.corrections_per_dish[d]),

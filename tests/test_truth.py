@@ -281,3 +281,20 @@ def test_gate_decides_on_the_truth_when_it_is_large_enough_and_on_chatgpt_otherw
     on_labels = decide(closer_to_truth, closer_to_chatgpt, labels, few)
     assert on_labels.evidence == EVIDENCE_CHATGPT and not on_labels.better
     assert f"{MIN_TRUTH_PHOTOS - 1} held-out corrected photos" in on_labels.summary()
+
+
+@pytest.mark.postgres
+async def test_a_run_on_postgresql_deploys_and_is_recorded_finished(system, torchserve, postgres_url):
+    """PostgreSQL's json type refuses what SQLite stores (Infinity): a run's metrics must be strict
+    JSON, or the run stays "running" and its watchers wait forever."""
+    from tests.trainer_helpers import add_samples, learnable
+    from trainer.backfill import current_classifier
+
+    app = await system(db_url=postgres_url, use_chatgpt=False)
+    add_samples(app.db, 80, await current_classifier(torchserve.client), learnable)
+    started = await start_run(app)
+    outcome = (await watch(app, started.run_id))[-1].outcome
+    assert outcome.status == common_pb2.TRAINING_RUN_STATUS_DEPLOYED, outcome.message
+    with app.db.session() as session:
+        run = session.get(TrainingRunRow, started.run_id)
+    assert run.finished_at is not None and run.metrics["teacher_bias"]["corrections"] == 0

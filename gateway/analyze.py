@@ -26,6 +26,7 @@ from gateway.label_queue import LabelCall, label_request
 from gateway.labels import RetryPolicy, apply_failure, apply_label
 from gateway.plate_photos import INLINE_HASH_BYTES, Angles, checked, discard, discarded, other_angles
 from gateway.portion import Portion, own_portion
+from gateway.shown import CHATGPT, OWN_MODEL, REFERENCE
 from model_store.client import Classification, NutritionPrediction, TorchServeClient
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,6 @@ _SAME_PHOTO = (
     .limit(1)
 )
 _INSERT_SAMPLE = insert(_SAMPLES)
-
-OWN_MODEL, CHATGPT, REFERENCE = (
-    "NUTRITION_SOURCE_OWN_MODEL",
-    "NUTRITION_SOURCE_CHATGPT",
-    "NUTRITION_SOURCE_REFERENCE",
-)
 
 
 @dataclass

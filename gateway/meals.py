@@ -7,7 +7,8 @@ from sqlmodel import Session, col, select
 from foodcal.convert import nutrition_proto
 from foodcal.store import Sample
 from foodcal.v1 import gateway_pb2
-from gateway.samples import sample_proto, shown_values
+from gateway.samples import sample_proto
+from gateway.shown import shown
 
 MAX_MEAL_ID_CHARS = 64
 MAX_PLATES = 100  # a meal is a few plates; more is a misuse of meal_id, not a meal
@@ -24,7 +25,7 @@ def meal(session: Session, meal_id: str, owner: str | None) -> gateway_pb2.GetMe
         return None
     total = [0.0] * 4
     for plate in plates:
-        for index, value in enumerate(shown_values(plate) or (0.0,) * 4):
+        for index, value in enumerate(shown(plate)[0] or (0.0,) * 4):
             total[index] += value
     return gateway_pb2.GetMealResponse(
         meal_id=meal_id,

@@ -59,16 +59,6 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
     return message
 
 
-def shown_values(sample: Sample) -> tuple[float, float, float, float] | None:
-    """What the plate shows its person now: a correction, else what AnalyzeMeal showed (ChatGPT's
-    label or our prediction)."""
-    if sample.corrected_at is not None:
-        return sample.values("correction")
-    if sample.shown_source == "NUTRITION_SOURCE_CHATGPT" and sample.values("label") is not None:
-        return sample.values("label")
-    return sample.values("pred")
-
-
 def portion_proto(sample: Sample) -> common_pb2.Portion | None:
     """The weight our prediction assumes (gateway/portion.py); None for samples from before it."""
     if sample.pred_portion_g is None:

@@ -101,7 +101,6 @@ class Food101Handler(BaseHandler):
             log_mean = probabilities[rows].float().clamp_min(1e-12).log().mean(dim=0)
             pooled_probabilities.append(torch.softmax(log_mean, dim=-1))
             start += count
-        self.pooled_angles = [n for n in self.angles if n]
         return torch.stack(pooled_embeddings), torch.stack(pooled_probabilities)
 
     def _answers(self, embeddings, probabilities):
@@ -116,6 +115,6 @@ class Food101Handler(BaseHandler):
                 "angles": angles,
             }
             for embedding, probs, ps, idx, angles in zip(
-                embeddings, probabilities, top_p, top_i, self.pooled_angles, strict=True
+                embeddings, probabilities, top_p, top_i, [n for n in self.angles if n], strict=True
             )
         ]

@@ -1,12 +1,15 @@
 # One image for all four of our services (torchserve, gateway, labeler, trainer); docker-compose.yml
 # picks the command. Versions come from requirements.txt, the same pins as the venv.
+# The `models` stage adds requirements-build.txt (NNCF, scipy, scikit-learn: ~200 MB that serving
+# never imports) for the one-shot `models` service, which builds the model store before TorchServe
+# starts, as `make models` does before `make run`. The last stage, the default, is the serving image.
 
 # Wheels for a build without PyPI: empty here, so a normal build reads PyPI and the PyTorch CPU
 # index. Pass a folder of wheels in its place with `--build-context wheels=DIR --build-arg
 # OFFLINE=1` (compose: build.additional_contexts and args, as tests/compose/ does).
 FROM scratch AS wheels
 
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm AS runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -53,3 +56,16 @@ USER foodcal
 
 EXPOSE 50051 50052 50053
 CMD ["python", "-m", "gateway"]
+
+FROM runtime AS models
+USER root
+COPY requirements-build.txt ./
+ARG OFFLINE=
+# requirements.txt is already satisfied: this adds only the build's own packages.
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    pip install ${OFFLINE:+--no-index} --find-links /wheels \
+        --extra-index-url https://download.pytorch.org/whl/cpu -r requirements-build.txt
+USER foodcal
+CMD ["python", "-m", "model_store.build"]
+
+FROM runtime

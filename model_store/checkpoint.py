@@ -8,6 +8,7 @@ saved with `save_pretrained`, so it takes exactly the path a real checkpoint tak
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -142,6 +143,12 @@ def _convert(source: str, out_dir: Path, runtime: str) -> tuple[str, ...]:
     alone with one log line saying why."""
     if runtime == "torch":
         return ("torch",)
+    if importlib.util.find_spec("nncf") is None:  # the serving image: requirements.txt only
+        raise CheckpointError(
+            f"FOOD101_RUNTIME={runtime} quantises the classifier with NNCF, which is not installed here: "
+            "build the models where requirements-build.txt is (`make models`; in Docker the `models` "
+            "service, the Dockerfile's `models` stage), or set FOOD101_RUNTIME=torch."
+        )
     from model_store.openvino_convert import ConversionFailed, convert
 
     try:

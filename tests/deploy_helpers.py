@@ -17,6 +17,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA_FILE = Path(__file__).with_name("data") / "compose-spec.json"
 TORCHSERVE_PORTS = {7070, 7071, 8080, 8081, 8082}
 OUR_SERVICES = {"torchserve", "gateway", "labeler", "trainer"}
+# Built from our Dockerfile too, but run once and exit: `models` builds the model store (what `make
+# models` does) in the image that has requirements-build.txt, before TorchServe starts.
+ONE_SHOT_SERVICES = {"models"}
 # Settings whose .env.example value is deliberately not the default: placeholders to change.
 EXAMPLE_IS_NOT_DEFAULT = {"API_TOKENS", "ADMIN_TOKENS", "INTERNAL_TOKEN"}
 
@@ -118,6 +121,17 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         pending = ""
     assert not pending, "the Dockerfile ends inside a continued line"
     return instructions
+
+
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions after its FROM, keyed by the FROM's arguments, in file order."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "FROM":
+            stages[arguments] = []
+        elif stages:
+            stages[list(stages)[-1]].append((keyword, arguments))
+    return stages
 
 
 def exec_or_shell_argv(arguments: str) -> list[str]:

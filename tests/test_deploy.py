@@ -19,6 +19,7 @@ import shlex
 import jsonschema
 
 from tests.deploy_helpers import (
+    ONE_SHOT_SERVICES,
     OUR_SERVICES,
     ROOT,
     SCHEMA_FILE,
@@ -27,6 +28,7 @@ from tests.deploy_helpers import (
     built_services,
     compose,
     dockerfile_instructions,
+    dockerfile_stages,
     exec_or_shell_argv,
     healthcheck_argv,
     module_file,
@@ -55,10 +57,10 @@ def test_the_schema_rejects_a_broken_compose_file():
     assert len(list(jsonschema.Draft7Validator(schema).iter_errors(broken))) >= 2
 
 
-def test_compose_has_the_five_services_and_named_volumes():
+def test_compose_has_our_services_the_models_build_and_named_volumes():
     spec = compose()
-    assert set(spec["services"]) == OUR_SERVICES | {"postgres"}
-    assert set(built_services()) == OUR_SERVICES
+    assert set(spec["services"]) == OUR_SERVICES | ONE_SHOT_SERVICES | {"postgres"}
+    assert set(built_services()) == OUR_SERVICES | ONE_SHOT_SERVICES
     assert spec["services"]["postgres"]["image"] == "postgres:15"
     declared = set(spec["volumes"])
     for name, service in spec["services"].items():
@@ -93,16 +95,23 @@ def test_dockerignore_keeps_local_state_out():
 
 
 def test_dockerfile_installs_the_pinned_requirements_with_cpu_torch_and_a_jre():
-    instructions = dockerfile_instructions()
-    stages = [args for keyword, args in instructions if keyword == "FROM"]
-    # The services run the last stage; an earlier one may only be the empty `wheels` stage.
-    assert stages[-1].startswith("python:3.11-slim"), stages
-    assert all(stage == "scratch AS wheels" for stage in stages[:-1]), stages
-    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    stages = dockerfile_stages()
+    # The empty `wheels` stage, the serving image, the models build on top of it, and the serving
+    # image again last: the default target, what `docker build .` gives.
+    assert list(stages) == [
+        "scratch AS wheels",
+        "python:3.11-slim-bookworm AS runtime",
+        "runtime AS models",
+        "runtime",
+    ]
+    assert stages["runtime"] == [], "the last stage is the serving image unchanged"
+    runs = [args for keyword, args in stages["python:3.11-slim-bookworm AS runtime"] if keyword == "RUN"]
     installs = [run for run in runs if "pip install" in run]
     assert len(installs) == 1, "one pip install, from requirements.txt only"
     assert re.search(r"(-r|--requirement)\s+requirements\.txt\b", installs[0])
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in installs[0]
+    build_installs = [args for k, args in stages["runtime AS models"] if k == "RUN" and "pip install" in args]
+    assert len(build_installs) == 1 and re.search(r"-r\s+requirements-build\.txt\b", build_installs[0])
     assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
     assert any("openjdk-17-jre-headless" in run for run in runs)
     codegen = [i for i, run in enumerate(runs) if python_modules(shlex.split(run)) == ["foodcal.codegen"]]
@@ -117,8 +126,15 @@ def test_every_python_module_started_anywhere_is_a_module_of_the_repository():
     for service in services().values():
         if "command" in service:
             modules.update(python_modules(as_argv(service["command"])))
-        modules.update(python_modules(healthcheck_argv(service)))
-    assert {"foodcal.codegen", "foodcal.healthcheck", "model_store.readiness", "gateway"} <= modules
+        if "healthcheck" in service:
+            modules.update(python_modules(healthcheck_argv(service)))
+    assert {
+        "foodcal.codegen",
+        "foodcal.healthcheck",
+        "model_store.readiness",
+        "gateway",
+        "model_store.build",
+    } <= modules
     for module in sorted(modules):
         assert module_file(module) is not None, f"python -m {module}: no module file in the repository"
 
@@ -137,7 +153,7 @@ def test_only_the_gateway_publishes_a_port_and_never_a_torchserve_port():
 
 
 def test_every_service_has_a_healthcheck_a_restart_policy_and_waits_for_healthy_dependencies():
-    spec = services()
+    spec = {name: s for name, s in services().items() if name not in ONE_SHOT_SERVICES}
     for name, service in spec.items():
         check = service.get("healthcheck")
         assert check and check.get("test") and not check.get("disable"), f"{name}: no healthcheck"
@@ -146,6 +162,9 @@ def test_every_service_has_a_healthcheck_a_restart_policy_and_waits_for_healthy_
         depends_on = service.get("depends_on", {})
         assert isinstance(depends_on, dict), f"{name}: depends_on must name a condition"
         for dependency, rule in depends_on.items():
+            if dependency in ONE_SHOT_SERVICES:
+                assert rule.get("condition") == "service_completed_successfully", f"{name} -> {dependency}"
+                continue
             assert dependency in spec, f"{name} depends on unknown {dependency}"
             assert rule.get("condition") == "service_healthy", f"{name} -> {dependency}"
     assert set(spec["gateway"]["depends_on"]) == {"postgres", "torchserve", "labeler", "trainer"}
@@ -155,3 +174,17 @@ def test_every_service_has_a_healthcheck_a_restart_policy_and_waits_for_healthy_
     for name in ("gateway", "labeler", "trainer"):
         assert python_modules(healthcheck_argv(spec[name])) == ["foodcal.healthcheck"], name
     assert python_modules(healthcheck_argv(spec["torchserve"])) == ["model_store.readiness"]
+
+
+def test_the_models_build_runs_once_in_its_own_image_before_torchserve():
+    spec = services()
+    models, torchserve = spec["models"], spec["torchserve"]
+    assert as_argv(models["command"]) == ["python", "-m", "model_store.build"]
+    assert models["restart"] == "no" and "healthcheck" not in models  # runs, exits 0, stays exited
+    # Adopted by a long-running service: `docker compose up --wait` then accepts its exit.
+    assert torchserve["depends_on"]["models"] == {"condition": "service_completed_successfully"}
+    assert f"runtime AS {models['build']['target']}" in dockerfile_stages()  # the serving image + build
+    serving_images = {spec[name]["image"] for name in OUR_SERVICES}
+    assert len(serving_images) == 1 and models["image"] not in serving_images, "one tag per image"
+    assert all("target" not in spec[name]["build"] for name in OUR_SERVICES), "serving: the last stage"
+    assert volume_mounts(models) == volume_mounts(torchserve), "it builds the store TorchServe serves"

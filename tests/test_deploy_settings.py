@@ -4,12 +4,14 @@ and that .env.example lists with their defaults; checked without a Docker engine
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 
 from foodcal.settings import Settings, SettingsError, load_settings
+from model_store.build import food101_config
 from model_store.torchserve_config import TorchServeConfig
 from tests.deploy_helpers import (
     EXAMPLE_IS_NOT_DEFAULT,
@@ -39,8 +41,25 @@ def test_compose_runs_the_entry_points_make_run_supervises():
         if section.startswith("program:")
     }
     composed = {name: python_modules(as_argv(s["command"])) for name, s in built_services().items()}
+    # `make run` runs `make models` first: compose's one-shot `models` service.
+    make_models = re.search(r"^models:.*\n\t(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert composed.pop("models") == python_modules(
+        shlex.split(make_models.group(1).replace("$(PY)", "python"))
+    )
     assert composed == programs
     assert all(len(modules) == 1 for modules in composed.values())
+
+
+def test_the_models_build_and_torchserve_see_the_same_build_settings(monkeypatch):
+    """TorchServe checks the store against its own settings at start; the image it runs cannot build
+    (no NNCF), so the `models` service must have built it for exactly these settings."""
+
+    def build_settings(name: str) -> tuple:
+        loaded = container_settings(name, monkeypatch)
+        return (loaded.food101_model, loaded.food101_precision, loaded.food101_runtime,
+                food101_config(loaded), loaded.model_store_dir)  # fmt: skip
+
+    assert build_settings("models") == build_settings("torchserve")
 
 
 def test_every_compose_variable_is_a_setting_listed_in_env_example():

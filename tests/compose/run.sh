@@ -5,8 +5,9 @@
 #      (FOODCAL_DOCKER_SETUP names another script); none that can be set up: SKIP, exit 0
 #   2. the official base images, or local stand-ins built under the same names from
 #      local/debian:bookworm where Docker Hub cannot be reached (tests/compose/*.Dockerfile)
-#   3. wheels for requirements.txt, fetched by this machine's own pip (its config decides where
-#      from), into build/compose/wheels: the image build reads only those
+#   3. wheels for requirements-build.txt (requirements.txt and the build's own), fetched by this
+#      machine's own pip (its config decides where from), into build/compose/wheels: the image
+#      builds read only those
 #   4. `docker compose up --wait` of docker-compose.yml + tests/compose/docker-compose.test.yml
 #      as project foodcal-compose-test, then tests/compose/stack_checks.py (pytest), which ends
 #      with `down -v`; the stack is removed whatever happens.
@@ -51,15 +52,15 @@ base_image postgres:15 tests/compose/postgres.Dockerfile
 
 # -- 3. wheels, the way this machine's pip gets them ---------------------------------------------
 mkdir -p build/compose/wheels
-say "wheels for requirements.txt in build/compose/wheels (pip download when it changed)"
+say "wheels for requirements-build.txt in build/compose/wheels (pip download when it changed)"
 # The image's Python is 3.11 on Debian bookworm, like this machine's venv: the same wheels fit.
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
   || { echo "compose-test: the venv must be Python 3.11, as the image is" >&2; exit 1; }
 stamp=build/compose/wheels/.requirements.sha256
 if ! sha256sum -c --status "$stamp" 2>/dev/null; then
   "$PY" -m pip download -q --disable-pip-version-check --only-binary :all: \
-    -r requirements.txt -d build/compose/wheels 2> >(grep -v 'is ignored: it is neither' >&2)
-  sha256sum requirements.txt > "$stamp"
+    -r requirements-build.txt -d build/compose/wheels 2> >(grep -v 'is ignored: it is neither' >&2)
+  sha256sum requirements.txt requirements-build.txt > "$stamp"
 fi
 ls build/compose/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1 \
   || { echo "compose-test: no CPU torch wheel among the downloaded wheels" >&2; exit 1; }
@@ -82,8 +83,10 @@ trap cleanup EXIT
 "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true  # a previous run's leftovers
 
 say "docker compose build"
-"${COMPOSE[@]}" build --quiet torchserve
-say "image foodcal:latest: $(docker image inspect foodcal:latest --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}')"
+"${COMPOSE[@]}" build --quiet torchserve models  # the serving image, and it plus the build's packages
+for image in foodcal:latest foodcal-models:latest; do
+  say "image $image: $(docker image inspect "$image" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}')"
+done
 say "docker compose up --wait (gateway on 127.0.0.1:$FOODCAL_TEST_PORT)"
 "${COMPOSE[@]}" up -d --wait --wait-timeout 900 --quiet-pull
 say "stack healthy; driving it from outside"

@@ -56,6 +56,14 @@ def test_the_image_runs_as_a_non_root_user_with_cpu_only_torch():
         assert compose("exec", "-T", service, "id", "-u").strip() == uid, service
 
 
+def test_only_the_models_build_image_carries_nncf():
+    script = "import importlib.util as u; print(u.find_spec('openvino') is not None, u.find_spec('nncf') is not None)"
+    for service in ("torchserve", "gateway"):
+        assert compose("exec", "-T", service, "python", "-c", script).split() == ["True", "False"], service
+    built = compose("run", "--rm", "--no-deps", "-T", "models", "python", "-c", script)
+    assert built.split()[-2:] == ["True", "True"]
+
+
 def test_only_the_gateway_is_published():
     published = {}
     for line in compose("ps", "--format", "json").splitlines():

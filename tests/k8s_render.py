@@ -79,7 +79,7 @@ def render(directory: Path = K8S) -> list[dict]:
                 for template in _pod_templates(resource):
                     template["metadata"].setdefault("labels", {}).update(entry["pairs"])
         for template in _pod_templates(resource):
-            for container in template["spec"]["containers"]:
+            for container in template["spec"]["containers"] + template["spec"].get("initContainers", []):
                 for image in kustomization.get("images", []):
                     if container["image"] == image["name"]:
                         container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"

@@ -158,6 +158,16 @@ def test_the_same_commands_and_probes_as_docker_compose():
         assert python_modules(c["command"])
 
 
+def test_torchserve_pods_build_the_models_first_in_the_models_image_as_compose_does():
+    pod = find("StatefulSet", "torchserve")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    torchserve = container("StatefulSet", "torchserve")
+    assert init["command"] == services()["models"]["command"]
+    assert init["image"].rsplit(":", 1)[0].endswith("/foodcal-models")
+    assert init["envFrom"] == torchserve["envFrom"], "the build checks the store for the same settings"
+    assert init["volumeMounts"] == torchserve["volumeMounts"], "it builds the store TorchServe serves"
+
+
 def test_pods_run_as_the_image_user_without_privileges():
     for resource in RESOURCES:
         for template in _pod_templates(resource):
@@ -165,7 +175,7 @@ def test_pods_run_as_the_image_user_without_privileges():
                 continue  # the official image starts as root and drops to its own user
             pod = template["spec"]["securityContext"]
             assert pod["runAsNonRoot"] and pod["runAsUser"] == 10001, resource["metadata"]["name"]
-            for c in template["spec"]["containers"]:
+            for c in template["spec"]["containers"] + template["spec"].get("initContainers", []):
                 assert c["securityContext"]["allowPrivilegeEscalation"] is False
                 assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
 

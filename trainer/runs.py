@@ -21,9 +21,10 @@ from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both
 from trainer.data import count_labelled, count_stale, load_dataset
 from trainer.gate import RULE, decide
+from trainer.parameters import TrainingParameters
 from trainer.rollout import Rollouts
 from trainer.targets import run_data
-from trainer.training import EpochResult, TrainingParameters, train
+from trainer.training import EpochResult, train
 from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)

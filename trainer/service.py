@@ -16,9 +16,10 @@ from model_store.client import ModelServerError
 from trainer import quality
 from trainer.backfill import backfill
 from trainer.messages import epoch_proto, run_proto, version_proto
+from trainer.parameters import TrainingParameters
 from trainer.runs import Refused, RunManager
 from trainer.swap_lock import SwapBusy
-from trainer.training import EpochResult, TrainingParameters
+from trainer.training import EpochResult
 from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     @_unary
     async def StartTrainingRun(self, request, context):
-        values = {
-            field: getattr(request, field)
-            for field in ("epochs", "batch_size", "learning_rate", "weight_decay", "patience", "hidden_size")
-            if request.HasField(field)
-        }
         try:
-            params = TrainingParameters(**values)
+            params = TrainingParameters.from_proto(request)
         except ValueError as error:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_PARAMETERS")
         try:
@@ -105,9 +101,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             await abort(context, code, str(refused), reason, retry_after_s)
         except ModelServerError as error:
             await _model_server_failed(context, error)
-        return trainer_pb2.StartTrainingRunResponse(
-            run_id=run.id, parameters=common_pb2.TrainingParameters(**params.as_dict())
-        )
+        return trainer_pb2.StartTrainingRunResponse(run_id=run.id, parameters=params.to_proto())
 
     async def _run(self, context, run_id: str) -> TrainingRunRow:
         run = await asyncio.to_thread(self.runs.get, run_id) if run_id else None

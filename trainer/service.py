@@ -118,7 +118,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     @_streaming
     async def WatchTrainingRun(self, request, context):
         """Every epoch so far, then each new one as it ends, then the outcome."""
-        queue = self.runs.subscribe(request.run_id)  # before reading, so no epoch falls in between
+        queue = self.runs.progress.subscribe(request.run_id)  # before reading, so no epoch falls in between
         try:
             run = await self._run(context, request.run_id)
             sent = -1  # epoch 0 is the closed-form start
@@ -143,7 +143,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                     run = event
             yield trainer_pb2.WatchTrainingRunResponse(event=common_pb2.TrainingEvent(outcome=run_proto(run)))
         finally:
-            self.runs.unsubscribe(request.run_id, queue)
+            self.runs.progress.unsubscribe(request.run_id, queue)
 
     @_unary
     async def ListTrainingRuns(self, request, context):

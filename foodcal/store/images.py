@@ -195,7 +195,8 @@ class ImageStore:
 class Staged(Protocol):
     """A photo written (or not, on S3) and not yet under its name: StagedImage or DeferredPut."""
 
-    sha256: str
+    @property
+    def sha256(self) -> str: ...
 
     def publish(self) -> StoredImage: ...
 

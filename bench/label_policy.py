@@ -26,7 +26,8 @@ from gateway.label_policy import ALWAYS, UNCERTAIN, PolicySettings, decide
 from model_store.nutrition_model import NUTRIENTS
 from trainer.data import Dataset
 from trainer.gate import compare
-from trainer.training import TrainingParameters, train
+from trainer.parameters import TrainingParameters
+from trainer.training import train
 
 STREAM, TEST, OOD_SHARE = 4000, 2000, 0.05
 RETRAIN_EVERY, MIN_SAMPLES = 200, 50

@@ -49,7 +49,8 @@ from bench.synthetic import ClassFeatureWorld, real_dishes, reference_model, uns
 from model_store.nutrition_model import NUTRIENTS, NutritionModel
 from trainer.data import Dataset
 from trainer.hot_swap import NutritionReplicas
-from trainer.training import TrainingParameters, dataset_tensors, sample_losses, train
+from trainer.parameters import TrainingParameters
+from trainer.training import dataset_tensors, sample_losses, train
 
 SAMPLES, EPOCHS, BATCH, LEARNING_RATE = 5000, 20, 8, 0.001
 REPEATS = 3  # the machine is shared and noisy: report the median of a few whole runs

@@ -27,8 +27,9 @@ from bench.synthetic import ClassFeatureWorld, reference_model
 from model_store.nutrition_model import NUTRIENTS
 from trainer.data import Dataset
 from trainer.gate import decide, predictions
+from trainer.parameters import TrainingParameters
 from trainer.targets import run_data
-from trainer.training import TrainingParameters, train
+from trainer.training import train
 
 SHARES = (0.0, 0.01, 0.05, 0.10)
 # (labelled photos, teacher biased, corrected share, worlds): the 500 photos in full; 5,000

@@ -142,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     review.add_argument("sample_id")
     review.add_argument("decision", choices=["confirm", "reject", "undo"])
     train = commands.add_parser("train", help="start a training run and watch it")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--learning-rate", type=float, default=0.001)
+    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--learning-rate", float)):
+        train.add_argument(flag, type=kind, help="default: the trainer's")  # unset: not sent
     train.add_argument("--no-watch", action="store_true")
     watch_parser = commands.add_parser("watch", help="follow a training run with a progress bar")
     watch_parser.add_argument("run_id")

@@ -18,10 +18,10 @@ from gateway.analyze import Analyzer
 from gateway.auth import RoleInterceptor, Roles
 from gateway.budget import DailyBudget
 from gateway.health import ModelServerHealth
-from gateway.idempotency import RequestIds
 from gateway.label_queue import LabelQueue, worker_name
 from gateway.labels import RetryPolicy
 from gateway.rate_limit import RateLimiter
+from gateway.request_ids import RequestIds
 from gateway.request_limits import RequestLimits
 from gateway.retention import PhotoRetention
 from gateway.service import GatewayServicer

@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import bindparam, insert, select
-from sqlalchemy.engine import Connection
 
 from foodcal.calibration import Calibration
 from foodcal.photos import ValidImage
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.images import Staged
+from foodcal.v1 import gateway_pb2
+from gateway.analysis import Analysis, OwnRange
 from gateway.budget import DailyBudget, next_midnight
 from gateway.calibrations import Calibrations
 from gateway.challenger import Challengers, Predictions
@@ -24,49 +22,27 @@ from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
 from gateway.label_queue import LabelCall, label_request
 from gateway.labels import RetryPolicy, apply_failure, apply_label
-from gateway.plate_photos import INLINE_HASH_BYTES, Angles, checked, discard, discarded, other_angles
-from gateway.portion import Portion, own_portion
+from gateway.plate_photos import (
+    INLINE_HASH_BYTES,
+    Angles,
+    PlateHashes,
+    checked,
+    discard,
+    discarded,
+    other_angles,
+)
+from gateway.portion import own_portion
+from gateway.request_ids import RequestKey
+from gateway.responses import analysis_response
+from gateway.sample_writes import save_sample, sent_before
 from gateway.shown import CHATGPT, OWN_MODEL, REFERENCE
-from model_store.client import Classification, NutritionPrediction, TorchServeClient
+from model_store.client import TorchServeClient
 
 log = logging.getLogger(__name__)
 
 
 # Kept from the caller's deadline for storing the sample and answering after the label call.
 ANSWER_RESERVE_S = 0.5
-# Built once, run on a Core connection: an ORM session and a statement built per request cost
-# more CPU than the writes themselves (~1 ms per AnalyzeMeal with the request id's claim and answer).
-_SAMPLES = Sample.__table__
-# The same owner's: whether another client sent this photo is none of the caller's business.
-_SAME_PHOTO = (
-    select(_SAMPLES.c.id)
-    .where(
-        _SAMPLES.c.image_sha256 == bindparam("sha256"),
-        _SAMPLES.c.owner.is_not_distinct_from(bindparam("owner")),
-    )
-    .limit(1)
-)
-_INSERT_SAMPLE = insert(_SAMPLES)
-
-
-@dataclass
-class OwnRange:
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-    level: float
-    calibrated: bool
-    group: str
-
-
-@dataclass
-class Analysis:
-    sample: Sample
-    classification: Classification
-    prediction: NutritionPrediction
-    shown: tuple[float, float, float, float]
-    duplicate_image: bool
-    own_range: OwnRange
-    own_portion: Portion | None = None
 
 
 class Analyzer:
@@ -94,31 +70,34 @@ class Analyzer:
         budget: Budget = Budget.unlimited(),
         owner: str | None = None,
         note: str = "",
-        image_sha256: str | None = None,
-        on_insert: Callable[[Connection, Analysis], None] | None = None,
+        hashes: PlateHashes | None = None,
+        request: RequestKey | None = None,
         more_images: tuple[bytes, ...] = (),
         meal_id: str = "",
     ) -> Analysis:
         """`budget`: what is left of the caller's deadline; every inner call gets at most that.
         `owner`: the caller's identity (gateway/auth.py), stored with the sample.
         `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo.
-        `image_sha256`: the photo's, when the caller already hashed it: one hash per request.
-        `on_insert(connection, analysis)`: writes in the sample's own transaction (a request id's answer:
-        both are stored or neither, in one commit).
+        `hashes`: the photos', when the caller already hashed them: one hash per photo and request.
+        `request`: the request id this call claimed: its answer is saved with the sample.
         `more_images`: other angles of the same plate (checked, classified with it, stored with it).
         `meal_id`: the client's meal this plate belongs to."""
+        image_sha256, more_sha256s = (hashes.image, hashes.more) if hashes else (None, ())
         if image_sha256 or len(image) <= INLINE_HASH_BYTES:  # headers, and a small photo's hash
             valid, sha256 = checked(image, image_sha256)  # raises InvalidImage
         else:  # hashing a 12 MP photo takes milliseconds: off the event loop
             valid, sha256 = await asyncio.to_thread(checked, image, image_sha256)
-        angles = await asyncio.to_thread(other_angles, more_images, sha256) if more_images else []
+        if more_images:
+            angles = await asyncio.to_thread(other_angles, more_images, sha256, more_sha256s)
+        else:
+            angles = []
         # Written while the model runs, off the critical path; published (one rename) only once the
         # model has answered: a failed request leaves no orphan photo.
         staging = asyncio.ensure_future(asyncio.to_thread(self.images.stage, image, sha256))
         more = [asyncio.ensure_future(asyncio.to_thread(self.images.stage, p, h)) for p, h in angles]
         try:
             analysis = await self._analyze(
-                image, valid, sha256, staging, filename, budget, owner, note, on_insert,
+                image, valid, sha256, staging, filename, budget, owner, note, request,
                 Angles([h for _, h in angles], more, tuple(more_images)), meal_id,
             )  # fmt: skip
         except asyncio.CancelledError:
@@ -141,7 +120,7 @@ class Analyzer:
         budget: Budget,
         owner: str | None,
         note: str,
-        on_insert: Callable[[Connection, Analysis], None] | None,
+        request: RequestKey | None,
         angles: Angles,
         meal_id: str,
     ) -> Analysis:
@@ -206,8 +185,8 @@ class Analyzer:
                 shown, source = label, CHATGPT
         sample.shown_source = source
         analysis = Analysis(sample, classification, prediction, shown, False, own_range, portion)
-        await asyncio.to_thread(
-            self._store_and_insert, analysis, await staging, await angles.staged(), on_insert
+        analysis.response = await asyncio.to_thread(
+            self._publish_and_save, analysis, await staging, await angles.staged(), request
         )
         if sample.label_status == LabelStatus.PENDING:
             self.wake_queue()
@@ -254,23 +233,15 @@ class Analyzer:
             angle.publish()  # raises ImageStorageError
         sample.image_path = staged.publish().path
 
-    def _store_and_insert(
-        self,
-        analysis: Analysis,
-        staged: Staged,
-        angles: list[Staged],
-        on_insert: Callable[[Connection, Analysis], None] | None,
-    ) -> None:
-        """The photo (unless stored already for the labeler), then the sample, in one thread hop;
-        `duplicate_image` when an earlier sample of the same owner has the same photo (decided by
-        samples, not files)."""
+    def _publish_and_save(
+        self, analysis: Analysis, staged: Staged, angles: list[Staged], request: RequestKey | None
+    ) -> gateway_pb2.AnalyzeMealResponse:
+        """One thread hop after the model has answered: the photos published (unless stored
+        already for the labeler), the answer made, then saved with the sample in one commit."""
         sample = analysis.sample
         if not sample.image_path:
             self._store(sample, staged, angles)
-        with self.db.transaction() as connection:
-            same = {"sha256": sample.image_sha256, "owner": sample.owner}
-            earlier = connection.execute(_SAME_PHOTO, same).first()
-            analysis.duplicate_image = earlier is not None
-            connection.execute(_INSERT_SAMPLE, sample.model_dump())
-            if on_insert is not None:
-                on_insert(connection, analysis)
+        analysis.duplicate_image = sent_before(self.db, sample.image_sha256, sample.owner)
+        response = analysis_response(analysis)
+        save_sample(self.db, sample, response, request)
+        return response

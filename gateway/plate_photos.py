@@ -39,6 +39,14 @@ class InvalidAngles(ValueError):
     """Other angles that cannot go with the photo (too many, or a photo sent twice)."""
 
 
+@dataclass(frozen=True)
+class PlateHashes:
+    """The sha256s of a plate's photos, when the request id's fingerprint already made them."""
+
+    image: str
+    more: tuple[str, ...]
+
+
 @dataclass
 class Angles:
     """A plate's other photos: their sha256s, their stagings, their bytes (for the classifier)."""
@@ -51,13 +59,17 @@ class Angles:
         return [await staging for staging in self.stagings]
 
 
-def other_angles(images: tuple[bytes, ...], first_sha256: str) -> list[tuple[bytes, str]]:
-    """Each other angle checked (headers) and hashed; the same photo twice is refused."""
+def other_angles(
+    images: tuple[bytes, ...], first_sha256: str, sha256s: tuple[str, ...] = ()
+) -> list[tuple[bytes, str]]:
+    """Each other angle checked (headers) and hashed (unless `sha256s` has its hash already); the
+    same photo twice is refused."""
     if len(images) > MAX_MORE_IMAGES:
         raise InvalidAngles(
             f"more_images: at most {MAX_MORE_IMAGES} more photos of the plate (got {len(images)})"
         )
-    hashed = [(image, checked(image, None)[1]) for image in images]
+    known = sha256s or (None,) * len(images)
+    hashed = [(image, checked(image, sha256)[1]) for image, sha256 in zip(images, known, strict=True)]
     hashes = [first_sha256] + [sha for _, sha in hashed]
     if len(set(hashes)) != len(hashes):
         raise InvalidAngles("more_images: the same photo twice; send each angle once")

@@ -13,17 +13,17 @@ from foodcal.notes import InvalidNote, clean_note
 from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
-from gateway.analyze import Analysis, Analyzer
+from gateway.analyze import Analyzer
 from gateway.auth import Caller, Roles
 from gateway.correction_rpcs import CorrectionRPCs
 from gateway.deadlines import Budget
 from gateway.errors import in_session, translate_errors
-from gateway.idempotency import RequestIds, idempotent
+from gateway.idempotency import ClaimedId, claim_request_id, shielded
 from gateway.meal_data import MealDataRPCs
 from gateway.meals import MAX_MEAL_ID_CHARS
 from gateway.rate_limit import RateLimiter
+from gateway.request_ids import RequestIds
 from gateway.request_limits import spend
-from gateway.responses import analysis_response
 from gateway.samples import (
     list_samples,
     own_stats,
@@ -72,10 +72,36 @@ class GatewayServicer(
             await spend(context, self.limiter, caller.identity, "AnalyzeMeal calls")
 
     async def AnalyzeMeal(self, request, context):
-        try:  # the note first: a bad one costs no rate, no request id and no hash of the photo
+        try:  # checked first: a bad note costs no rate, no request id and no hash of the photo
             note = clean_note(request.note)
         except InvalidNote as error:
             await translate_errors(context, error)
+        await self._check_meal_id(request, context)
+        caller = self._caller(context)
+        claimed = await claim_request_id(self.request_ids, request, caller, context)  # None: no id
+        if claimed is None:
+            return await self._analyze(request, context, caller, note, None)
+        if claimed.replay is not None:  # a retry of an answered call: the first answer, nothing stored
+            return claimed.replay
+        work = self._analyze(request, context, caller, note, claimed)
+        return await shielded(self.request_ids, claimed.key, work)  # runs on if the caller gives up
+
+    async def _analyze(self, request, context, caller: Caller, note: str, claimed: ClaimedId | None):
+        """Classify, predict, label, then save the sample with its answer (and the request id's)."""
+        await self._spend(context, caller)
+        try:
+            analysis = await self.analyzer.analyze(
+                request.image, request.filename, Budget.of(context), owner=caller.identity, note=note,
+                hashes=claimed.hashes if claimed else None, request=claimed.key if claimed else None,
+                more_images=tuple(request.more_images), meal_id=request.meal_id,
+            )  # fmt: skip
+        except Exception as error:
+            await translate_errors(context, error)
+        self.classifier = (analysis.classification.classifier, analysis.classification.demo)
+        return analysis.response
+
+    @staticmethod
+    async def _check_meal_id(request, context) -> None:
         if len(request.meal_id) > MAX_MEAL_ID_CHARS:
             await abort(
                 context,
@@ -83,32 +109,6 @@ class GatewayServicer(
                 f"meal_id is at most {MAX_MEAL_ID_CHARS} characters (got {len(request.meal_id)})",
                 "MEAL_ID_TOO_LONG",
             )
-        return await self._analyze(request, context, note=note)
-
-    @idempotent  # a retry with the same request_id returns the first answer
-    async def _analyze(self, request, context, note: str, image_sha256: str | None = None, remember=None):
-        """`image_sha256`: the photo's, when @idempotent already hashed it (hashed once per request).
-        `remember(connection, response)`: @idempotent's record of the answer, written in the sample's
-        own transaction."""
-        caller = self._caller(context)
-        await self._spend(context, caller)
-        answered: list[gateway_pb2.AnalyzeMealResponse] = []
-
-        def answer(connection, analysis: Analysis) -> None:
-            answered.append(analysis_response(analysis))
-            if remember is not None:
-                remember(connection, answered[0])
-
-        try:
-            analysis = await self.analyzer.analyze(
-                request.image, request.filename, Budget.of(context), owner=caller.identity, note=note,
-                image_sha256=image_sha256, on_insert=answer, more_images=tuple(request.more_images),
-                meal_id=request.meal_id,
-            )  # fmt: skip
-        except Exception as error:
-            await translate_errors(context, error)
-        self.classifier = (analysis.classification.classifier, analysis.classification.demo)
-        return answered[0]
 
     async def _sample(self, context, sample_id: str, caller: Caller) -> Sample:
         """The sample, if the caller may see it; another client's sample is NOT_FOUND, like none."""

@@ -1,9 +1,9 @@
 """The one module our services use to talk to TorchServe (inference and management over gRPC).
 
 Every call has a deadline (a call TorchServe drops would otherwise hang forever), and TorchServe's
-odd status codes become clear errors. Inference is balanced over the replicas by gRPC itself
-(`model_store/channels.py`); management calls, and inference that must reach one replica, name it
-by index. A hot-swap across every replica is `trainer/hot_swap.py`.
+odd status codes become clear errors (`model_store/server_errors.py`). Inference is balanced over
+the replicas by gRPC itself (`model_store/channels.py`); management calls, and inference that must
+reach one replica, name it by index. A hot-swap across every replica is `trainer/hot_swap.py`.
 """
 
 from __future__ import annotations
@@ -23,17 +23,9 @@ from foodcal.photos import InvalidImage
 from foodcal.torchserve import inference_pb2, inference_pb2_grpc, management_pb2
 from model_store.archive import FOOD101, NUTRITION
 from model_store.channels import Replica, balanced_channel, balanced_target
+from model_store.server_errors import ModelServerError, explain
 
 REGISTER_TIMEOUT_S = 180.0
-
-
-class ModelServerError(Exception):
-    """A TorchServe call failed; `unavailable`: worth retrying later (UNAVAILABLE to a client);
-    `timed_out`: TorchServe did not answer within our deadline (DEADLINE_EXCEEDED)."""
-
-    def __init__(self, message: str, unavailable: bool = False, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.unavailable, self.timed_out = unavailable or timed_out, timed_out
 
 
 @dataclass(frozen=True)
@@ -67,27 +59,6 @@ def probe_image() -> bytes:
 
 def _f32(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
-
-
-def _explain(error: grpc.aio.AioRpcError, what: str) -> ModelServerError:
-    code = error.code()
-    details = (error.details() or "").splitlines()[0] if error.details() else ""  # drop Java class names
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ModelServerError(f"model server did not answer {what} in time", timed_out=True)
-    if code == grpc.StatusCode.UNAVAILABLE and "Prediction failed" not in details:
-        return ModelServerError(f"model server unreachable ({what})", unavailable=True)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return ModelServerError(f"model server could not run {what}: the handler failed")
-    if "Worker died" in details or "No worker" in details:
-        # The model process died or is restarting (e.g. TorchServe shutting down): try again later.
-        return ModelServerError(f"model server worker for {what} is down ({details})", unavailable=True)
-    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND) and (
-        "not found" in details.lower() or "does not exist" in details
-    ):
-        return ModelServerError(f"{what}: model or version not registered ({details})")
-    if code == grpc.StatusCode.UNKNOWN and not details:
-        return ModelServerError(f"{what}: refused by the model server (version already registered?)")
-    return ModelServerError(f"{what}: {code.name} {details}".strip())
 
 
 class TorchServeClient:
@@ -139,7 +110,7 @@ class TorchServeClient:
                 # Our deadline passed while TorchServe reset the stream (RST_STREAM): a timeout.
                 late = f"model server did not answer {what} in time"
                 raise ModelServerError(late, timed_out=True) from None
-            raise _explain(rpc_error, what) from None
+            raise explain(rpc_error, what) from None
         return json.loads(response.prediction)
 
     async def classify(
@@ -209,7 +180,7 @@ class TorchServeClient:
             call = getattr(replica.management, method)
             response = await call(request, timeout=timeout or self.timeout_s)
         except grpc.aio.AioRpcError as rpc_error:
-            raise _explain(rpc_error, what) from None
+            raise explain(rpc_error, what) from None
         return response.msg
 
     async def describe(self, model: str, version: str = "", replica: int = 0) -> list[dict]:

@@ -91,6 +91,10 @@ class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetStats(self, request, context):
         return STATS
 
+    async def StartTrainingRun(self, request, context):
+        RECEIVED.append(request)
+        return gateway_pb2.GatewayServiceStartTrainingRunResponse(run_id="r1")
+
     async def EndChallenger(self, request, context):
         RECEIVED.append(request)
         version = request.version if request.HasField("version") else 7
@@ -202,3 +206,15 @@ async def test_end_challenger_ends_the_live_one_or_the_version_given(gateway, ca
     assert "7" in await run(gateway, capsys, monkeypatch, "end-challenger")
     assert "3" in await run(gateway, capsys, monkeypatch, "end-challenger", "3")
     assert not RECEIVED[0].HasField("version") and RECEIVED[1].version == 3
+
+
+async def test_train_sends_only_the_parameters_given_so_the_trainer_defaults_the_rest(
+    gateway, capsys, monkeypatch
+):
+    RECEIVED.clear()
+    assert "run r1 started" in await run(gateway, capsys, monkeypatch, "train", "--no-watch")
+    await run(gateway, capsys, monkeypatch, "train", "--no-watch", "--epochs", "5", "--learning-rate", "0.01")
+    unset = ("epochs", "batch_size", "learning_rate", "weight_decay", "patience", "hidden_size")
+    assert not any(RECEIVED[0].HasField(name) for name in unset)
+    assert (RECEIVED[1].epochs, RECEIVED[1].learning_rate) == (5, 0.01)
+    assert not RECEIVED[1].HasField("batch_size")

@@ -162,8 +162,8 @@ async def test_the_photo_for_chatgpt_is_prepared_off_the_event_loop(monkeypatch,
 @pytest.mark.parametrize(
     "size, hops",
     [
-        ((640, 480), ["stage", "_store_and_insert"]),
-        ((4000, 3000), ["checked", "stage", "_store_and_insert"]),
+        ((640, 480), ["stage", "_publish_and_save"]),
+        ((4000, 3000), ["checked", "stage", "_publish_and_save"]),
     ],
 )
 async def test_analyze_meal_hops_to_a_thread_once_after_the_model_answers(system, monkeypatch, size, hops):

@@ -8,7 +8,7 @@ import pytest
 
 from foodcal.errors import details_of, error_info
 from foodcal.v1 import gateway_pb2
-from gateway.idempotency import RequestIds
+from gateway.request_ids import RequestIds
 from tests.conftest import API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo
 from tests.openai_stub import answer
 
@@ -87,7 +87,7 @@ def test_claims_on_both_databases(db):
     from datetime import timedelta
 
     from foodcal.store import AnalyzeRequest
-    from gateway.idempotency import STALE_CLAIM_S, Outcome, RequestIds
+    from gateway.request_ids import STALE_CLAIM_S, Outcome, RequestIds
 
     ids = RequestIds(db)
     assert ids.claim("a", "r", "d1").outcome is Outcome.NEW
@@ -117,8 +117,8 @@ def test_expired_ids_are_claimed_again_and_swept_at_most_once_a_minute(db, monke
     from sqlmodel import select
 
     from foodcal.store import AnalyzeRequest
-    from gateway import idempotency
-    from gateway.idempotency import RETENTION_S, Outcome, RequestIds
+    from gateway import request_ids
+    from gateway.request_ids import RETENTION_S, Outcome, RequestIds
 
     def age(owner: str) -> None:
         with db.session() as session:
@@ -131,7 +131,7 @@ def test_expired_ids_are_claimed_again_and_swept_at_most_once_a_minute(db, monke
             return sorted(session.exec(select(AnalyzeRequest.owner)).all())
 
     ids, clock = RequestIds(db), [1000.0]
-    monkeypatch.setattr(idempotency.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(request_ids.time, "monotonic", lambda: clock[0])
     for owner in ("a", "b", "c"):
         ids.claim(owner, "r", "d1")
         with db.transaction() as connection:
@@ -141,7 +141,7 @@ def test_expired_ids_are_claimed_again_and_swept_at_most_once_a_minute(db, monke
     age("b")
     assert ids.claim("c", "r", "d1").outcome is Outcome.ANSWERED
     assert owners() == ["a", "b", "c"]  # swept at the first claim only, before "b" expired
-    clock[0] += idempotency.PURGE_INTERVAL_S
+    clock[0] += request_ids.PURGE_INTERVAL_S
     assert ids.claim("c", "r", "d1").outcome is Outcome.ANSWERED
     assert owners() == ["a", "c"]  # the next sweep, a minute later, removed "b"
 
@@ -150,7 +150,7 @@ async def test_retries_waiting_on_a_running_id_are_capped_counted_and_do_not_pol
     """Ten retries while the first call is held: the calls bucket (burst 6) refuses 4, the cap
     on waiters per client refuses 2 more, 4 wait on the running call itself, not on the database."""
     from gateway.analyze import Analyzer
-    from gateway.idempotency import MAX_WAITERS_PER_CLIENT
+    from gateway.request_ids import MAX_WAITERS_PER_CLIENT
 
     release, real_analyze = asyncio.Event(), Analyzer.analyze
 

@@ -174,3 +174,25 @@ def test_the_decode_size_is_what_each_processor_resizes_to():
     assert input_short_side(processor(0.875, shortest_edge=384)) == 384  # ConvNeXt at 384: no crop
     assert input_short_side(processor(shortest_edge=256)) == 256  # MobileNet, MobileViT
     assert input_short_side(processor(longest_edge=1333)) == 256  # unknown: the safe default
+
+
+async def test_with_a_request_id_each_other_angle_is_hashed_once(system, monkeypatch):
+    """The request's fingerprint takes each angle by its sha256, the one the store keys it by."""
+    angle = camera_photo((640, 480), rotated=False)
+    passes: list[int] = []
+    real = hashlib.sha256
+
+    def spy(data=b"", **kwargs):
+        if angle in bytes(data):  # the angle's bytes, alone or inside a serialized request
+            passes.append(len(data))
+        return real(data, **kwargs)
+
+    app = await system(services=("gateway",), use_chatgpt=False)
+    monkeypatch.setattr(hashlib, "sha256", spy)
+    request = gateway_pb2.AnalyzeMealRequest(
+        image=camera_photo((320, 240)), more_images=[angle], request_id="a-1"
+    )
+    response = await app.gateway.AnalyzeMeal(request, metadata=auth(API_TOKEN), timeout=60)
+    monkeypatch.undo()
+    assert response.photos == 2
+    assert passes == [len(angle)]

@@ -17,7 +17,8 @@ from foodcal.v1 import gateway_pb2
 from tests.conftest import API_TOKEN, auth
 from tests.swap_helpers import trainers_on_one_database
 from trainer.live_evidence import Evidence
-from trainer.rollout import RolloutPolicy, Rollouts
+from trainer.live_rules import RolloutPolicy
+from trainer.rollout import Rollouts
 
 LABELS = np.random.default_rng(0).uniform(100, 600, size=(40, 4))
 CLOSE, FAR = LABELS * 1.01, LABELS * 1.6

@@ -14,7 +14,8 @@ from trainer.backfill import current_classifier
 
 def test_training_is_seeded_and_checkpoints_reload_to_the_same_predictions(tmp_path):
     from trainer.data import Dataset
-    from trainer.training import TrainingParameters, train
+    from trainer.parameters import TrainingParameters
+    from trainer.training import train
 
     rng = np.random.default_rng(3)
     embeddings = rng.normal(size=(80, 48)).astype("f4")

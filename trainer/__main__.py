@@ -17,10 +17,11 @@ from model_store.client import ModelServerError, TorchServeClient
 from trainer.backfill import current_classifier
 from trainer.data import count_labelled
 from trainer.hot_swap import NutritionReplicas
-from trainer.rollout import RolloutPolicy, Rollouts
+from trainer.live_rules import RolloutPolicy
+from trainer.parameters import TrainingParameters
+from trainer.rollout import Rollouts
 from trainer.runs import Refused, RunManager
 from trainer.service import TrainerServicer
-from trainer.training import TrainingParameters
 from trainer.versions import VersionStore
 
 log = logging.getLogger("trainer")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from foodcal.convert import nutrition_proto, timestamp
 from foodcal.store import ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.v1 import common_pb2
+from trainer.parameters import TrainingParameters
 from trainer.training import EpochResult
 
 
@@ -27,7 +28,7 @@ def run_proto(run: TrainingRunRow) -> common_pb2.TrainingRun:
     return common_pb2.TrainingRun(
         run_id=run.id,
         status=RunStatus(run.status).to_proto(),
-        parameters=common_pb2.TrainingParameters(**run.parameters),
+        parameters=TrainingParameters(**run.parameters).to_proto(),
         epochs=[epoch_proto(e) for e in run.epochs],
         candidate=evaluation_proto(run.metrics.get("candidate")),
         served=evaluation_proto(run.metrics.get("served")),

@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
-from foodcal.settings import Settings
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
-from trainer.gate import EVIDENCE_TRUTH, RULE, Comparison, compare_predictions
+from trainer.gate import EVIDENCE_TRUTH, RULE, compare_predictions
 from trainer.live_evidence import Evidence, challenger_evidence, served_evidence
+from trainer.live_rules import (
+    ROLLBACK_CONFIDENCE,
+    ROLLBACK_MARGIN,
+    ROLLBACK_RULE,
+    RolloutPolicy,
+    decision_numbers,
+    what,
+)
 from trainer.rollout_state import (
     PROMOTE,
     RETIRE,
@@ -45,56 +51,9 @@ from trainer.versions import DEPLOY_WAIT_S, ServedChanged, VersionStore
 
 log = logging.getLogger(__name__)
 
-ROLLBACK_MARGIN = 0.05
-ROLLBACK_CONFIDENCE = 0.95
-ROLLBACK_RULE = (
-    f"the version it replaced scores at least {ROLLBACK_MARGIN:.0%} lower "
-    f"in {ROLLBACK_CONFIDENCE:.0%} of paired bootstrap resamples"
-)
 # After a challenger is retired, gateways still route to it until their cached read expires
 # (gateway/challenger.py REFRESH_S = 2 s): it stays registered a little longer than that.
 RETIRE_GRACE_S = 3.0
-
-
-@dataclass(frozen=True)
-class RolloutPolicy:
-    """ROLLOUT_* and ROLLBACK_* (their defaults live in foodcal/settings.py only)."""
-
-    mode: str
-    split_percent: float
-    min_samples: int
-    rollback_window: int
-    rollback_min_samples: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RolloutPolicy:
-        return cls(
-            settings.rollout,
-            settings.rollout_split_percent,
-            settings.rollout_min_samples,
-            settings.rollback_window,
-            settings.rollback_min_samples,
-        )
-
-
-def _what(evidence: Evidence) -> str:
-    if evidence.kind == EVIDENCE_TRUTH:
-        return f"{len(evidence)} live photos a person corrected (the truth)"
-    return f"{len(evidence)} live labels"
-
-
-def _evidence(comparison: Comparison, version: int, baseline: int, kind: str) -> dict:
-    """The numbers of a decision, the version on trial first, and what they were measured against."""
-    return {
-        "evidence": kind,
-        "samples": comparison.candidate.samples,
-        "version": version,
-        "baseline_version": baseline,
-        "version_score": comparison.candidate.score,
-        "baseline_score": comparison.served.score,
-        "gain": comparison.improvement,
-        "confidence": comparison.confidence,  # share of resamples in which the version scored lower
-    }
 
 
 class Rollouts:
@@ -190,10 +149,10 @@ class Rollouts:
         if evidence.kind != EVIDENCE_TRUTH and len(evidence) < self.policy.min_samples:
             return
         comparison = compare_predictions(evidence.version, evidence.baseline, evidence.labels)
-        numbers = _evidence(comparison, rollout.version, rollout.baseline_version, evidence.kind)
+        numbers = decision_numbers(comparison, rollout.version, rollout.baseline_version, evidence.kind)
         summary = (
             f"v{rollout.version} score {comparison.candidate.score:.4f} vs v{rollout.baseline_version} "
-            f"{comparison.served.score:.4f} on {_what(evidence)} ({comparison.summary()})"
+            f"{comparison.served.score:.4f} on {what(evidence)} ({comparison.summary()})"
         )
         if not comparison.better:
             await self._retire(
@@ -232,10 +191,10 @@ class Rollouts:
         now = compare_predictions(evidence.version, evidence.baseline, evidence.labels)
         reason = (
             f"v{rollout.version} score {now.candidate.score:.4f} is clearly worse than "
-            f"v{rollout.baseline_version} {now.served.score:.4f} on its last {_what(evidence)} "
+            f"v{rollout.baseline_version} {now.served.score:.4f} on its last {what(evidence)} "
             f"({ROLLBACK_RULE}: {back.improvement:.1%} lower in {back.confidence:.0%})"
         )
-        numbers = _evidence(now, rollout.version, rollout.baseline_version, evidence.kind)
+        numbers = decision_numbers(now, rollout.version, rollout.baseline_version, evidence.kind)
         try:  # only if the version judged is still served and watched: never undo a newer swap
             await self.versions.rollback(
                 rollout.baseline_version,

@@ -1,11 +1,10 @@
-"""Training runs: refusals, the background run, progress events for watchers, deploy-if-better."""
+"""Training runs: refusals, the background run (its progress: trainer/progress.py), deploy-if-better."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections import defaultdict
 from pathlib import Path
 
 from sqlmodel import col, select
@@ -21,9 +20,11 @@ from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both
 from trainer.data import count_labelled, count_stale, load_dataset
 from trainer.gate import RULE, decide
+from trainer.parameters import TrainingParameters
+from trainer.progress import Progress
 from trainer.rollout import Rollouts
 from trainer.targets import run_data
-from trainer.training import EpochResult, TrainingParameters, train
+from trainer.training import EpochResult, train
 from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class RunManager:
         self.range_level, self.label_exploration = range_level, label_exploration
         self.max_share_per_client = max_share_per_client
         self.rollouts = rollouts
-        self._watchers: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self.progress = Progress()  # what WatchTrainingRun streams
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._stopping = threading.Event()  # read by the training thread between epochs
@@ -138,22 +139,6 @@ class RunManager:
             query = select(TrainingRunRow).order_by(col(TrainingRunRow.created_at).desc()).limit(limit)
             return list(session.exec(query).all())
 
-    # -- progress ----------------------------------------------------------------------------
-
-    def subscribe(self, run_id: str) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue()
-        self._watchers[run_id].add(queue)
-        return queue
-
-    def unsubscribe(self, run_id: str, queue: asyncio.Queue) -> None:
-        self._watchers[run_id].discard(queue)
-        if not self._watchers[run_id]:
-            del self._watchers[run_id]
-
-    def _publish(self, run_id: str, event: EpochResult | TrainingRunRow) -> None:
-        for queue in self._watchers.get(run_id, ()):
-            queue.put_nowait(event)
-
     # -- the run -----------------------------------------------------------------------------
 
     async def _run(self, run: TrainingRunRow, params: TrainingParameters, dataset, classifier: str) -> None:
@@ -176,7 +161,7 @@ class RunManager:
             run.metrics = {}
             await asyncio.to_thread(self._save, run)
         log.info("run %s %s: %s", run.id, run.status, run.message)
-        self._publish(run.id, run)
+        self.progress.publish(run.id, run)
 
     async def _train_and_deploy(self, run, params, dataset, classifier, loop) -> None:
         train_data, early_stopping, val_data, truth, bias = await asyncio.to_thread(run_data, dataset)
@@ -190,7 +175,7 @@ class RunManager:
         def on_epoch(result: EpochResult) -> None:
             run.epochs = [*run.epochs, vars(result)]
             self._save(run)
-            loop.call_soon_threadsafe(self._publish, run.id, result)
+            loop.call_soon_threadsafe(self.progress.publish, run.id, result)
 
         best, final, epochs = await asyncio.to_thread(
             train, reference, train_data, early_stopping, params, on_epoch, should_stop=self._stopping.is_set

@@ -16,9 +16,10 @@ from model_store.client import ModelServerError
 from trainer import quality
 from trainer.backfill import backfill
 from trainer.messages import epoch_proto, run_proto, version_proto
+from trainer.parameters import TrainingParameters
 from trainer.runs import Refused, RunManager
 from trainer.swap_lock import SwapBusy
-from trainer.training import EpochResult, TrainingParameters
+from trainer.training import EpochResult
 from trainer.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     @_unary
     async def StartTrainingRun(self, request, context):
-        values = {
-            field: getattr(request, field)
-            for field in ("epochs", "batch_size", "learning_rate", "weight_decay", "patience", "hidden_size")
-            if request.HasField(field)
-        }
         try:
-            params = TrainingParameters(**values)
+            params = TrainingParameters.from_proto(request)
         except ValueError as error:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error), "INVALID_PARAMETERS")
         try:
@@ -105,9 +101,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             await abort(context, code, str(refused), reason, retry_after_s)
         except ModelServerError as error:
             await _model_server_failed(context, error)
-        return trainer_pb2.StartTrainingRunResponse(
-            run_id=run.id, parameters=common_pb2.TrainingParameters(**params.as_dict())
-        )
+        return trainer_pb2.StartTrainingRunResponse(run_id=run.id, parameters=params.to_proto())
 
     async def _run(self, context, run_id: str) -> TrainingRunRow:
         run = await asyncio.to_thread(self.runs.get, run_id) if run_id else None
@@ -124,7 +118,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     @_streaming
     async def WatchTrainingRun(self, request, context):
         """Every epoch so far, then each new one as it ends, then the outcome."""
-        queue = self.runs.subscribe(request.run_id)  # before reading, so no epoch falls in between
+        queue = self.runs.progress.subscribe(request.run_id)  # before reading, so no epoch falls in between
         try:
             run = await self._run(context, request.run_id)
             sent = -1  # epoch 0 is the closed-form start
@@ -149,7 +143,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                     run = event
             yield trainer_pb2.WatchTrainingRunResponse(event=common_pb2.TrainingEvent(outcome=run_proto(run)))
         finally:
-            self.runs.unsubscribe(request.run_id, queue)
+            self.runs.progress.unsubscribe(request.run_id, queue)
 
     @_unary
     async def ListTrainingRuns(self, request, context):

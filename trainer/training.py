@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,42 +15,11 @@ from torch import nn
 from model_store.nutrition_model import NutritionModel
 from trainer.closed_form import Scaling, fit_ridge
 from trainer.data import Dataset
+from trainer.parameters import TrainingParameters
 
 log = logging.getLogger(__name__)
 SEED = 1234
 SELECTION_Z = 1.0  # standard errors an epoch must beat the closed-form start by to replace it
-
-
-@dataclass
-class TrainingParameters:
-    epochs: int = 20
-    batch_size: int = 8
-    learning_rate: float = 0.001
-    weight_decay: float = 0.0001
-    patience: int = 0  # 0 = run every epoch
-    hidden_size: int = 256
-
-    def __post_init__(self) -> None:
-        checks = [
-            (1 <= self.epochs <= 1000, "epochs must be 1 to 1000"),
-            (1 <= self.batch_size <= 4096, "batch_size must be 1 to 4096"),
-            (
-                math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1,
-                "learning_rate must be in (0, 1]",
-            ),
-            (
-                math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 1,
-                "weight_decay must be in [0, 1]",
-            ),
-            (0 <= self.patience <= 1000, "patience must be 0 to 1000"),
-            (1 <= self.hidden_size <= 4096, "hidden_size must be 1 to 4096"),
-        ]
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

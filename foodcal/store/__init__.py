@@ -1,9 +1,10 @@
 """The sample store: database tables, sessions, migrations and the content-addressed images."""
 
 from foodcal.store.db import Database
-from foodcal.store.images import ImageStore, S3ImageStore, StoredImage, open_image_store
+from foodcal.store.images import ImageStore, StoredImage, open_image_store
 from foodcal.store.label_calls import LabelCallInFlight
 from foodcal.store.rollouts import Rollout, RolloutMode, RolloutState
+from foodcal.store.s3_images import S3ImageStore
 from foodcal.store.tables import (
     AnalyzeRequest,
     ChatGPTCall,

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from foodcal.calibration import Calibration
 from foodcal.photos import ValidImage
-from foodcal.settings import Settings
+from foodcal.settings import GatewaySettings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.images import Staged
 from gateway.budget import DailyBudget, next_midnight
@@ -72,7 +72,7 @@ class Analysis:
 class Analyzer:
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         db: Database,
         images: ImageStore,
         torchserve: TorchServeClient,

@@ -14,7 +14,7 @@ import sqlalchemy
 from PIL import Image
 
 from foodcal.grpc_server import RunningServer, start_server
-from foodcal.settings import Settings, load_settings
+from foodcal.settings import SERVICE_SETTINGS, Settings, load_settings
 from foodcal.store import Database
 from model_store.build import build_models
 from model_store.client import TorchServeClient
@@ -217,11 +217,13 @@ def stub(openai_stub) -> OpenAIStub:
 
 
 async def start_service(module, settings: Settings, db: Database, port: int = 0) -> RunningServer:
+    # Only the service's own class, as `python -m <service>` loads it: a field it does not own fails.
+    own = SERVICE_SETTINGS[module.__name__.removesuffix(".__main__")].model_validate(settings.model_dump())
     if module.__name__ == "gateway.__main__":
         port = port or free_port()
-        spec = module.build(settings, db, port)
+        spec = module.build(own, db, port)
     else:
-        spec = module.build(settings, db)
+        spec = module.build(own, db)
     return await start_server(spec, "127.0.0.1", port)
 
 

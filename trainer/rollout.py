@@ -23,7 +23,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from foodcal.settings import Settings
+from foodcal.settings import TrainerSettings
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
@@ -67,7 +67,7 @@ class RolloutPolicy:
     rollback_min_samples: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RolloutPolicy:
+    def from_settings(cls, settings: TrainerSettings) -> RolloutPolicy:
         return cls(
             settings.rollout,
             settings.rollout_split_percent,

@@ -58,7 +58,7 @@ RETIRE_GRACE_S = 3.0
 
 @dataclass(frozen=True)
 class RolloutPolicy:
-    """ROLLOUT_* and ROLLBACK_* (their defaults live in foodcal/settings.py only)."""
+    """ROLLOUT_* and ROLLBACK_* (their defaults live in foodcal/settings/trainer.py only)."""
 
     mode: str
     split_percent: float

@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from foodcal.photos import InvalidImage
-from foodcal.settings import CommonSettings
 from foodcal.torchserve import inference_pb2, inference_pb2_grpc, management_pb2
 from model_store.archive import FOOD101, NUTRITION
 from model_store.channels import Replica, balanced_channel, balanced_target
@@ -109,7 +108,7 @@ class TorchServeClient:
         self.timeout_s = timeout_s
 
     @classmethod
-    def from_settings(cls, settings: CommonSettings) -> TorchServeClient:
+    def from_settings(cls, settings) -> TorchServeClient:
         return cls(
             settings.torchserve_endpoints,
             settings.torchserve_management,

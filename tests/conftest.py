@@ -217,13 +217,10 @@ def stub(openai_stub) -> OpenAIStub:
 
 
 async def start_service(module, settings: Settings, db: Database, port: int = 0) -> RunningServer:
-    # Only the service's own class, as `python -m <service>` loads it: a field it does not own fails.
-    own = SERVICE_SETTINGS[module.__name__.removesuffix(".__main__")].model_validate(settings.model_dump())
-    if module.__name__ == "gateway.__main__":
-        port = port or free_port()
-        spec = module.build(own, db, port)
-    else:
-        spec = module.build(own, db)
+    name = module.__name__.removesuffix(".__main__")
+    own = SERVICE_SETTINGS[name].model_validate(settings.model_dump())  # its own class, as in production
+    port = port or (free_port() if name == "gateway" else 0)
+    spec = module.build(own, db, port) if name == "gateway" else module.build(own, db)
     return await start_server(spec, "127.0.0.1", port)
 
 

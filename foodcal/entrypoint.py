@@ -5,25 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from foodcal import metrics
 from foodcal.grpc_server import ServiceSpec, serve_until_signalled
 from foodcal.logs import setup_logging
-from foodcal.settings import Settings, load_settings
+from foodcal.settings import CommonSettings, load_settings
 from foodcal.store import Database
+
+ServiceSettings = TypeVar("ServiceSettings", bound=CommonSettings)
 
 
 def run_service(
     name: str,
-    build: Callable[[Settings, Database], ServiceSpec],
-    port_of: Callable[[Settings], int],
-    describe: Callable[[Settings], str] | None = None,
+    kind: type[ServiceSettings],
+    build: Callable[[ServiceSettings, Database], ServiceSpec],
+    port_of: Callable[[ServiceSettings], int],
+    describe: Callable[[ServiceSettings], str] | None = None,
+    chatgpt_model: Callable[[ServiceSettings], str | None] = lambda settings: None,
 ) -> None:
-    settings = load_settings()
+    """`kind`: the service's own settings class; `chatgpt_model`: the model it labels with, if any."""
+    settings = load_settings(kind)
     setup_logging(name, settings.log_level, settings.log_format)
     db = Database(settings.database_url)
     db.migrate()
-    metrics.instrument(name, db, settings.openai_model if settings.chatgpt_enabled else None)
+    metrics.instrument(name, db, chatgpt_model(settings))
     port = getattr(settings, f"{name}_metrics_port")
     metrics_port = metrics.serve(settings.bind_host, port, f"{name.upper()}_METRICS_PORT")
     logging.getLogger(name).info("metrics on http://%s:%d/metrics", settings.bind_host, metrics_port)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import grpc
 
 from foodcal.grpc_server import ServerTLS
+from foodcal.settings import CommonSettings
 
 
-def server_tls(settings) -> ServerTLS | None:
+def server_tls(settings: CommonSettings) -> ServerTLS | None:
     """The labeler's and the trainer's TLS when INTERNAL_TLS_CERT_FILE / _KEY_FILE are set."""
     settings.require_internal_tls_server()
     if settings.internal_tls_cert_file is None:
@@ -25,7 +26,7 @@ def server_tls(settings) -> ServerTLS | None:
     )
 
 
-def channel_credentials(settings) -> grpc.ChannelCredentials | None:
+def channel_credentials(settings: CommonSettings) -> grpc.ChannelCredentials | None:
     """How a caller reaches our services: None for plaintext (no CA and no certificate set).
 
     Trusts INTERNAL_TLS_CA_FILE, else INTERNAL_TLS_CERT_FILE itself (a self-signed one): either is
@@ -43,14 +44,14 @@ def channel_credentials(settings) -> grpc.ChannelCredentials | None:
     )
 
 
-def internal_channel(settings, address: str, options) -> grpc.aio.Channel:
+def internal_channel(settings: CommonSettings, address: str, options) -> grpc.aio.Channel:
     credentials = channel_credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options)
     return grpc.aio.secure_channel(address, credentials, options=options)
 
 
-def internal_sync_channel(settings, address: str) -> grpc.Channel:
+def internal_sync_channel(settings: CommonSettings, address: str) -> grpc.Channel:
     """The same for a blocking caller (`python -m trainer.backfill`)."""
     credentials = channel_credentials(settings)
     return (

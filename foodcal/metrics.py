@@ -64,7 +64,7 @@ CHATGPT_TOKENS = Counter(
 )
 CHATGPT_COST = Counter(
     "foodcal_chatgpt_cost_usd_total",
-    "Estimated cost of ChatGPT calls in US dollars (prices in foodcal/settings.py).",
+    "Estimated cost of ChatGPT calls in US dollars (prices in foodcal/settings/labeler.py).",
     ("model",),
 )
 LABEL_CACHE_HITS = Counter(

@@ -10,8 +10,8 @@ from sqlmodel import select
 from foodcal.entrypoint import run_service
 from foodcal.grpc_server import ServerTLS, ServiceSpec, message_size_options
 from foodcal.internal_tls import internal_channel
-from foodcal.settings import Settings
-from foodcal.settings_checks import is_loopback
+from foodcal.settings import GatewaySettings
+from foodcal.settings.checks import is_loopback
 from foodcal.store import Database, Sample, open_image_store
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc, labeler_pb2_grpc, trainer_pb2_grpc
 from gateway.analyze import Analyzer
@@ -31,7 +31,7 @@ from model_store.worker_heap import keep_freed_memory
 log = logging.getLogger(__name__)
 
 
-def internal_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+def internal_metadata(settings: GatewaySettings) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {settings.internal_token}"),)
 
 
@@ -40,14 +40,13 @@ def _named_by_a_sample(db: Database, sha256: str) -> bool:
         return session.exec(select(Sample.id).where(Sample.image_sha256 == sha256)).first() is not None
 
 
-def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
+def build(settings: GatewaySettings, db: Database, port: int) -> ServiceSpec:
     """Wire the gateway; `port` names this instance's queue worker (stable across restarts)."""
     settings.require_api_tokens()
     settings.require_admin_tokens()
     settings.require_internal_token()
     settings.refuse_example_tokens_beyond_loopback()
     settings.require_gateway_tls()
-    settings.require_known_prices()
     options = message_size_options(settings.grpc_max_message_bytes)
     labeler_channel = internal_channel(settings, settings.labeler_address, options)
     trainer_channel = internal_channel(settings, settings.trainer_address, options)
@@ -121,12 +120,12 @@ def build(settings: Settings, db: Database, port: int) -> ServiceSpec:
     )
 
 
-def calls_limiter(settings: Settings, db: Database) -> RateLimiter:
+def calls_limiter(settings: GatewaySettings, db: Database) -> RateLimiter:
     names = ("CLIENT_CALL_RATE_PER_MINUTE", "CLIENT_CALL_BURST")
     return RateLimiter(db, settings.client_call_rate_per_minute, settings.client_call_burst, names=names)
 
 
-def tls_files(settings: Settings) -> ServerTLS | None:
+def tls_files(settings: GatewaySettings) -> ServerTLS | None:
     """The certificate chain and private key when GATEWAY_TLS_* are set; None serves plaintext."""
     if settings.gateway_tls_cert_file is None or settings.gateway_tls_key_file is None:
         if not is_loopback(settings.bind_host):
@@ -139,6 +138,7 @@ def main() -> None:
     keep_freed_memory()  # a 12 MP photo's copies are not mapped afresh per request (worker_heap.py)
     run_service(
         "gateway",
+        GatewaySettings,
         lambda settings, db: build(settings, db, settings.gateway_port),
         lambda settings: settings.gateway_port,
         lambda s: (

@@ -10,7 +10,7 @@ import grpc
 
 from foodcal.calibration import Calibration
 from foodcal.photos import ValidImage
-from foodcal.settings import Settings
+from foodcal.settings import GatewaySettings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.images import Staged
 from foodcal.v1 import gateway_pb2
@@ -48,7 +48,7 @@ ANSWER_RESERVE_S = 0.5
 class Analyzer:
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         db: Database,
         images: ImageStore,
         torchserve: TorchServeClient,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from foodcal.calibration import exploration_reason
+from foodcal.settings import GatewaySettings
 
 ALWAYS, UNCERTAIN = "always", "uncertain"
 CONFIDENT_REASON = "confident"  # how a skipped photo's reason starts (GetStats counts them)
@@ -32,7 +33,7 @@ class PolicySettings:
     max_relative_width: float = 0.25
 
     @classmethod
-    def from_settings(cls, settings) -> PolicySettings:
+    def from_settings(cls, settings: GatewaySettings) -> PolicySettings:
         return cls(
             policy=settings.label_policy,
             exploration=settings.label_policy_exploration,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from foodcal.entrypoint import run_service
 from foodcal.grpc_server import ServiceSpec
 from foodcal.internal_tls import server_tls
-from foodcal.settings import Settings
+from foodcal.settings import LabelerSettings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import labeler_pb2, labeler_pb2_grpc
 from labeler.chatgpt import ChatGPT
@@ -13,8 +13,9 @@ from labeler.labeling import Labeler
 from labeler.service import LabelerServicer
 
 
-def build(settings: Settings, db: Database) -> ServiceSpec:
+def build(settings: LabelerSettings, db: Database) -> ServiceSpec:
     settings.require_internal_token()
+    settings.require_known_prices()
     chatgpt = ChatGPT(settings) if settings.chatgpt_enabled else None
     labeler = Labeler(settings, db, chatgpt, open_image_store(settings))
 
@@ -39,12 +40,14 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
 def main() -> None:
     run_service(
         "labeler",
+        LabelerSettings,
         build,
         lambda settings: settings.labeler_port,
         lambda s: (
             "labeling with "
             + (f"ChatGPT ({s.openai_model})" if s.chatgpt_enabled else "offline: reference table")
         ),
+        chatgpt_model=lambda s: s.openai_model if s.chatgpt_enabled else None,
     )
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from foodcal import metrics
 from foodcal.photos import at_most, reduced
-from foodcal.settings import OPENAI_PRICES_PER_MILLION, Settings
+from foodcal.settings import OPENAI_PRICES_PER_MILLION, LabelerSettings
 from labeler.answer import RESPONSE_FORMAT, SYSTEM_PROMPT, Answer, InvalidAnswer, parse_answer, user_prompt
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _said(error: openai.APIStatusError) -> str:
 
 
 class ChatGPT:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LabelerSettings) -> None:
         self.model, self.prices = settings.openai_model, settings.openai_prices
         self.client = openai.AsyncOpenAI(
             api_key=settings.openai_api_key,

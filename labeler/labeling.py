@@ -13,7 +13,7 @@ from foodcal import metrics
 from foodcal.convert import public_provider
 from foodcal.labels import Label, LabelSource
 from foodcal.notes import note_sha256
-from foodcal.settings import Settings, openai_call_bound_s
+from foodcal.settings import LabelerSettings, openai_call_bound_s
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from labeler import in_flight
 from labeler.answer import PROMPT_VERSION
@@ -45,7 +45,7 @@ def request_key(note: str, more: tuple[str, ...] = ()) -> str:
 
 
 class Labeler:
-    def __init__(self, settings: Settings, db: Database, chatgpt: ChatGPT | None, images) -> None:
+    def __init__(self, settings: LabelerSettings, db: Database, chatgpt: ChatGPT | None, images) -> None:
         """`images`: the image store (foodcal.store.open_image_store), read for a photo sent by hash."""
         self.settings, self.db, self.chatgpt, self.images = settings, db, chatgpt, images
         self.provider = public_provider(settings.openai_base_url)  # a name, never the endpoint

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from foodcal.settings import Settings, load_settings
+from foodcal.settings import ModelSettings, load_settings
 from model_store import archive, checkpoint, precision, reference
 from model_store.nutrition_model import NutritionModel
 
@@ -33,7 +33,7 @@ _INPUTS = [
 ]
 
 
-def food101_config(settings: Settings) -> str:
+def food101_config(settings: ModelSettings) -> str:
     """TorchServe model config for the classifier: one single-threaded worker per core (the ViT is
     compute-bound: workers use the cores, threads inside one worker contend)."""
     workers = settings.food101_workers or os.cpu_count() or 1
@@ -45,7 +45,7 @@ def food101_config(settings: Settings) -> str:
     )
 
 
-def food101_batch_size(settings: Settings, workers: int) -> int:
+def food101_batch_size(settings: ModelSettings, workers: int) -> int:
     """Batching may pay when one worker serves the queue. With several workers on the same
     queue, one worker takes a whole batch while the others idle: measured on 2 cores at 8 clients,
     batch 8 kept 1.0-1.7 cores busy and lost up to half the throughput of batch 1."""
@@ -71,7 +71,7 @@ def reference_model(checkpoint_dir: Path) -> NutritionModel:
     return NutritionModel.from_table(table, embedding_dim=int(identity["embedding_dim"]))
 
 
-def build_models(settings: Settings, force: bool = False) -> dict:
+def build_models(settings: ModelSettings, force: bool = False) -> dict:
     """Returns the classifier identity; rebuilds only when an input changed."""
     store = Path(settings.model_store_dir)
     checkpoint_dir = store.parent / "checkpoints" / "food101"
@@ -113,7 +113,7 @@ def build_models(settings: Settings, force: bool = False) -> dict:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    build_models(load_settings())
+    build_models(load_settings(ModelSettings))
 
 
 if __name__ == "__main__":

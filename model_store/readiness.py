@@ -51,9 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.addresses:
         inference = management = list(args.addresses)  # self_test only uses the inference API
     else:
-        from foodcal.settings import load_settings
+        from foodcal.settings import CommonSettings, load_settings
 
-        settings = load_settings()
+        settings = load_settings(CommonSettings)
         inference, management = settings.torchserve_endpoints, settings.torchserve_management
         target = settings.torchserve_inference_target
     ok, why = asyncio.run(ready(inference, management, args.timeout, target))

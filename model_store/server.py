@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from foodcal.settings import Settings, load_settings
+from foodcal.settings import ModelSettings, load_settings
 from model_store.archive import FOOD101, NUTRITION, nutrition_mar_name
 from model_store.process_group import GROUP_FILE, stop_group, stop_leftover
 from model_store.torchserve_config import LOG4J2, TorchServeConfig
@@ -120,7 +120,7 @@ def default_models(nutrition_mar: str = nutrition_mar_name(0)) -> dict[str, str]
     return {FOOD101: "food101.mar", NUTRITION: nutrition_mar}
 
 
-def served_nutrition_mar(settings: Settings) -> str:
+def served_nutrition_mar(settings: ModelSettings) -> str:
     """The archive of the nutrition version the database marks as served, so that a TorchServe
     that restarts (a crash, an OOM kill) answers with that version from its first request instead
     of version 0 until the trainer reconciles it. v0 when nothing else is served, or when the
@@ -177,7 +177,7 @@ async def _serve_foreground() -> int:
     from model_store.build import build_models
     from model_store.client import ModelServerError, TorchServeClient
 
-    settings = load_settings()
+    settings = load_settings(ModelSettings)
     setup_logging("torchserve", settings.log_level, settings.log_format)
     build_models(settings)
     config = TorchServeConfig.from_settings(settings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foodcal.settings import Settings
+from foodcal.settings import ModelSettings
 from model_store.ports import free_port
 
 LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -56,7 +56,7 @@ class TorchServeConfig:
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TorchServeConfig:
+    def from_settings(cls, settings: ModelSettings) -> TorchServeConfig:
         def port(address: str) -> int:
             return int(address.rsplit(":", 1)[1])
 

@@ -14,7 +14,7 @@ import sqlalchemy
 from PIL import Image
 
 from foodcal.grpc_server import RunningServer, start_server
-from foodcal.settings import Settings, load_settings
+from foodcal.settings import SERVICE_SETTINGS, Settings, load_settings
 from foodcal.store import Database
 from model_store.build import build_models
 from model_store.client import TorchServeClient
@@ -217,11 +217,10 @@ def stub(openai_stub) -> OpenAIStub:
 
 
 async def start_service(module, settings: Settings, db: Database, port: int = 0) -> RunningServer:
-    if module.__name__ == "gateway.__main__":
-        port = port or free_port()
-        spec = module.build(settings, db, port)
-    else:
-        spec = module.build(settings, db)
+    name = module.__name__.removesuffix(".__main__")
+    own = SERVICE_SETTINGS[name].model_validate(settings.model_dump())  # its own class, as in production
+    port = port or (free_port() if name == "gateway" else 0)
+    spec = module.build(own, db, port) if name == "gateway" else module.build(own, db)
     return await start_server(spec, "127.0.0.1", port)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from foodcal.settings import Settings, load_settings
+from foodcal.settings import SERVICE_SETTINGS, CommonSettings, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -197,10 +197,11 @@ def volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
-def container_settings(name: str, monkeypatch, variables: dict[str, str] | None = None) -> Settings:
-    """The settings a container would load: .env (a copy of .env.example) plus its overrides."""
+def container_settings(name: str, monkeypatch, variables: dict[str, str] | None = None) -> CommonSettings:
+    """The settings a container would load (its service's own class): .env (a copy of .env.example)
+    plus its overrides."""
     for field in Settings.model_fields:
         monkeypatch.delenv(field.upper(), raising=False)
     for key, value in environment(services(variables)[name]).items():
         monkeypatch.setenv(key, value)
-    return load_settings(_env_file=ROOT / ".env.example")
+    return load_settings(SERVICE_SETTINGS[name], _env_file=ROOT / ".env.example")

@@ -69,8 +69,9 @@ async def test_a_spent_budget_holds_labels_pending_and_releases_them_after_midni
 
 
 async def test_a_budget_with_a_model_of_unknown_price_refuses_to_start_unless_priced(tmp_path, stub):
-    """A model missing from the price table costs 0 as far as we knew: the budget never bit."""
-    import gateway.__main__ as gateway_main
+    """A model missing from the price table costs 0 as far as we knew: the budget never bit. The
+    labeler refuses: it holds the key and the prices, and records what each call cost."""
+    import labeler.__main__ as labeler_main
     from foodcal.settings import SettingsError
     from foodcal.store import Database
     from labeler.chatgpt import ChatGPT
@@ -80,12 +81,12 @@ async def test_a_budget_with_a_model_of_unknown_price_refuses_to_start_unless_pr
     unpriced = chatgpt_settings(tmp_path, stub, openai_model="o4-mini", chatgpt_daily_budget_usd=5.0)
     db = Database(unpriced.database_url)
     with pytest.raises(SettingsError, match=r"BUDGET_USD.*o4-mini.*OPENAI_INPUT_USD_PER_MILLION"):
-        gateway_main.build(unpriced, db, 0)
+        labeler_main.build(unpriced, db)
     priced = chatgpt_settings(
         tmp_path, stub, openai_model="o4-mini", chatgpt_daily_budget_usd=5.0,
         openai_input_usd_per_million=1.25, openai_output_usd_per_million=10.0,
     )  # fmt: skip
-    spec = gateway_main.build(priced, db, 0)
+    spec = labeler_main.build(priced, db)
     await spec.on_stop()
     db.dispose()
     client = ChatGPT(priced)  # the labeler records the cost at those prices

@@ -92,8 +92,9 @@ def test_each_container_loads_valid_settings_that_fit_together(monkeypatch):
     for name, settings in loaded.items():
         assert settings.bind_host == "0.0.0.0", name
         assert settings.database_url == "postgresql://foodcal:foodcal@postgres:5432/foodcal", name
-        assert settings.labeler_address == f"labeler:{settings.labeler_port}", name
-        assert settings.trainer_address == f"trainer:{settings.trainer_port}", name
+        # Every container dials the port the labeler and the trainer containers listen on.
+        assert settings.labeler_address == f"labeler:{loaded['labeler'].labeler_port}", name
+        assert settings.trainer_address == f"trainer:{loaded['trainer'].trainer_port}", name
     assert loaded["gateway"].torchserve_endpoints == ["torchserve:7070"]
     assert loaded["trainer"].torchserve_management == ["torchserve:7071"]
     # TorchServe listens where the others look for it and its probe asks.

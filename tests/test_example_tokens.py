@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from foodcal.settings import SettingsError
-from foodcal.settings_checks import is_example_token
+from foodcal.settings.checks import is_example_token
 from tests.conftest import API_TOKEN, make_settings
 from tests.deploy_helpers import ROOT, built_services, env_example, environment
 from tests.processes import env_for

@@ -10,7 +10,7 @@ import time
 from foodcal.entrypoint import run_service
 from foodcal.grpc_server import ServiceSpec
 from foodcal.internal_tls import server_tls
-from foodcal.settings import Settings
+from foodcal.settings import TrainerSettings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
 from model_store.client import ModelServerError, TorchServeClient
@@ -28,7 +28,7 @@ log = logging.getLogger("trainer")
 
 
 async def auto_retrain(
-    settings: Settings, runs: RunManager, labels_at_start: int, poll_s: float = 10.0
+    settings: TrainerSettings, runs: RunManager, labels_at_start: int, poll_s: float = 10.0
 ) -> None:
     """AUTO_RETRAIN_EVERY_N_LABELS / AUTO_RETRAIN_INTERVAL_S start runs through the same path."""
     every_n, interval = settings.auto_retrain_every_n_labels, settings.auto_retrain_interval_s
@@ -89,7 +89,7 @@ async def judge_rollouts(rollouts: Rollouts, every_s: float) -> None:
             log.exception("checking the live rollouts failed; again in %.1fs", every_s)
 
 
-def build(settings: Settings, db: Database) -> ServiceSpec:
+def build(settings: TrainerSettings, db: Database) -> ServiceSpec:
     settings.require_internal_token()
     torchserve = TorchServeClient.from_settings(settings)
     versions = VersionStore(
@@ -144,7 +144,7 @@ def build(settings: Settings, db: Database) -> ServiceSpec:
 
 
 def main() -> None:
-    run_service("trainer", build, lambda settings: settings.trainer_port)
+    run_service("trainer", TrainerSettings, build, lambda settings: settings.trainer_port)
 
 
 if __name__ == "__main__":

@@ -60,10 +60,10 @@ def _save(db: Database, sample_ids: list[str], results: list[Classification]) ->
 def main() -> None:
     """`make backfill`: asks the running trainer, so runs and backfills never overlap."""
     from foodcal.internal_tls import internal_sync_channel
-    from foodcal.settings import load_settings
+    from foodcal.settings import CommonSettings, load_settings
     from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
 
-    settings = load_settings()
+    settings = load_settings(CommonSettings)
     # INTERNAL_TLS_*, as the gateway dials the trainer: a trainer serving TLS refuses plaintext.
     with internal_sync_channel(settings, settings.trainer_address) as channel:
         response = trainer_pb2_grpc.TrainerServiceStub(channel).BackfillEmbeddings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foodcal.settings import Settings
+from foodcal.settings import TrainerSettings
 from trainer.gate import EVIDENCE_TRUTH, Comparison
 from trainer.live_evidence import Evidence
 
@@ -28,7 +28,7 @@ class RolloutPolicy:
     rollback_min_samples: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RolloutPolicy:
+    def from_settings(cls, settings: TrainerSettings) -> RolloutPolicy:
         return cls(
             settings.rollout,
             settings.rollout_split_percent,

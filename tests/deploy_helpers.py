@@ -204,4 +204,5 @@ def container_settings(name: str, monkeypatch, variables: dict[str, str] | None 
         monkeypatch.delenv(field.upper(), raising=False)
     for key, value in environment(services(variables)[name]).items():
         monkeypatch.setenv(key, value)
-    return load_settings(SERVICE_SETTINGS[name], _env_file=ROOT / ".env.example")
+    kind = SERVICE_SETTINGS["torchserve" if name == "models" else name]  # `models` builds for TorchServe
+    return load_settings(kind, _env_file=ROOT / ".env.example")

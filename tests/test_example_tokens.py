@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from foodcal.settings import SettingsError
-from foodcal.settings.checks import is_example_token
+from foodcal.settings.checks import is_example_token, is_loopback
 from tests.conftest import API_TOKEN, make_settings
 from tests.deploy_helpers import ROOT, built_services, env_example, environment
 from tests.processes import env_for
@@ -22,12 +22,12 @@ EXAMPLES = {
 }
 
 
-def test_a_gateway_on_every_interface_with_an_example_token_exits_naming_it(tmp_path):
-    env = env_for(
+def _gateway_env(tmp_path, host: str, api_tokens: list[str]) -> dict[str, str]:
+    return env_for(
         {
-            "bind_host": "0.0.0.0",
+            "bind_host": host,
             "gateway_port": 0,
-            "api_tokens": ["dev-token-change-me"],
+            "api_tokens": api_tokens,
             "admin_tokens": ["an-operator-token"],
             "internal_token": "an-internal-token",
             "use_chatgpt": False,
@@ -36,10 +36,13 @@ def test_a_gateway_on_every_interface_with_an_example_token_exits_naming_it(tmp_
             "models_dir": tmp_path / "models",
         }
     )
+
+
+def test_a_gateway_on_every_interface_with_an_example_token_exits_naming_it(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "gateway"],
         cwd=tmp_path,  # no .env here: only the settings above count
-        env=env,
+        env=_gateway_env(tmp_path, "0.0.0.0", ["dev-token-change-me"]),
         capture_output=True,
         text=True,
         timeout=120,
@@ -48,6 +51,33 @@ def test_a_gateway_on_every_interface_with_an_example_token_exits_naming_it(tmp_
     assert done.returncode != 0, done.stderr[-2000:]
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith("API_TOKENS: ") and "BIND_HOST=0.0.0.0" in message, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("host", "api_tokens"),
+    [("127.0.0.1", ["dev-token-change-me"]), ("0.0.0.0", ["a-token-of-our-own"])],
+    ids=["example-tokens-on-loopback", "own-tokens-everywhere"],
+)
+def test_a_gateway_the_check_lets_through_starts_serving(tmp_path, host, api_tokens):
+    """The same start-up as above gets past the check and serves (its log says on which address)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        cwd=tmp_path,
+        env=_gateway_env(tmp_path, host, api_tokens),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stderr:  # ends when the process exits
+            lines.append(line)
+            if "gateway serving on" in line:
+                break
+        assert f"gateway serving on {host}:" in "".join(lines), "".join(lines)[-2000:]
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -59,9 +89,13 @@ def test_an_example_token_is_refused_beyond_loopback(tmp_path, name, host):
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"])
-def test_example_tokens_serve_on_loopback(tmp_path, host):
-    examples = {key: value for option in EXAMPLES.values() for key, value in option.items()}
-    make_settings(tmp_path, bind_host=host, **examples).refuse_example_tokens_beyond_loopback()
+def test_every_loopback_spelling_counts_as_loopback(host):
+    assert is_loopback(host)  # so example tokens serve there (the process test above starts one)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "gateway.example.com", "127.example.com"])
+def test_nothing_else_counts_as_loopback(host):
+    assert not is_loopback(host)
 
 
 def test_the_published_host_decides_where_the_gateway_is_reachable(tmp_path):
@@ -74,10 +108,6 @@ def test_the_published_host_decides_where_the_gateway_is_reachable(tmp_path):
     published = make_settings(tmp_path, bind_host="0.0.0.0", gateway_published_host="0.0.0.0", **examples)
     with pytest.raises(SettingsError, match=r"GATEWAY_PUBLISHED_HOST=0\.0\.0\.0"):
         published.refuse_example_tokens_beyond_loopback()
-
-
-def test_own_tokens_serve_on_every_interface(tmp_path):
-    make_settings(tmp_path, bind_host="0.0.0.0").refuse_example_tokens_beyond_loopback()
 
 
 def test_every_token_we_ship_is_recognised_as_an_example():

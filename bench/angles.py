@@ -1,4 +1,4 @@
-"""`python -m bench.angles`: how to pool several photos of one plate (model_store/handlers).
+"""`python -m bench.angles`: how to pool several photos of one plate (model_store/worker/food101_handler.py).
 
 Photos from bench/synthetic.py's world (class-prototype embeddings, a linear classification layer,
 Zipf dish frequencies), where a plate is taken for a look-alike dish in two ways: the dish itself
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import save, say, table
+from bench.harness import save, say, table
 from bench.synthetic import CLASSES, ClassFeatureWorld
 
 PLATES, ANGLES, PLATE_FOOLED, ANGLE_FOOLED = 6000, 4, 0.04, 0.04

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from foodcal.store import Sample
 from foodcal.v1 import gateway_pb2
 from gateway.portion import Portion
-from model_store.client import Classification, NutritionPrediction
+from model_store.torchserve_client import Classification, NutritionPrediction
 
 
 @dataclass

@@ -8,20 +8,18 @@ import random
 
 import grpc
 
-from foodcal.calibration import Calibration
-from foodcal.photos import ValidImage
+from foodcal.domain.calibration import Calibration
 from foodcal.settings import GatewaySettings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.images import Staged
 from foodcal.v1 import gateway_pb2
 from gateway.analysis import Analysis, OwnRange
 from gateway.budget import DailyBudget, next_midnight
-from gateway.calibrations import Calibrations
 from gateway.challenger import Challengers, Predictions
 from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
 from gateway.label_queue import LabelCall, label_request
-from gateway.labels import RetryPolicy, apply_failure, apply_label
+from gateway.label_results import RetryPolicy, apply_failure, apply_label
 from gateway.plate_photos import (
     INLINE_HASH_BYTES,
     Angles,
@@ -31,12 +29,14 @@ from gateway.plate_photos import (
     discarded,
     other_angles,
 )
+from gateway.policy_inputs import Calibrations
 from gateway.portion import own_portion
 from gateway.request_ids import RequestKey
 from gateway.responses import analysis_response
 from gateway.sample_writes import save_sample, sent_before
 from gateway.shown import CHATGPT, OWN_MODEL, REFERENCE
-from model_store.client import TorchServeClient
+from model_store.torchserve_client import TorchServeClient
+from model_store.worker.photos import ValidImage
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Analyzer:
     ) -> Analysis:
         """`budget`: what is left of the caller's deadline; every inner call gets at most that.
         `owner`: the caller's identity (gateway/auth.py), stored with the sample.
-        `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo.
+        `note`: the person's note, already cleaned (foodcal.domain.notes), sent to ChatGPT with the photo.
         `hashes`: the photos', when the caller already hashed them: one hash per photo and request.
         `request`: the request id this call claimed: its answer is saved with the sample.
         `more_images`: other angles of the same plate (checked, classified with it, stored with it).

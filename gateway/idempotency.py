@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from foodcal.errors import abort
+from foodcal.rpc.errors import abort
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.images import sha256_of
 from foodcal.v1 import gateway_pb2

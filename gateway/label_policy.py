@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foodcal.calibration import exploration_reason
+from foodcal.domain.calibration import exploration_reason
 from foodcal.settings import GatewaySettings
 
 ALWAYS, UNCERTAIN = "always", "uncertain"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +11,7 @@ import torch
 import transformers as tf
 
 from model_store.reference import food101_labels, lookup
+from model_store.worker import food101_handler
 
 SQUARE = {"height": 32, "width": 32}
 LARGER = {"height": 36, "width": 36}
@@ -120,18 +120,10 @@ def reference_serving(label: str) -> tuple[float, float, float, float]:
 
 
 def load_food101_handler(mar: Path, target: Path):
-    """The food101 handler from a built .mar, unpacked and initialised the way TorchServe does
-    (its files flat in model_dir, importable from there)."""
+    """The food101 handler initialised on a built .mar's files, unpacked the way TorchServe does
+    (tests/test_handlers.py proves the archive's own code runs the same)."""
     with zipfile.ZipFile(mar) as archive:
         archive.extractall(target)
-    sys.path.insert(0, str(target))
-    try:
-        import food101_handler
-
-        handler = food101_handler.Food101Handler()
-        handler.initialize(SimpleNamespace(system_properties={"model_dir": str(target)}, manifest={}))
-        return handler
-    finally:  # the next .mar brings its own copies of these modules
-        sys.path.remove(str(target))
-        for module in ("food101_handler", "food101_model", "openvino_model", "photos"):
-            sys.modules.pop(module, None)
+    handler = food101_handler.Food101Handler()
+    handler.initialize(SimpleNamespace(system_properties={"model_dir": str(target)}, manifest={}))
+    return handler

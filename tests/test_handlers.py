@@ -1,7 +1,10 @@
 """Handlers unit-tested with a mock context, without a server (as pytorch/serve does)."""
 
 import base64
+import importlib
 import json
+import os
+import subprocess
 import sys
 import zipfile
 from types import SimpleNamespace
@@ -10,34 +13,50 @@ import numpy as np
 import pytest
 import torch
 
-from model_store.archive import HANDLERS
 from tests.conftest import photo
 
 
 @pytest.fixture
 def unpacked(model_store, tmp_path):
-    """A .mar extracted the way TorchServe does: its files flat in model_dir, on sys.path."""
+    """A .mar extracted the way TorchServe does: model_dir holds its weights and files."""
 
     def unpack(name):
         target = tmp_path / name
         with zipfile.ZipFile(model_store / name) as archive:
             archive.extractall(target)
-        sys.path.insert(0, str(target))
         return SimpleNamespace(system_properties={"model_dir": str(target)}, manifest={})
 
-    yield unpack
-    sys.path[:] = [p for p in sys.path if not p.startswith(str(tmp_path))]
-    for module in ("food101_handler", "food101_model", "photos", "nutrition_handler", "nutrition_model"):
-        sys.modules.pop(module, None)
+    return unpack
 
 
 def _handler(module_name):
-    sys.path.insert(0, str(HANDLERS))
-    try:
-        module = __import__(module_name)
-    finally:
-        sys.path.remove(str(HANDLERS))
-    return module
+    return importlib.import_module(f"model_store.worker.{module_name}")
+
+
+@pytest.mark.parametrize(
+    ("mar", "handler"), [("food101.mar", "Food101Handler"), ("nutrition-v0.mar", "NutritionHandler")]
+)
+def test_a_mar_runs_on_the_worker_package_it_carries(model_store, tmp_path, mar, handler):
+    """TorchServe's worker imports the handler from model_dir: everything it imports must come from
+    the archive (the code it was built with), never from the repository."""
+    with zipfile.ZipFile(model_store / mar) as archive:
+        archive.extractall(tmp_path)
+    module = mar.split("-")[0].removesuffix(".mar") + "_handler"
+    code = (
+        "import sys, types\n"
+        f"import {module}\n"
+        f"{module}.{handler}().initialize(types.SimpleNamespace("
+        f"system_properties={{'model_dir': {str(tmp_path)!r}}}, manifest={{}}))\n"
+        "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.startswith('model_store')))\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(tmp_path)}  # as TorchServe's worker
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = result.stdout.split()
+    assert f"{tmp_path}/model_store/worker/{module.replace('handler', 'model')}.py" in loaded
+    assert loaded and all(path.startswith(str(tmp_path)) for path in loaded), loaded
 
 
 def test_food101_handler_returns_topk_embedding_and_probabilities_for_a_batch(unpacked):
@@ -119,7 +138,7 @@ def test_nutrition_handler_refuses_wrong_sized_inputs(unpacked):
 
 
 def test_nutrition_outputs_are_finite_and_never_negative():
-    from model_store.nutrition_model import NutritionModel
+    from model_store.worker.nutrition_model import NutritionModel
 
     model = NutritionModel(8, 101, hidden_size=16)
     model.table.fill_(100.0)

@@ -1,5 +1,5 @@
 """A TorchServe worker and the gateway keep the memory they freed for the next request
-(model_store/worker_heap.py)."""
+(model_store/worker/heap.py)."""
 
 import statistics
 import subprocess
@@ -8,8 +8,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from model_store import archive
 
 # One request's activations, as a ViT-B/16 makes them: many blocks of a few MB (above glibc's
 # starting mmap threshold of 128 KiB), all alive at the peak, all freed at the end.
@@ -32,7 +30,7 @@ PAGES_PER_REQUEST = 32 * 197 * 768 * 4 * 4 // 4096  # ~18,900: every page of the
 # layout: the same worker imports left a process faulting 17,699, 118 and 0 pages per request in
 # three runs. A fixed start makes the "without" case repeatable.
 GLIBC_START = (
-    f"import sys\nsys.path.append({str(archive.WORKER_HEAP_FILE.parent)!r})\nimport worker_heap\n"
+    "import sys\nfrom model_store.worker import heap as worker_heap\n"
     "assert worker_heap.set_thresholds(128 * 1024, 128 * 1024)\n"
 )
 

@@ -19,7 +19,7 @@ ROLLBACK_RULE = (
 
 @dataclass(frozen=True)
 class RolloutPolicy:
-    """ROLLOUT_* and ROLLBACK_* (their defaults live in foodcal/settings.py only)."""
+    """ROLLOUT_* and ROLLBACK_* (their defaults live in foodcal/settings/trainer.py only)."""
 
     mode: str
     split_percent: float

@@ -45,7 +45,7 @@ class CommonSettings(BaseSettings, InternalChecks):
 
     # One shared token between our own services.
     internal_token: str = ""
-    # TLS between our own services (foodcal/internal_tls.py): the labeler and the trainer serve this
+    # TLS between our own services (foodcal/rpc/internal_tls.py): the labeler and the trainer serve this
     # certificate and key; callers trust INTERNAL_TLS_CA_FILE (default: the certificate itself)
     # and never need the key. Mutual TLS: the services require a client certificate signed by
     # INTERNAL_TLS_CA_FILE, and callers present theirs.

@@ -22,7 +22,7 @@ class TrainerSettings(CommonSettings):
     # Where several clients contribute to a run, the most of its photos and of its corrections one
     # client may weigh (trainer/trust.py); a deployment with a single client is never capped.
     training_max_share_per_client: float = Field(0.3, gt=0, le=1)
-    # The level of the calibrated ranges shown with our numbers (foodcal/calibration.py).
+    # The level of the calibrated ranges shown with our numbers (foodcal/domain/calibration.py).
     range_level: float = Field(0.8, gt=0, lt=1)
     swap_drain_s: float = Field(0.5, ge=0)
 

@@ -1,1 +1,2 @@
-"""foodcal's shared code: settings, the sample store, gRPC helpers and the generated contracts."""
+"""What every foodcal process shares, in rooms by job: domain/, settings/, store/, rpc/, cli/, ops/
+(docs/architecture.md); generated contracts in v1/ and torchserve/."""

@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import and_, func, true
 from sqlmodel import Session, col, select
 
+from foodcal.domain.convert import nutrition_proto, timestamp
 from foodcal.domain.items import FoodItem
 from foodcal.domain.nutrition import NUTRIENTS
-from foodcal.rpc.convert import nutrition_proto, timestamp
 from foodcal.store import ChatGPTCall, CorrectionReview, LabelCache, LabelStatus, Sample
 from foodcal.store.images import PHOTO_REMOVED
 from foodcal.v1 import common_pb2, gateway_pb2

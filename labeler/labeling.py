@@ -9,10 +9,10 @@ import logging
 import weakref
 from dataclasses import dataclass, field
 
+from foodcal.domain.convert import public_provider
 from foodcal.domain.labels import Label, LabelSource
 from foodcal.domain.notes import note_sha256
 from foodcal.rpc import metrics
-from foodcal.rpc.convert import public_provider
 from foodcal.settings import LabelerSettings, openai_call_bound_s
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from labeler import in_flight

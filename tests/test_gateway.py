@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from foodcal.rpc.convert import nutrition_values
+from foodcal.domain.convert import nutrition_values
 from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import auth, photo
 from tests.openai_stub import answer, error

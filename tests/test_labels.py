@@ -9,9 +9,9 @@ import sqlalchemy
 from alembic import command
 from alembic.config import Config
 
+from foodcal.domain.convert import mirrors_proto_enum
 from foodcal.domain.items import FoodItem
 from foodcal.domain.labels import Label, LabelSource, LabelStatus
-from foodcal.rpc.convert import mirrors_proto_enum
 from foodcal.store import RunStatus, Sample
 from foodcal.store.db import MIGRATIONS_DIR
 from foodcal.store.tables import utcnow

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sqlmodel import col, or_, select
 
-from foodcal.rpc.convert import timestamp
+from foodcal.domain.convert import timestamp
 from foodcal.store import Database, LabelStatus, ModelVersionRow, Sample
 from foodcal.v1 import trainer_pb2
 from model_store.worker.nutrition_model import NutritionModel

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from foodcal.domain.convert import nutrition_proto, nutrition_values
 from foodcal.domain.nutrition import NUTRIENTS, out_of_bounds
-from foodcal.rpc.convert import nutrition_proto, nutrition_values
 from foodcal.v1 import common_pb2
 
 MAX_ITEMS = 20

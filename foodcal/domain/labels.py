@@ -7,8 +7,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from foodcal.domain.convert import mirrors_proto_enum, nutrition_proto, nutrition_values, public_provider
 from foodcal.domain.items import FoodItem
-from foodcal.rpc.convert import mirrors_proto_enum, nutrition_proto, nutrition_values, public_provider
 from foodcal.v1 import common_pb2
 
 Nutrients = tuple[float, float, float, float]

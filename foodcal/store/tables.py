@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
+from foodcal.domain.convert import mirrors_proto_enum
 from foodcal.domain.items import FoodItem
 from foodcal.domain.labels import Label, LabelSource, LabelStatus
 from foodcal.domain.nutrition import NUTRIENTS
-from foodcal.rpc.convert import mirrors_proto_enum
 from foodcal.v1 import common_pb2
 
 

@@ -9,14 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from foodcal.calibration import Calibration
 from foodcal.photos import ValidImage
 from foodcal.settings import Settings
-from foodcal.store import Database, ImageStore, LabelStatus, Sample
+from foodcal.store import Database, ImageStore, LabelStatus, PairedPrediction, Sample, SampleFeatures
 from foodcal.store.images import Staged
+from foodcal.store.sample_rows import insert_sample
+from foodcal.store.tables import set_nutrients
 from gateway.budget import DailyBudget, next_midnight
 from gateway.calibrations import Calibrations
 from gateway.challenger import Challengers, Predictions
@@ -46,7 +48,6 @@ _SAME_PHOTO = (
     )
     .limit(1)
 )
-_INSERT_SAMPLE = insert(_SAMPLES)
 
 
 @dataclass
@@ -166,19 +167,21 @@ class Analyzer:
             filename=filename[:255],
             width=valid.width,
             height=valid.height,
-            classifier_version=classification.classifier,
             dishes=[[label, p] for label, p in classification.dishes],
-            embedding=classification.embedding.astype("<f4").tobytes(),
-            class_probabilities=classification.probabilities.astype("<f4").tobytes(),
+            features=SampleFeatures(
+                classifier_version=classification.classifier,
+                embedding=classification.embedding.astype("<f4").tobytes(),
+                class_probabilities=classification.probabilities.astype("<f4").tobytes(),
+            ),
             pred_model_version=prediction.version,
             owner=owner,
             meal_id=meal_id,
             more_image_sha256s=angles.sha256s or None,
         )
-        sample.set_values("pred", prediction.values)
+        sample.set_prediction(prediction.values)
         if paired is not None:
-            sample.set_values("paired", paired.values)
-            sample.paired_model_version = paired.version
+            sample.paired = PairedPrediction(model_version=paired.version)
+            set_nutrients(sample.paired, "", paired.values)
         sample.note = note
         portion = own_portion(classification.dishes, prediction.version, prediction.values[0])
         if portion is not None:
@@ -187,17 +190,18 @@ class Analyzer:
         calibration = await self.calibrations.of_version(prediction.version)
         own_range = self._range(calibration, prediction, classification)
         decision = await self._decide(calibration, prediction, classification, own_range, note)
-        sample.label_policy_reason = decision.reason if self.settings.use_chatgpt else "USE_CHATGPT=false"
-        sample.label_uncertainty = decision.uncertainty
+        job = sample.label_job
+        job.policy_reason = decision.reason if self.settings.use_chatgpt else "USE_CHATGPT=false"
+        job.uncertainty = decision.uncertainty
         shown, source = prediction.values, OWN_MODEL if prediction.version > 0 else REFERENCE
         if not self.settings.use_chatgpt or not decision.ask:
-            sample.label_status = LabelStatus.NOT_REQUESTED
+            job.status = LabelStatus.NOT_REQUESTED
         elif await self.budget.exhausted():  # fetched after midnight UTC, never dropped
-            sample.label_status = LabelStatus.PENDING
-            sample.label_next_attempt_at = next_midnight(sample.created_at)
-            sample.label_policy_reason += "; today's ChatGPT budget is spent: waits for midnight UTC"
+            job.status = LabelStatus.PENDING
+            job.next_attempt_at = next_midnight(sample.created_at)
+            job.policy_reason += "; today's ChatGPT budget is spent: waits for midnight UTC"
         elif self.settings.use_own_model_instead_chatgpt:
-            sample.label_status = LabelStatus.PENDING  # collected in the background
+            job.status = LabelStatus.PENDING  # collected in the background
         else:  # the labeler reads the store: every angle first
             await asyncio.to_thread(self._store, sample, await staging, await angles.staged())
             await self._label_now(sample, budget)
@@ -209,12 +213,12 @@ class Analyzer:
         await asyncio.to_thread(
             self._store_and_insert, analysis, await staging, await angles.staged(), on_insert
         )
-        if sample.label_status == LabelStatus.PENDING:
+        if job.status == LabelStatus.PENDING:
             self.wake_queue()
         log.info(
             "sample %s: %s (%.2f), v%d, label %s",
             sample.id, classification.dishes[0][0], classification.dishes[0][1], prediction.version,
-            sample.label_status,
+            job.status,
         )  # fmt: skip
         return analysis
 
@@ -244,9 +248,9 @@ class Analyzer:
         try:
             response = await self.call_labeler(request, timeout=budget.timeout_or_none(ANSWER_RESERVE_S))
         except grpc.aio.AioRpcError as error:
-            apply_failure(sample, error.code(), error.details() or "", self.policy)
+            apply_failure(sample.label_job, error.code(), error.details() or "", self.policy)
             return
-        apply_label(sample, response)
+        apply_label(sample.label_job, response)
 
     @staticmethod
     def _store(sample: Sample, staged: Staged, angles: list[Staged]) -> None:
@@ -271,6 +275,6 @@ class Analyzer:
             same = {"sha256": sample.image_sha256, "owner": sample.owner}
             earlier = connection.execute(_SAME_PHOTO, same).first()
             analysis.duplicate_image = earlier is not None
-            connection.execute(_INSERT_SAMPLE, sample.model_dump())
+            insert_sample(connection, sample)
             if on_insert is not None:
                 on_insert(connection, analysis)

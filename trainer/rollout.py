@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from foodcal.settings import Settings
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
+from foodcal.store.rollouts import in_state
 from foodcal.store.tables import utcnow
 from model_store.client import ModelServerError
 from trainer.gate import EVIDENCE_TRUTH, RULE, Comparison, compare_predictions
@@ -36,7 +37,6 @@ from trainer.rollout_state import (
     SUPERSEDE,
     decide,
     decide_now,
-    in_state,
     promote_by_rollback,
     record,
     still,

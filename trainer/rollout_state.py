@@ -90,10 +90,3 @@ def still(db: Database, rollout: Rollout, state: RolloutState, served: int | Non
 
     return check
 
-
-def in_state(db: Database, state: RolloutState, version: int | None = None) -> list[Rollout]:
-    query = select(Rollout).where(Rollout.state == state)
-    if version is not None:
-        query = query.where(Rollout.version == version)
-    with db.session() as session:
-        return list(session.exec(query.order_by(col(Rollout.started_at))))

@@ -167,9 +167,10 @@ class Analyzer:
             filename=filename[:255],
             width=valid.width,
             height=valid.height,
-            dishes=[[label, p] for label, p in classification.dishes],
             features=SampleFeatures(
                 classifier_version=classification.classifier,
+                dishes=[[label, p] for label, p in classification.dishes],
+                top1_dish=classification.dishes[0][0][:100],
                 embedding=classification.embedding.astype("<f4").tobytes(),
                 class_probabilities=classification.probabilities.astype("<f4").tobytes(),
             ),
@@ -186,7 +187,6 @@ class Analyzer:
         portion = own_portion(classification.dishes, prediction.version, prediction.values[0])
         if portion is not None:
             sample.pred_portion_g, sample.pred_portion_basis = portion.grams, portion.basis
-        sample.top1_dish = classification.dishes[0][0][:100]
         calibration = await self.calibrations.of_version(prediction.version)
         own_range = self._range(calibration, prediction, classification)
         decision = await self._decide(calibration, prediction, classification, own_range, note)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlmodel import col, func, or_, select
 
 from foodcal.calibration import Calibration
-from foodcal.store import Database, LabelJob, LabelStatus, Sample, SampleCorrection
+from foodcal.store import Database, LabelJob, LabelStatus, SampleCorrection, SampleFeatures
 from foodcal.store.reads import calibration_of_version
 from gateway.recent import Recent
 
@@ -37,10 +37,10 @@ class Calibrations:
         )
         with self.db.session() as session:
             rows = session.exec(
-                select(Sample.top1_dish, func.count())
-                .join(LabelJob)
-                .outerjoin(SampleCorrection)
+                select(SampleFeatures.top1_dish, func.count())
+                .join(LabelJob, col(LabelJob.sample_id) == SampleFeatures.sample_id)
+                .outerjoin(SampleCorrection, col(SampleCorrection.sample_id) == SampleFeatures.sample_id)
                 .where(wanted)
-                .group_by(Sample.top1_dish)
+                .group_by(SampleFeatures.top1_dish)
             )
             return {dish: count for dish, count in rows}

@@ -12,8 +12,7 @@ import grpc
 
 from foodcal.errors import abort
 from foodcal.store import CorrectionReview, LabelStatus, Sample, SampleCorrection
-from foodcal.store.tables import set_nutrients
-from foodcal.store.tables import utcnow
+from foodcal.store.tables import set_nutrients, utcnow
 from foodcal.v1 import gateway_pb2
 from gateway.corrections import InvalidCorrection, correction_of, flag_of
 from gateway.errors import on_thread

@@ -12,8 +12,8 @@ from foodcal.convert import nutrition_proto, timestamp
 from foodcal.items import FoodItem
 from foodcal.nutrition import NUTRIENTS
 from foodcal.store import CorrectionReview, LabelJob, LabelStatus, Sample, SampleCorrection
-from foodcal.store.reads import chatgpt_usage, label_cache_hits
 from foodcal.store.images import PHOTO_REMOVED
+from foodcal.store.reads import chatgpt_usage, label_cache_hits
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import spent_today
 from gateway.label_policy import CONFIDENT_REASON
@@ -54,9 +54,7 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         correction_flag=correction.flag,
         more_image_sha256s=sample.more_image_sha256s or [],
         meal_id=sample.meal_id,
-        correction_review=(
-            CorrectionReview(correction.review).to_proto() if sample.corrected else None
-        ),
+        correction_review=(CorrectionReview(correction.review).to_proto() if sample.corrected else None),
         photo_removed=sample.image_path == PHOTO_REMOVED,
     )
     return message
@@ -96,7 +94,9 @@ def list_samples(
     if corrections != gateway_pb2.CORRECTION_FILTER_UNSPECIFIED:
         query = query.join(SampleCorrection).where(col(SampleCorrection.corrected_at).is_not(None))
     if corrections == gateway_pb2.CORRECTION_FILTER_FLAGGED:
-        query = query.where(SampleCorrection.flag != "", SampleCorrection.review == CorrectionReview.UNREVIEWED)
+        query = query.where(
+            SampleCorrection.flag != "", SampleCorrection.review == CorrectionReview.UNREVIEWED
+        )
     elif corrections == gateway_pb2.CORRECTION_FILTER_REJECTED:
         query = query.where(SampleCorrection.review == CorrectionReview.REJECTED)
     if owner is not None:  # a client lists only its own samples

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from foodcal import metrics
 from foodcal.store import Database, Rollout, RolloutState
@@ -89,4 +89,3 @@ def still(db: Database, rollout: Rollout, state: RolloutState, served: int | Non
         return f"the rollout of v{rollout.version} was decided meanwhile; nothing was changed"
 
     return check
-

@@ -14,7 +14,9 @@ from foodcal.store.tables import ChatGPTCall, LabelCache, ModelVersionRow
 
 def chatgpt_spent_since(session: Session, since: datetime) -> float:
     """The gateway's daily budget: what the labeler's ChatGPT calls cost since `since`, in USD."""
-    query = select(func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0)).where(col(ChatGPTCall.created_at) >= since)
+    query = select(func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0)).where(
+        col(ChatGPTCall.created_at) >= since
+    )
     return float(session.exec(query).one())
 
 

@@ -8,7 +8,9 @@ from sqlalchemy.engine import Connection
 
 from foodcal.store.tables import LabelJob, PairedPrediction, Sample, SampleCorrection, SampleFeatures
 
-_INSERTS = {part: insert(part.__table__) for part in (LabelJob, SampleFeatures, SampleCorrection, PairedPrediction)}
+_INSERTS = {
+    part: insert(part.__table__) for part in (LabelJob, SampleFeatures, SampleCorrection, PairedPrediction)
+}
 _INSERT_SAMPLE = insert(Sample.__table__)
 
 

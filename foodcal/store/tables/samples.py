@@ -58,10 +58,6 @@ class Sample(SQLModel, table=True):
     filename: str = ""
     width: int = 0
     height: int = 0
-    # The classifier's top-5 [[dish, probability], …], and the top-1 dish: counts labels per dish
-    # for the label policy without reading JSON.
-    dishes: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    top1_dish: str = Field(default="", index=True, max_length=100)
 
     # Our nutrition model's prediction, and the source of the numbers shown (gateway/shown.py).
     pred_calories_kcal: float | None = None
@@ -85,6 +81,11 @@ class Sample(SQLModel, table=True):
     features: SampleFeatures = _part("SampleFeatures", inner=True)
     correction: SampleCorrection | None = _part("SampleCorrection")
     paired: PairedPrediction | None = _part("PairedPrediction")
+
+    @property
+    def dishes(self) -> list:
+        """The classifier's top-5 [[dish, probability], …] (in the sample's features)."""
+        return self.features.dishes
 
     def values(self, source: str) -> Nutrients | None:
         """The four nutrients of `pred`, `paired`, `label` or `correction`, or None."""

@@ -52,6 +52,8 @@ _PARTS = {
     "sample_features": (
         [
             ("classifier_version", "classifier_version", _TEXT(), ""),
+            ("dishes", "dishes", sa.JSON(), "[]"),
+            ("top1_dish", "top1_dish", _TEXT(length=100), ""),
             ("embedding", "embedding", sa.LargeBinary(), None),
             ("class_probabilities", "class_probabilities", sa.LargeBinary(), None),
         ],
@@ -79,7 +81,8 @@ _PARTS = {
 }
 # indexes: (table, column) of the old samples index and the new one
 _INDEXES = [("label_jobs", "status", "label_status"), ("label_jobs", "next_attempt_at", "label_next_attempt_at"),
-            ("sample_features", "classifier_version", "classifier_version")]  # fmt: skip
+            ("sample_features", "classifier_version", "classifier_version"),
+            ("sample_features", "top1_dish", "top1_dish")]  # fmt: skip
 
 
 def upgrade() -> None:

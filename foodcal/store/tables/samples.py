@@ -114,8 +114,17 @@ class Sample(SQLModel, table=True):
         return self.values("correction") or self.values("label")
 
 
+_PARTS = frozenset({"label_job", "features", "correction", "paired"})
+
+
 @event.listens_for(Sample, "init")
 def _with_its_parts(_sample: Sample, _args, kwargs: dict) -> None:
-    """Every sample has a label job and features from the start: the queue and the trainer join them."""
+    """Every sample has a label job and features from the start: the queue and the trainer join them.
+    A column that moved to a part is refused loudly (SQLModel would drop it without a word)."""
+    unknown = set(kwargs) - set(Sample.model_fields) - _PARTS
+    if unknown:
+        raise TypeError(
+            f"Sample has no {', '.join(sorted(unknown))}: see its parts ({', '.join(sorted(_PARTS))})"
+        )
     kwargs.setdefault("label_job", LabelJob())
     kwargs.setdefault("features", SampleFeatures())

@@ -57,8 +57,11 @@ def _insert(sample_id: str, values: dict) -> tuple[str, dict]:
 def _rows(db) -> dict[str, dict]:
     with db.engine.connect() as connection:
         rows = connection.execute(sqlalchemy.text("SELECT * FROM samples")).mappings().all()
-    return {row["id"]: {k: (json.loads(v) if k in _JSON and isinstance(v, str) else v) for k, v in row.items()}
-            for row in rows}  # fmt: skip
+
+    def parsed(key, value):  # PostgreSQL's driver parses JSON columns itself, SQLite's does not
+        return json.loads(value) if key in _JSON and isinstance(value, str) else value
+
+    return {row["id"]: {key: parsed(key, value) for key, value in row.items()} for row in rows}
 
 
 def test_every_sample_value_moves_to_its_part_and_back(database_url):
@@ -90,8 +93,10 @@ def test_every_sample_value_moves_to_its_part_and_back(database_url):
         assert (pending.label_job.claimed_by, pending.correction, pending.paired) == ("gw:1", None, None)
         assert session.get(Sample, "bare").label_job.status == LabelStatus.NOT_REQUESTED
     with db.engine.connect() as connection:
-        count = {table: connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}")).scalar()
-                 for table in ("label_jobs", "sample_features", "corrections", "paired_predictions")}  # fmt: skip
+        count = {
+            table: connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}")).scalar()
+            for table in ("label_jobs", "sample_features", "corrections", "paired_predictions")
+        }
     assert count == {"label_jobs": 3, "sample_features": 3, "corrections": 1, "paired_predictions": 1}
 
     config = Config()

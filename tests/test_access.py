@@ -61,7 +61,7 @@ async def test_a_client_sees_only_its_own_samples_and_another_clients_id_is_not_
     )
     assert corrected.code() == grpc.StatusCode.NOT_FOUND
     with app.db.session() as session:
-        assert session.get(Sample, theirs.sample_id).corrected_at is None
+        assert session.get(Sample, theirs.sample_id).correction is None
     fixed = await gw.CorrectSample(
         gateway_pb2.CorrectSampleRequest(sample_id=mine.sample_id, nutrition=NUTRITION), metadata=CLIENT
     )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sqlmodel import select
 
-from foodcal.store import LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
+from foodcal.store import LabelStatus, ModelVersionRow, RunStatus, Sample, SampleFeatures, TrainingRunRow
 from foodcal.store.tables import set_nutrients
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
 from model_store.nutrition_model import NutritionModel
@@ -61,7 +61,7 @@ async def test_learnable_labels_deploy_a_better_version_that_torchserve_then_ser
     models = Path(app.settings.models_dir)
     best = NutritionModel.from_checkpoint(torch.load(models / "nutrition_model_best.pth", weights_only=True))
     with app.db.session() as session:
-        sample = session.exec(Sample.__table__.select().limit(1)).first()
+        sample = session.exec(SampleFeatures.__table__.select().limit(1)).first()
     embedding, probabilities = (
         np.frombuffer(sample.embedding, "<f4"),
         np.frombuffer(sample.class_probabilities, "<f4"),

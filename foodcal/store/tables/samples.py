@@ -91,7 +91,7 @@ class Sample(SQLModel, table=True):
         """The four nutrients of `pred`, `paired`, `label` or `correction`, or None."""
         if source == "pred":
             return nutrients_of(self, "pred")
-        part = {"paired": self.paired, "label": self.label_job, "correction": self.correction}[source]
+        part = getattr(self, {"paired": "paired", "label": "label_job", "correction": "correction"}[source])
         return None if part is None else part.nutrients
 
     def set_prediction(self, values: Nutrients | None) -> None:

@@ -126,5 +126,9 @@ def _with_its_parts(_sample: Sample, _args, kwargs: dict) -> None:
         raise TypeError(
             f"Sample has no {', '.join(sorted(unknown))}: see its parts ({', '.join(sorted(_PARTS))})"
         )
+    sample_id = kwargs.setdefault("id", new_id())  # known now: a part's log line can name its sample
     kwargs.setdefault("label_job", LabelJob())
     kwargs.setdefault("features", SampleFeatures())
+    for name in _PARTS:
+        if kwargs.get(name) is not None:
+            kwargs[name].sample_id = sample_id

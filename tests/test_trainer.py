@@ -190,8 +190,7 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
     assert response.updated_samples == 3 and response.classifier == classifier
     with app.db.session() as session:
         for sample_id in ids:
-            sample = session.get(Sample, sample_id)
-            features = sample.features
+            features = session.get(SampleFeatures, sample_id)
             assert features.classifier_version == classifier and len(features.embedding) == 48 * 4
             assert features.top1_dish == features.dishes[0][0] != "old_dish"  # what the label policy counts
     started = await start_run(app, epochs=1)  # the same samples are training data now

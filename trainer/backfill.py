@@ -42,11 +42,7 @@ def _save(db: Database, sample_ids: list[str], results: list[Classification]) ->
             features = session.get(SampleFeatures, sample_id)
             if features is None:  # deleted meanwhile
                 continue
-            features.classifier_version = classification.classifier
-            features.dishes = [[label, p] for label, p in classification.dishes]
-            features.top1_dish = classification.dishes[0][0][:100] if classification.dishes else ""
-            features.embedding = classification.embedding.astype("<f4").tobytes()
-            features.class_probabilities = classification.probabilities.astype("<f4").tobytes()
+            features.sqlmodel_update(SampleFeatures.values_of(classification))
             session.add(features)
 
 

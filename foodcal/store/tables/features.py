@@ -19,3 +19,15 @@ class SampleFeatures(SQLModel, table=True):
     # little-endian float32 arrays, pooled over every angle of the plate
     embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     class_probabilities: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+    @staticmethod
+    def values_of(classification) -> dict:
+        """The columns of a model_store.client.Classification (what the classifier answered)."""
+        dishes = [[label, p] for label, p in classification.dishes]
+        return {
+            "classifier_version": classification.classifier,
+            "dishes": dishes,
+            "top1_dish": dishes[0][0][:100] if dishes else "",
+            "embedding": classification.embedding.astype("<f4").tobytes(),
+            "class_probabilities": classification.probabilities.astype("<f4").tobytes(),
+        }

@@ -3,6 +3,7 @@ every row and value moves up, and back down, on SQLite and PostgreSQL."""
 
 import json
 
+import pytest
 import sqlalchemy
 from alembic import command
 from alembic.config import Config
@@ -106,3 +107,12 @@ def test_every_sample_value_moves_to_its_part_and_back(database_url):
         command.downgrade(config, "0010")
     assert _rows(db) == before  # every column of every row, as it was
     db.dispose()
+
+
+def test_a_new_sample_has_its_label_job_and_features_and_refuses_a_column_that_moved():
+    sample = Sample(image_sha256="ab" * 32, image_path="p")
+    assert sample.label_job.status == LabelStatus.NOT_REQUESTED and sample.features.embedding is None
+    assert sample.label_job.sample_id == sample.features.sample_id == sample.id
+    assert (sample.correction, sample.paired) == (None, None)
+    with pytest.raises(TypeError, match="label_status"):
+        Sample(image_sha256="ab" * 32, image_path="p", label_status=LabelStatus.PENDING)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from foodcal.store import ChatGPTCall, LabelJob, LabelStatus, Sample
+from foodcal.store import ChatGPTCall, LabelJob, LabelStatus
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import next_midnight, spent_today, start_of_day
 from tests.conftest import auth
@@ -60,12 +60,12 @@ async def test_a_spent_budget_holds_labels_pending_and_releases_them_after_midni
         session.add(held)
     for _ in range(200):
         with app.db.session() as session:
-            if session.get(Sample, answer.sample_id).label_status == LabelStatus.LABELED:
+            if session.get(LabelJob, answer.sample_id).status == LabelStatus.LABELED:
                 break
         await asyncio.sleep(0.1)
     assert openai_stub.calls == 1
     with app.db.session() as session:
-        assert session.get(Sample, answer.sample_id).label_status == LabelStatus.LABELED
+        assert session.get(LabelJob, answer.sample_id).status == LabelStatus.LABELED
 
 
 async def test_a_budget_with_a_model_of_unknown_price_refuses_to_start_unless_priced(tmp_path, stub):

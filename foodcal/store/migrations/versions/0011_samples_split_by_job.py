@@ -23,7 +23,8 @@ def _column(name: str, kind, default=None) -> sa.Column:
     return sa.Column(name, kind, nullable=default is None, server_default=default)
 
 
-# table -> (its column, the samples column it came from, definition); which samples get a row.
+# table -> ([(its column, the samples column it came from, type, server default when moved back)],
+#           which samples get a row)
 _PARTS = {
     "label_jobs": (
         [

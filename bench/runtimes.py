@@ -28,14 +28,14 @@ from pathlib import Path
 
 import torch
 
-from bench.common import load_average, machine, machine_lines, progress, save, say, table
-from foodcal.photos import decode_for_model
+from bench.harness import load_average, machine, machine_lines, progress, save, say, table
 from model_store import precision as guard
 from model_store.checkpoint import write_random_vit
 from model_store.confident import make_confident
-from model_store.food101_model import open_classifier
 from model_store.openvino_convert import convert
 from model_store.sample_photos import photo_like
+from model_store.worker.classifier import open_classifier
+from model_store.worker.photos import decode_for_model
 
 ROUNDS, GEMM = 10, 1024
 
@@ -54,7 +54,7 @@ def openvino_gemm_limits(work: Path, size: int = GEMM, repeat: int = 5) -> dict[
     import nncf
     import openvino as ov
 
-    from model_store.openvino_model import compile_ir
+    from model_store.worker.openvino_model import compile_ir
 
     linear = torch.nn.Linear(size, size, bias=False).eval()
     x = torch.randn(size, size)
@@ -79,8 +79,9 @@ def openvino_gemm_limits(work: Path, size: int = GEMM, repeat: int = 5) -> dict[
 def rss_mib(checkpoint: Path, runtime: str, precision: str) -> float:
     """Peak RSS of a fresh process that loads the classifier and answers one photo."""
     code = (
-        "import resource, sys; from model_store.food101_model import open_classifier; "
-        "from model_store.sample_photos import photo_like; from foodcal.photos import decode_for_model; "
+        "import resource, sys; from model_store.worker.classifier import open_classifier; "
+        "from model_store.sample_photos import photo_like; "
+        "from model_store.worker.photos import decode_for_model; "
         f"c = open_classifier({str(checkpoint)!r}, {runtime!r}, {precision!r}); "
         "c(c.pixels([decode_for_model(photo_like(1)[0], c.input_short_side)])); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from foodcal.store import Database, RolloutMode, RolloutState
 from foodcal.store.rollouts import in_state
 from gateway.recent import Recent
-from model_store.client import ModelServerError, NutritionPrediction, TorchServeClient
+from model_store.torchserve_client import ModelServerError, NutritionPrediction, TorchServeClient
 
 log = logging.getLogger(__name__)
 

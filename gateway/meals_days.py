@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import joinedload, load_only, raiseload
 from sqlmodel import Session, col, select
 
-from foodcal.convert import nutrition_proto
+from foodcal.domain.convert import nutrition_proto
 from foodcal.store import LabelJob, Sample, SampleCorrection
 from foodcal.store.tables import nutrient_names, utcnow
 from foodcal.v1 import gateway_pb2

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from sqlmodel import select
 
-from foodcal.errors import details_of, error_info
+from foodcal.rpc.errors import details_of, error_info
 from foodcal.store import (
     AnalyzeRequest,
     ChatGPTCall,

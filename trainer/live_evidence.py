@@ -12,7 +12,7 @@ import torch
 
 from foodcal.store import CorrectionReview, Database, LabelStatus, Rollout
 from foodcal.store.live_reads import labelled_answers, paired_answers, served_answers
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.gate import EVIDENCE_CHATGPT, EVIDENCE_TRUTH, MIN_TRUTH_PHOTOS
 from trainer.scores import MIN_DISH_SAMPLES, Score
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from foodcal.convert import timestamp
+from foodcal.domain.convert import timestamp
 from foodcal.store import Database, LabelStatus, ModelVersionRow
 from foodcal.store.training_reads import newest_classifier as _newest_classifier
 from foodcal.store.training_reads import teaching_samples
 from foodcal.v1 import trainer_pb2
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.data import (
     TEST_PERCENT,
     TRUTH_PERCENT,

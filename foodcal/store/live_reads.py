@@ -23,7 +23,7 @@ from foodcal.store.tables import (
     nutrient_names,
 )
 
-# Each source's four nutrient columns, in foodcal.nutrition.NUTRIENTS order.
+# Each source's four nutrient columns, in foodcal.domain.nutrition.NUTRIENTS order.
 PRED = [getattr(Sample, name) for name in nutrient_names("pred")]
 PAIRED = [getattr(PairedPrediction, name) for name in nutrient_names()]
 LABEL = [getattr(LabelJob, name) for name in nutrient_names("label")]

@@ -1,7 +1,7 @@
 """Database tables, one module per owner's job. Schema changes go through alembic
 (foodcal/store/migrations); who writes and who reads each table: docs/architecture.md."""
 
-from foodcal.labels import LabelStatus
+from foodcal.domain.labels import LabelStatus
 from foodcal.store.tables.common import Nutrients, new_id, nutrient_names, nutrients_of, set_nutrients, utcnow
 from foodcal.store.tables.corrections import CorrectionReview, SampleCorrection
 from foodcal.store.tables.features import SampleFeatures

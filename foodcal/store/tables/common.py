@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from foodcal.nutrition import NUTRIENTS
+from foodcal.domain.nutrition import NUTRIENTS
 
 Nutrients = tuple[float, float, float, float]
 

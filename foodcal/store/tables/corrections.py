@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from foodcal.convert import mirrors_proto_enum
+from foodcal.domain.convert import mirrors_proto_enum
 from foodcal.store.tables.common import Nutrients, nutrients_of
 from foodcal.v1 import common_pb2
 
@@ -30,7 +30,7 @@ class SampleCorrection(SQLModel, table=True):
     proteins_g: float | None = None
     fats_g: float | None = None
     carbs_g: float | None = None
-    # foodcal.items.FoodItem.to_json() of each corrected item; None = totals only.
+    # foodcal.domain.items.FoodItem.to_json() of each corrected item; None = totals only.
     items: list | None = Field(default=None, sa_column=Column(JSON))
     corrected_at: datetime | None = None
     corrected_by: str | None = Field(default=None, max_length=64)  # gateway.auth identity

@@ -22,7 +22,7 @@ class SampleFeatures(SQLModel, table=True):
 
     @staticmethod
     def values_of(classification) -> dict:
-        """The columns of a model_store.client.Classification (what the classifier answered)."""
+        """The columns of a model_store.torchserve_client.Classification (what the classifier answered)."""
         dishes = [[label, p] for label, p in classification.dishes]
         return {
             "classifier_version": classification.classifier,

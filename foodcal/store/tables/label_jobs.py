@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from foodcal.items import FoodItem
-from foodcal.labels import Label, LabelSource, LabelStatus
+from foodcal.domain.items import FoodItem
+from foodcal.domain.labels import Label, LabelSource, LabelStatus
 from foodcal.store.tables.common import Nutrients, nutrients_of, set_nutrients
 
 
@@ -28,7 +28,7 @@ class LabelJob(SQLModel, table=True):
     claimed_until: datetime | None = None
     claimed_by: str | None = None
     error: str = ""  # also why ChatGPT refused, when REJECTED
-    # The label (foodcal.labels.Label): set_label() and `label` are the only way in and out.
+    # The label (foodcal.domain.labels.Label): set_label() and `label` are the only way in and out.
     label_source: str | None = Field(default=None, max_length=20)  # None: no label
     label_dish: str = ""
     label_portion_g: float | None = None

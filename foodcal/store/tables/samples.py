@@ -66,7 +66,7 @@ class Sample(SQLModel, table=True):
     pred_carbs_g: float | None = None
     pred_model_version: int | None = None
     shown_source: str = ""
-    # The person's note sent with the photo (foodcal/notes.py), and the weight our numbers assume.
+    # The person's note sent with the photo (foodcal/domain/notes.py), and the weight our numbers assume.
     note: str = ""
     pred_portion_g: float | None = None
     pred_portion_basis: str = ""

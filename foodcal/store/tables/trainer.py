@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from foodcal.convert import mirrors_proto_enum
+from foodcal.domain.convert import mirrors_proto_enum
 from foodcal.store.tables.common import new_id, utcnow
 from foodcal.v1 import common_pb2
 
@@ -50,7 +50,7 @@ class ModelVersionRow(SQLModel, table=True):
     checkpoint_path: str = ""
     classifier_version: str = ""
     metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    # foodcal.calibration.Calibration of this version on held-out labelled samples; None = never.
+    # foodcal.domain.calibration.Calibration of this version on held-out labelled samples; None = never.
     calibration: dict | None = Field(default=None, sa_column=Column(JSON))
     served: bool = False
     description: str = ""

@@ -10,8 +10,9 @@ import grpc
 
 from foodcal.domain.calibration import Calibration
 from foodcal.settings import GatewaySettings
-from foodcal.store import Database, ImageStore, LabelStatus, Sample
+from foodcal.store import Database, ImageStore, LabelStatus, PairedPrediction, Sample, SampleFeatures
 from foodcal.store.images import Staged
+from foodcal.store.tables import set_nutrients
 from foodcal.v1 import gateway_pb2
 from gateway.analysis import Analysis, OwnRange
 from gateway.budget import DailyBudget, next_midnight
@@ -145,38 +146,35 @@ class Analyzer:
             filename=filename[:255],
             width=valid.width,
             height=valid.height,
-            classifier_version=classification.classifier,
-            dishes=[[label, p] for label, p in classification.dishes],
-            embedding=classification.embedding.astype("<f4").tobytes(),
-            class_probabilities=classification.probabilities.astype("<f4").tobytes(),
+            features=SampleFeatures(**SampleFeatures.values_of(classification)),
             pred_model_version=prediction.version,
             owner=owner,
             meal_id=meal_id,
             more_image_sha256s=angles.sha256s or None,
         )
-        sample.set_values("pred", prediction.values)
+        sample.set_prediction(prediction.values)
         if paired is not None:
-            sample.set_values("paired", paired.values)
-            sample.paired_model_version = paired.version
+            sample.paired = PairedPrediction(model_version=paired.version)
+            set_nutrients(sample.paired, "", paired.values)
         sample.note = note
         portion = own_portion(classification.dishes, prediction.version, prediction.values[0])
         if portion is not None:
             sample.pred_portion_g, sample.pred_portion_basis = portion.grams, portion.basis
-        sample.top1_dish = classification.dishes[0][0][:100]
         calibration = await self.calibrations.of_version(prediction.version)
         own_range = self._range(calibration, prediction, classification)
         decision = await self._decide(calibration, prediction, classification, own_range, note)
-        sample.label_policy_reason = decision.reason if self.settings.use_chatgpt else "USE_CHATGPT=false"
-        sample.label_uncertainty = decision.uncertainty
+        job = sample.label_job
+        job.policy_reason = decision.reason if self.settings.use_chatgpt else "USE_CHATGPT=false"
+        job.uncertainty = decision.uncertainty
         shown, source = prediction.values, OWN_MODEL if prediction.version > 0 else REFERENCE
         if not self.settings.use_chatgpt or not decision.ask:
-            sample.label_status = LabelStatus.NOT_REQUESTED
+            job.status = LabelStatus.NOT_REQUESTED
         elif await self.budget.exhausted():  # fetched after midnight UTC, never dropped
-            sample.label_status = LabelStatus.PENDING
-            sample.label_next_attempt_at = next_midnight(sample.created_at)
-            sample.label_policy_reason += "; today's ChatGPT budget is spent: waits for midnight UTC"
+            job.status = LabelStatus.PENDING
+            job.next_attempt_at = next_midnight(sample.created_at)
+            job.policy_reason += "; today's ChatGPT budget is spent: waits for midnight UTC"
         elif self.settings.use_own_model_instead_chatgpt:
-            sample.label_status = LabelStatus.PENDING  # collected in the background
+            job.status = LabelStatus.PENDING  # collected in the background
         else:  # the labeler reads the store: every angle first
             await asyncio.to_thread(self._store, sample, await staging, await angles.staged())
             await self._label_now(sample, budget)
@@ -188,12 +186,12 @@ class Analyzer:
         analysis.response = await asyncio.to_thread(
             self._publish_and_save, analysis, await staging, await angles.staged(), request
         )
-        if sample.label_status == LabelStatus.PENDING:
+        if job.status == LabelStatus.PENDING:
             self.wake_queue()
         log.info(
             "sample %s: %s (%.2f), v%d, label %s",
             sample.id, classification.dishes[0][0], classification.dishes[0][1], prediction.version,
-            sample.label_status,
+            job.status,
         )  # fmt: skip
         return analysis
 
@@ -223,9 +221,9 @@ class Analyzer:
         try:
             response = await self.call_labeler(request, timeout=budget.timeout_or_none(ANSWER_RESERVE_S))
         except grpc.aio.AioRpcError as error:
-            apply_failure(sample, error.code(), error.details() or "", self.policy)
+            apply_failure(sample.label_job, error.code(), error.details() or "", self.policy)
             return
-        apply_label(sample, response)
+        apply_label(sample.label_job, response)
 
     @staticmethod
     def _store(sample: Sample, staged: Staged, angles: list[Staged]) -> None:

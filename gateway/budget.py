@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
-from foodcal.store import ChatGPTCall, Database
+from foodcal.store import Database
+from foodcal.store.reads import chatgpt_spent_since
 from foodcal.store.tables import utcnow
 from gateway.recent import Recent
 
@@ -23,11 +24,7 @@ def next_midnight(now: datetime) -> datetime:
 
 
 def spent_today(session: Session, now: datetime | None = None) -> float:
-    since = start_of_day(now or utcnow())
-    query = select(func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0)).where(
-        col(ChatGPTCall.created_at) >= since
-    )
-    return float(session.exec(query).one())
+    return chatgpt_spent_since(session, start_of_day(now or utcnow()))
 
 
 class DailyBudget:

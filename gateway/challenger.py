@@ -12,9 +12,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlmodel import select
-
-from foodcal.store import Database, Rollout, RolloutMode, RolloutState
+from foodcal.store import Database, RolloutMode, RolloutState
+from foodcal.store.rollouts import in_state
 from gateway.recent import Recent
 from model_store.torchserve_client import ModelServerError, NutritionPrediction, TorchServeClient
 
@@ -60,10 +59,10 @@ class Challengers:
         return await self._recent.get("live", self._read)
 
     def _read(self) -> Challenger | None:
-        with self.db.session() as session:
-            row = session.exec(select(Rollout).where(Rollout.state == RolloutState.CHALLENGER)).first()
-        if row is None:
+        live = in_state(self.db, RolloutState.CHALLENGER)  # the trainer's table, read through the store
+        if not live:
             return None
+        row = live[0]
         return Challenger(row.version, row.baseline_version, row.mode, row.split_percent)
 
     async def predict(self, classification, image_sha256: str, timeout) -> Predictions:

@@ -11,8 +11,8 @@ import logging
 import grpc
 
 from foodcal.rpc.errors import abort
-from foodcal.store import CorrectionReview, LabelStatus, Sample
-from foodcal.store.tables import utcnow
+from foodcal.store import CorrectionReview, LabelStatus, Sample, SampleCorrection
+from foodcal.store.tables import set_nutrients, utcnow
 from foodcal.v1 import gateway_pb2
 from gateway.corrections import InvalidCorrection, correction_of, flag_of
 from gateway.errors import on_thread
@@ -36,19 +36,21 @@ class CorrectionRPCs:
         def correct() -> Sample:
             with self.db.session() as session:
                 sample = session.get(Sample, request.sample_id)
-                sample.set_values("correction", correction.values)
+                row = sample.correction or SampleCorrection(sample_id=sample.id)
+                set_nutrients(row, "", correction.values)
                 items = correction.items
-                sample.correction_items = [item.to_json() for item in items] if items else None
-                sample.corrected_at, sample.corrected_by = utcnow(), caller.identity
-                label = sample.values("label") if sample.label_status == LabelStatus.LABELED else None
-                sample.correction_flag = flag_of(correction.values, label, sample.values("pred"))
-                sample.correction_review = CorrectionReview.UNREVIEWED  # a new correction, a new review
+                row.items = [item.to_json() for item in items] if items else None
+                row.corrected_at, row.corrected_by = utcnow(), caller.identity
+                label = sample.values("label") if sample.label_job.status == LabelStatus.LABELED else None
+                row.flag = flag_of(correction.values, label, sample.values("pred"))
+                row.review = CorrectionReview.UNREVIEWED  # a new correction, a new review
+                sample.correction = row
                 session.add(sample)
                 return sample
 
         sample = await on_thread(context, correct)
-        if sample.correction_flag:
-            log.warning("sample %s corrected, flagged: %s", sample.id, sample.correction_flag)
+        if sample.correction.flag:
+            log.warning("sample %s corrected, flagged: %s", sample.id, sample.correction.flag)
         else:
             log.info("sample %s corrected", sample.id)
         return gateway_pb2.CorrectSampleResponse(sample=sample_proto(sample))
@@ -65,7 +67,7 @@ class CorrectionRPCs:
                 "INVALID_REVIEW",
             )
         sample = await self._sample(context, request.sample_id, self._caller(context))
-        if sample.corrected_at is None:
+        if not sample.corrected:
             await abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -76,7 +78,7 @@ class CorrectionRPCs:
         def store() -> Sample:
             with self.db.session() as session:
                 row = session.get(Sample, request.sample_id)
-                row.correction_review = review
+                row.correction.review = review
                 session.add(row)
                 return row
 

@@ -63,7 +63,10 @@ def delete_sample(db: Database, images, sample_id: str, owner: str | None) -> De
         # Every sample of the photo, locked in one order: two deletes of its last two samples see
         # each other, so one of them removes the photo (PostgreSQL; SQLite has one writer at a time).
         same_photo = session.exec(
-            select(Sample).where(Sample.image_sha256 == found).order_by(col(Sample.id)).with_for_update()
+            select(Sample)
+            .where(Sample.image_sha256 == found)
+            .order_by(col(Sample.id))
+            .with_for_update(of=Sample)  # the samples' rows: their optional parts are outer-joined
         ).all()
         sample = next((s for s in same_photo if s.id == sample_id), None)
         if sample is None or (owner is not None and sample.owner != owner):

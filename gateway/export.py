@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import joinedload
 from sqlmodel import col, select
 
 from foodcal.domain.convert import nutrition_proto, timestamp
 from foodcal.domain.items import FoodItem
-from foodcal.store import Database, Sample
+from foodcal.store import Database, Sample, SampleFeatures
 from foodcal.store.images import PHOTO_REMOVED
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.shown import shown
@@ -22,9 +22,9 @@ PAGE_SIZE = 200
 
 def exported(sample: Sample) -> gateway_pb2.ExportSamplesResponse:
     values, source = shown(sample)
-    label = sample.label
+    label = sample.label_job.label
     dish = label.dish if label is not None and label.dish else (sample.dishes[0][0] if sample.dishes else "")
-    items = sample.correction_items or sample.label_items or []
+    items = (sample.correction.items if sample.correction else None) or sample.label_job.label_items or []
     return gateway_pb2.ExportSamplesResponse(
         sample_id=sample.id,
         created_at=timestamp(sample.created_at),
@@ -43,8 +43,8 @@ def exported(sample: Sample) -> gateway_pb2.ExportSamplesResponse:
 
 
 def _page(db: Database, owner: str | None, after: tuple[datetime, str] | None) -> list[Sample]:
-    # Features are the trainer's, not the person's: never read here.
-    query = select(Sample).options(defer(Sample.embedding), defer(Sample.class_probabilities))
+    # The features' embedding and probabilities are the trainer's (kilobytes a row): only the dishes.
+    query = select(Sample).options(joinedload(Sample.features).load_only(SampleFeatures.dishes))
     query = query.order_by(col(Sample.created_at), col(Sample.id))
     if owner is not None:
         query = query.where(Sample.owner == owner)

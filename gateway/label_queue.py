@@ -1,6 +1,7 @@
 """The durable labelling queue: pending labels live in the database, not in memory.
 
-A worker claims due samples with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a
+A worker claims due label jobs (the `label_jobs` table, one per sample) with a lease
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a
 conditional UPDATE, atomic because SQLite has one writer), asks the labeler, and writes the
 outcome only while it still holds the claim. Each label is its own task with its own lease, up
 to `concurrency` at once, so a slow call holds one slot and nothing else. The lease is short and
@@ -22,7 +23,7 @@ import grpc
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from foodcal.store import Database, LabelStatus, Sample
+from foodcal.store import Database, LabelJob, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
@@ -74,9 +75,9 @@ class LabelQueue:
     def release_own_claims(self) -> int:
         with self.db.session() as session:
             result = session.exec(
-                update(Sample)
-                .where(Sample.label_claimed_by == self.worker, Sample.label_status == LabelStatus.PENDING)
-                .values(label_claimed_by=None, label_claimed_until=None)
+                update(LabelJob)
+                .where(LabelJob.claimed_by == self.worker, LabelJob.status == LabelStatus.PENDING)
+                .values(claimed_by=None, claimed_until=None)
             )
             return result.rowcount
 
@@ -84,9 +85,9 @@ class LabelQueue:
         """Extend the claims this worker still holds (finished samples have none left)."""
         with self.db.session() as session:
             result = session.exec(
-                update(Sample)
-                .where(col(Sample.id).in_(sample_ids), Sample.label_claimed_by == self.worker)
-                .values(label_claimed_until=utcnow() + timedelta(seconds=self.lease_s))
+                update(LabelJob)
+                .where(col(LabelJob.sample_id).in_(sample_ids), LabelJob.claimed_by == self.worker)
+                .values(claimed_until=utcnow() + timedelta(seconds=self.lease_s))
             )
             return result.rowcount
 
@@ -100,35 +101,30 @@ class LabelQueue:
 
     def claim(self, limit: int) -> list[str]:
         now = utcnow()
+        unclaimed = or_(col(LabelJob.claimed_until).is_(None), col(LabelJob.claimed_until) < now)
         due = (
-            select(Sample.id)
+            select(LabelJob.sample_id)
+            .join(Sample, col(Sample.id) == LabelJob.sample_id)  # oldest first among equals
             .where(
-                Sample.label_status == LabelStatus.PENDING,
-                or_(col(Sample.label_next_attempt_at).is_(None), col(Sample.label_next_attempt_at) <= now),
-                or_(col(Sample.label_claimed_until).is_(None), col(Sample.label_claimed_until) < now),
+                LabelJob.status == LabelStatus.PENDING,
+                or_(col(LabelJob.next_attempt_at).is_(None), col(LabelJob.next_attempt_at) <= now),
+                unclaimed,
             )
-            .order_by(col(Sample.label_uncertainty).desc(), col(Sample.created_at))
+            .order_by(col(LabelJob.uncertainty).desc(), col(Sample.created_at))
             .limit(limit)
         )
-        lease = {
-            "label_claimed_by": self.worker,
-            "label_claimed_until": now + timedelta(seconds=self.lease_s),
-        }
+        lease = {"claimed_by": self.worker, "claimed_until": now + timedelta(seconds=self.lease_s)}
         claimed: list[str] = []
         with self.db.session() as session:
-            if self.db.is_postgres:
-                ids = session.exec(due.with_for_update(skip_locked=True)).all()
+            if self.db.is_postgres:  # locks the label jobs only: the samples stay free to read
+                ids = session.exec(due.with_for_update(skip_locked=True, of=LabelJob)).all()
                 if ids:
-                    session.exec(update(Sample).where(col(Sample.id).in_(ids)).values(**lease))
+                    session.exec(update(LabelJob).where(col(LabelJob.sample_id).in_(ids)).values(**lease))
                 return list(ids)
             for sample_id in session.exec(due).all():
                 result = session.exec(
-                    update(Sample)
-                    .where(
-                        Sample.id == sample_id,
-                        Sample.label_status == LabelStatus.PENDING,
-                        or_(col(Sample.label_claimed_until).is_(None), col(Sample.label_claimed_until) < now),
-                    )
+                    update(LabelJob)
+                    .where(LabelJob.sample_id == sample_id, LabelJob.status == LabelStatus.PENDING, unclaimed)
                     .values(**lease)
                 )
                 if result.rowcount == 1:
@@ -151,22 +147,22 @@ class LabelQueue:
     def _load(self, sample_id: str) -> Sample | None:
         with self.db.session() as session:
             sample = session.get(Sample, sample_id)
-            return sample if sample is not None and sample.label_claimed_by == self.worker else None
+            return sample if sample is not None and sample.label_job.claimed_by == self.worker else None
 
     def _finish(self, sample_id: str, response, failure: tuple[grpc.StatusCode, str] | None) -> None:
         with self.db.session() as session:
-            sample = session.get(Sample, sample_id, with_for_update=self.db.is_postgres)
-            if sample is None or sample.label_claimed_by != self.worker:
+            job = session.get(LabelJob, sample_id, with_for_update=self.db.is_postgres)
+            if job is None or job.claimed_by != self.worker:
                 log.warning(
                     "sample %s: lost the claim before the label arrived; left to its new owner", sample_id
                 )
                 return
             if failure is None:
-                apply_label(sample, response)
+                apply_label(job, response)
             else:
-                apply_failure(sample, *failure, self.policy)
-            session.add(sample)
-        log.info("sample %s: label %s (attempt %d)", sample_id, sample.label_status, sample.label_attempts)
+                apply_failure(job, *failure, self.policy)
+            session.add(job)
+        log.info("sample %s: label %s (attempt %d)", sample_id, job.status, job.attempts)
 
     # -- the worker loop ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Applying a labeler answer (or failure) to a stored sample, and the retry schedule."""
+"""Applying a labeler answer (or failure) to a sample's label job, and the retry schedule."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import timedelta
 import grpc
 
 from foodcal.domain.labels import Label, LabelSource, LabelStatus
-from foodcal.store import Sample
+from foodcal.store import LabelJob
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
 
@@ -45,22 +45,22 @@ class RetryPolicy:
         return random.uniform(0.5, 1.0) * min(self.max_s, self.base_s * 2 ** max(attempts - 1, 0))
 
 
-def apply_label(sample: Sample, response: labeler_pb2.LabelMealResponse) -> None:
+def apply_label(job: LabelJob, response: labeler_pb2.LabelMealResponse) -> None:
     label = Label.from_proto(response.label, response.rejection_reason if response.rejected else "")
-    sample.label_cached = response.cached
-    sample.labeled_at = utcnow()
-    sample.label_error = label.rejection_reason
-    sample.label_claimed_by = sample.label_claimed_until = sample.label_next_attempt_at = None
+    job.cached = response.cached
+    job.labeled_at = utcnow()
+    job.error = label.rejection_reason
+    job.claimed_by = job.claimed_until = job.next_attempt_at = None
     if label.rejected:
-        sample.label_status = LabelStatus.REJECTED
+        job.status = LabelStatus.REJECTED
         label = replace(label, nutrients=None)
     elif label.source == LabelSource.REFERENCE:
         # No ChatGPT configured: never training data, so its numbers are not kept.
-        sample.label_status = LabelStatus.REFERENCE_ONLY
+        job.status = LabelStatus.REFERENCE_ONLY
         label = replace(label, nutrients=None)
     else:
-        sample.label_status = LabelStatus.LABELED
-    sample.set_label(label)
+        job.status = LabelStatus.LABELED
+    job.set_label(label)
 
 
 # What a client reads as `label_error`: the labeler's documented reasons (labeler/service.py), its
@@ -74,26 +74,24 @@ REASON_CODES = LABELER_REASONS | {code.name.lower() for code in grpc.StatusCode}
 
 
 def reason_code(label_error: str) -> str:
-    """The reason a stored `label_error` starts with; "label_failed" for text stored without one."""
+    """The reason a label job's stored `error` starts with; "label_failed" for text stored without one."""
     if not label_error:
         return ""
     head = label_error.split(":", 1)[0]
     return head if head in REASON_CODES else "label_failed"
 
 
-def apply_failure(sample: Sample, code: grpc.StatusCode, message: str, policy: RetryPolicy) -> None:
-    sample.label_attempts += 1
+def apply_failure(job: LabelJob, code: grpc.StatusCode, message: str, policy: RetryPolicy) -> None:
+    job.attempts += 1
     if message.split(":", 1)[0] not in LABELER_REASONS:  # gRPC's own text: its code is the reason
         message = f"{code.name.lower()}: {message}"
-    sample.label_error = message[:500]
-    log.warning("sample %s: label attempt %d failed: %s", sample.id, sample.label_attempts, message[:500])
-    sample.label_claimed_by = sample.label_claimed_until = None
-    retry = code in TRANSIENT_CODES or (
-        code in RETRYABLE_CODES and sample.label_attempts < policy.max_attempts
-    )
+    job.error = message[:500]
+    log.warning("sample %s: label attempt %d failed: %s", job.sample_id, job.attempts, message[:500])
+    job.claimed_by = job.claimed_until = None
+    retry = code in TRANSIENT_CODES or (code in RETRYABLE_CODES and job.attempts < policy.max_attempts)
     if retry:
-        sample.label_status = LabelStatus.PENDING
-        sample.label_next_attempt_at = utcnow() + timedelta(seconds=policy.delay_s(sample.label_attempts))
+        job.status = LabelStatus.PENDING
+        job.next_attempt_at = utcnow() + timedelta(seconds=policy.delay_s(job.attempts))
     else:
-        sample.label_status = LabelStatus.FAILED
-        sample.label_next_attempt_at = None
+        job.status = LabelStatus.FAILED
+        job.next_attempt_at = None

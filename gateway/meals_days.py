@@ -10,24 +10,27 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy.orm import load_only
+from sqlalchemy.orm import joinedload, load_only, raiseload
 from sqlmodel import Session, col, select
 
 from foodcal.domain.convert import nutrition_proto
-from foodcal.store import Sample
-from foodcal.store.tables import utcnow
+from foodcal.store import LabelJob, Sample, SampleCorrection
+from foodcal.store.tables import nutrient_names, utcnow
 from foodcal.v1 import gateway_pb2
 from gateway.shown import CORRECTION, shown
 
 MAX_DAYS = 366
 MAX_ZONE_CHARS = 64  # the longest IANA name is 32
 
-# What a day's sum reads: no embeddings or probabilities (kilobytes per row).
-_COLUMNS = [
-    Sample.created_at, Sample.shown_source, Sample.pred_model_version,
-    *(getattr(Sample, f"{p}_{n}") for p in ("pred", "label", "correction")
-      for n in ("calories_kcal", "proteins_g", "fats_g", "carbs_g")),
-]  # fmt: skip
+# What a day's sum reads: the shown numbers' columns, no features (kilobytes per row).
+_COLUMNS = (
+    load_only(Sample.created_at, Sample.shown_source, Sample.pred_model_version,
+              *(getattr(Sample, name) for name in nutrient_names("pred"))),
+    joinedload(Sample.label_job).load_only(*(getattr(LabelJob, name) for name in nutrient_names("label"))),
+    joinedload(Sample.correction).load_only(*(getattr(SampleCorrection, name) for name in nutrient_names())),
+    raiseload(Sample.features),
+    raiseload(Sample.paired),
+)  # fmt: skip
 
 
 class InvalidDays(ValueError):
@@ -91,7 +94,7 @@ def days_of(request: gateway_pb2.GetDailyTotalsRequest, now: datetime | None = N
 
 def daily_totals(session: Session, days: Days, owner: str | None) -> gateway_pb2.GetDailyTotalsResponse:
     start, end = days.start(days.first), days.start(days.last + timedelta(days=1))
-    query = select(Sample).options(load_only(*_COLUMNS))
+    query = select(Sample).options(*_COLUMNS)
     query = query.where(col(Sample.created_at) >= start, col(Sample.created_at) < end)
     if owner is not None:
         query = query.where(Sample.owner == owner)

@@ -7,7 +7,14 @@ from __future__ import annotations
 from sqlmodel import col, func, or_, select
 
 from foodcal.domain.calibration import Calibration
-from foodcal.store import Database, LabelStatus, ModelVersionRow, Sample
+from foodcal.store import (
+    Database,
+    LabelJob,
+    LabelStatus,
+    SampleCorrection,
+    SampleFeatures,
+)
+from foodcal.store.reads import calibration_of_version
 from gateway.recent import Recent
 
 REFRESH_S = 10.0
@@ -26,17 +33,20 @@ class Calibrations:
 
     def _read_version(self, version: int) -> Calibration:
         with self.db.session() as session:
-            row = session.get(ModelVersionRow, version)
-        return Calibration.from_dict(row.calibration if row is not None else None)
+            return Calibration.from_dict(calibration_of_version(session, version))
 
     def _read_dish_labels(self) -> dict[str, int]:
         """Labels asked for or given per top-1 dish: labelled, corrected, or still on their way."""
         wanted = or_(
-            col(Sample.label_status).in_([LabelStatus.LABELED, LabelStatus.PENDING]),
-            col(Sample.corrected_at).is_not(None),
+            col(LabelJob.status).in_([LabelStatus.LABELED, LabelStatus.PENDING]),
+            col(SampleCorrection.corrected_at).is_not(None),
         )
         with self.db.session() as session:
             rows = session.exec(
-                select(Sample.top1_dish, func.count()).where(wanted).group_by(Sample.top1_dish)
+                select(SampleFeatures.top1_dish, func.count())
+                .join(LabelJob, col(LabelJob.sample_id) == SampleFeatures.sample_id)
+                .outerjoin(SampleCorrection, col(SampleCorrection.sample_id) == SampleFeatures.sample_id)
+                .where(wanted)
+                .group_by(SampleFeatures.top1_dish)
             )
             return {dish: count for dish, count in rows}

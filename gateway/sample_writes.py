@@ -7,9 +7,10 @@ more CPU than the writes themselves (~1 ms per AnalyzeMeal with the request id's
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 
 from foodcal.store import Database, Sample
+from foodcal.store.sample_rows import insert_sample
 from foodcal.v1 import gateway_pb2
 from gateway.request_ids import RequestIds, RequestKey
 
@@ -23,7 +24,6 @@ _SAME_PHOTO = (
     )
     .limit(1)
 )
-_INSERT_SAMPLE = insert(_SAMPLES)
 
 
 def sent_before(db: Database, image_sha256: str, owner: str | None) -> bool:
@@ -38,6 +38,6 @@ def save_sample(
     """The sample, and the answer recorded with its request id when it has one, in one transaction:
     a retry never finds a sample without its answer, nor an answer without its sample."""
     with db.transaction() as connection:
-        connection.execute(_INSERT_SAMPLE, sample.model_dump())
+        insert_sample(connection, sample)  # with its label job and features
         if request is not None:
             RequestIds.record(connection, request.owner, request.request_id, response)

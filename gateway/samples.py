@@ -11,8 +11,15 @@ from sqlmodel import Session, col, select
 from foodcal.domain.convert import nutrition_proto, timestamp
 from foodcal.domain.items import FoodItem
 from foodcal.domain.nutrition import NUTRIENTS
-from foodcal.store import ChatGPTCall, CorrectionReview, LabelCache, LabelStatus, Sample
+from foodcal.store import (
+    CorrectionReview,
+    LabelJob,
+    LabelStatus,
+    Sample,
+    SampleCorrection,
+)
 from foodcal.store.images import PHOTO_REMOVED
+from foodcal.store.reads import chatgpt_usage, label_cache_hits
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import spent_today
 from gateway.label_policy import CONFIDENT_REASON
@@ -20,11 +27,13 @@ from gateway.label_results import reason_code
 
 
 def label_proto(sample: Sample) -> common_pb2.Label | None:
-    label = sample.label
+    label = sample.label_job.label
     return label.to_proto() if label is not None else None
 
 
 def sample_proto(sample: Sample) -> gateway_pb2.Sample:
+    job, correction = sample.label_job, sample.correction or SampleCorrection()
+    paired = sample.paired
     message = gateway_pb2.Sample(
         sample_id=sample.id,
         image_sha256=sample.image_sha256,
@@ -34,26 +43,24 @@ def sample_proto(sample: Sample) -> gateway_pb2.Sample:
         own_prediction_version=sample.pred_model_version,  # None: unset
         chatgpt_label=label_proto(sample),
         difference=nutrition_proto(sample.difference),
-        label_status=LabelStatus(sample.label_status).to_proto(),
-        label_attempts=sample.label_attempts,
-        label_error=reason_code(sample.label_error),
+        label_status=LabelStatus(job.status).to_proto(),
+        label_attempts=job.attempts,
+        label_error=reason_code(job.error),
         correction=nutrition_proto(sample.values("correction")),
-        corrected=sample.corrected_at is not None,
+        corrected=sample.corrected,
         shown_source=common_pb2.NutritionSource.Value(sample.shown_source or "NUTRITION_SOURCE_UNSPECIFIED"),
-        classifier=sample.classifier_version,
+        classifier=sample.features.classifier_version,
         filename=sample.filename,
-        label_policy_reason=sample.label_policy_reason,
+        label_policy_reason=job.policy_reason,
         note=sample.note,
         own_portion=portion_proto(sample),
-        correction_items=[FoodItem.from_json(item).to_proto() for item in sample.correction_items or []],
+        correction_items=[FoodItem.from_json(item).to_proto() for item in correction.items or []],
         paired_prediction=nutrition_proto(sample.values("paired")),
-        paired_prediction_version=sample.paired_model_version,  # None: unset
-        correction_flag=sample.correction_flag,
+        paired_prediction_version=paired.model_version if paired else None,  # None: unset
+        correction_flag=correction.flag,
         more_image_sha256s=sample.more_image_sha256s or [],
         meal_id=sample.meal_id,
-        correction_review=(
-            CorrectionReview(sample.correction_review).to_proto() if sample.corrected_at is not None else None
-        ),
+        correction_review=(CorrectionReview(correction.review).to_proto() if sample.corrected else None),
         photo_removed=sample.image_path == PHOTO_REMOVED,
     )
     return message
@@ -89,15 +96,15 @@ def list_samples(
     """Newest first, keyset-paged on (created_at, id) so pages stay stable while samples arrive."""
     query = select(Sample).order_by(col(Sample.created_at).desc(), col(Sample.id).desc())
     if status is not None:
-        query = query.where(Sample.label_status == status)
+        query = query.join(LabelJob).where(LabelJob.status == status)
     if corrections != gateway_pb2.CORRECTION_FILTER_UNSPECIFIED:
-        query = query.where(col(Sample.corrected_at).is_not(None))
+        query = query.join(SampleCorrection).where(col(SampleCorrection.corrected_at).is_not(None))
     if corrections == gateway_pb2.CORRECTION_FILTER_FLAGGED:
         query = query.where(
-            Sample.correction_flag != "", Sample.correction_review == CorrectionReview.UNREVIEWED
+            SampleCorrection.flag != "", SampleCorrection.review == CorrectionReview.UNREVIEWED
         )
     elif corrections == gateway_pb2.CORRECTION_FILTER_REJECTED:
-        query = query.where(Sample.correction_review == CorrectionReview.REJECTED)
+        query = query.where(SampleCorrection.review == CorrectionReview.REJECTED)
     if owner is not None:  # a client lists only its own samples
         query = query.where(Sample.owner == owner)
     if page_token:
@@ -113,7 +120,7 @@ def list_samples(
 
 def _mean_abs_diff_columns() -> list:
     return [
-        func.avg(func.abs(getattr(Sample, f"pred_{n}") - getattr(Sample, f"label_{n}"))) for n in NUTRIENTS
+        func.avg(func.abs(getattr(Sample, f"pred_{n}") - getattr(LabelJob, f"label_{n}"))) for n in NUTRIENTS
     ]
 
 
@@ -126,14 +133,22 @@ def _sample_stats(session: Session, which=true()) -> gateway_pb2.GetStatsRespons
     ChatGPT, overall and per version. A fixed number of queries, however many there are."""
     by_status = dict(
         session.exec(
-            select(Sample.label_status, func.count()).where(which).group_by(Sample.label_status)
+            select(LabelJob.status, func.count()).join(Sample).where(which).group_by(LabelJob.status)
         ).all()
     )
-    corrected = session.exec(select(func.count()).where(which, col(Sample.corrected_at).is_not(None))).one()
-    labelled = and_(Sample.label_status == LabelStatus.LABELED, which)
-    _, *overall = session.exec(select(func.count(), *_mean_abs_diff_columns()).where(labelled)).one()
+    corrected = session.exec(
+        select(func.count())
+        .select_from(SampleCorrection)
+        .join(Sample)
+        .where(which, col(SampleCorrection.corrected_at).is_not(None))
+    ).one()
+    labelled = and_(LabelJob.status == LabelStatus.LABELED, which)
+    _, *overall = session.exec(
+        select(func.count(), *_mean_abs_diff_columns()).select_from(Sample).join(LabelJob).where(labelled)
+    ).one()
     per_version = session.exec(
         select(Sample.pred_model_version, func.count(), *_mean_abs_diff_columns())
+        .join(LabelJob)
         .where(labelled)
         .group_by(Sample.pred_model_version)
         .order_by(Sample.pred_model_version)
@@ -160,17 +175,10 @@ def _sample_stats(session: Session, which=true()) -> gateway_pb2.GetStatsRespons
 def stats(session: Session, daily_budget_usd: float = 0.0) -> gateway_pb2.GetStatsResponse:
     """An admin's stats: every sample, plus ChatGPT's calls, tokens, cost, cache and budget."""
     response = _sample_stats(session)
-    calls, prompt, completion, cost = session.exec(
-        select(
-            func.count(),
-            func.coalesce(func.sum(ChatGPTCall.prompt_tokens), 0),
-            func.coalesce(func.sum(ChatGPTCall.completion_tokens), 0),
-            func.coalesce(func.sum(ChatGPTCall.cost_usd), 0.0),
-        )
-    ).one()
-    hits = session.exec(select(func.coalesce(func.sum(LabelCache.hits), 0))).one()
+    calls, prompt, completion, cost = chatgpt_usage(session)
+    hits = label_cache_hits(session)
     avoided = session.exec(
-        select(func.count()).where(col(Sample.label_policy_reason).startswith(CONFIDENT_REASON))
+        select(func.count()).where(col(LabelJob.policy_reason).startswith(CONFIDENT_REASON))
     ).one()
     today = spent_today(session)
     response.chatgpt_calls, response.chatgpt_cache_hits = calls, hits

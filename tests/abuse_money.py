@@ -10,7 +10,7 @@ import re
 from sqlmodel import col, select
 
 from foodcal.settings import Settings
-from foodcal.store import ChatGPTCall, Sample
+from foodcal.store import ChatGPTCall, LabelJob, Sample, SampleFeatures
 from foodcal.store.tables import LabelStatus
 from foodcal.v1 import gateway_pb2
 from gateway.auth import identity_of
@@ -46,7 +46,7 @@ async def cancelled_labels(target: Target, seconds: float, photos: int = 6) -> O
         target.rules()
         owner = Sample.owner == identity_of("abuse-cancel")
         stored = target.count(owner)
-        labeled = target.count(owner, Sample.label_status == LabelStatus.LABELED)
+        labeled = target.count(owner, LabelJob.status == LabelStatus.LABELED)
         recorded = target.recorded_calls(col(ChatGPTCall.image_sha256).in_(hashes))
         with target.db.session() as session:  # kept for the client's retry with the same request_id
             out.told |= set(session.exec(select(Sample.id).where(owner)).all())
@@ -82,10 +82,12 @@ async def training_flood(target: Target, seconds: float) -> Outcome:
 
         cap = Settings.model_fields["training_max_share_per_client"].default
         owner = identity_of("abuse-train")
-        labeled = Sample.label_status == LabelStatus.LABELED
+        labeled = LabelJob.status == LabelStatus.LABELED
         stored_share = target.count(labeled, Sample.owner == owner) / max(target.count(labeled), 1)
         with target.db.session() as session:
-            version = session.exec(select(Sample.classifier_version).where(Sample.owner == owner)).first()
+            version = session.exec(
+                select(SampleFeatures.classifier_version).join(Sample).where(Sample.owner == owner)
+            ).first()
             owners = dict(session.exec(select(Sample.id, Sample.owner)).all())
         shares = []
         for limit in (1.0, cap):

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlmodel import col, func, select
 
 from foodcal.settings import Settings, load_settings
-from foodcal.store import ChatGPTCall, Database, Sample
+from foodcal.store import ChatGPTCall, Database, LabelJob, Sample
 from foodcal.store.tables import LabelStatus
 from model_store.build import build_models
 from model_store.ports import free_port
@@ -64,7 +64,8 @@ class Target:
 
     def count(self, *where) -> int:
         with self.db.session() as session:
-            return session.exec(select(func.count()).select_from(Sample).where(*where)).one()
+            # every sample has a label job: the join keeps the count and lets `where` name its status
+            return session.exec(select(func.count()).select_from(Sample).join(LabelJob).where(*where)).one()
 
     def existing(self, sample_ids: set[str]) -> int:
         with self.db.session() as session:
@@ -76,7 +77,7 @@ class Target:
             return session.exec(select(func.count()).select_from(ChatGPTCall).where(*where)).one()
 
     def pending(self) -> int:
-        return self.count(Sample.label_status == LabelStatus.PENDING)
+        return self.count(LabelJob.status == LabelStatus.PENDING)
 
 
 def start_stub(port: int, log: Path) -> subprocess.Popen:

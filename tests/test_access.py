@@ -5,7 +5,7 @@ import pytest
 from sqlmodel import select
 
 from foodcal.rpc.errors import details_of, error_info
-from foodcal.store import Sample
+from foodcal.store import LabelJob, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.auth import identity_of
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo
@@ -61,7 +61,7 @@ async def test_a_client_sees_only_its_own_samples_and_another_clients_id_is_not_
     )
     assert corrected.code() == grpc.StatusCode.NOT_FOUND
     with app.db.session() as session:
-        assert session.get(Sample, theirs.sample_id).corrected_at is None
+        assert session.get(Sample, theirs.sample_id).correction is None
     fixed = await gw.CorrectSample(
         gateway_pb2.CorrectSampleRequest(sample_id=mine.sample_id, nutrition=NUTRITION), metadata=CLIENT
     )
@@ -137,10 +137,10 @@ async def test_no_answer_names_the_labelers_endpoint(system, openai_stub):
     answer = await app.gateway.AnalyzeMeal(gateway_pb2.AnalyzeMealRequest(image=photo()), metadata=CLIENT)
     assert answer.chatgpt_label.provider == "openai-compatible"
     with app.db.session() as session:  # a label stored before the labeler named its provider
-        sample = session.get(Sample, answer.sample_id)
-        assert endpoint not in sample.label_provider
-        sample.label_provider = openai_stub.base_url
-        session.add(sample)
+        job = session.get(LabelJob, answer.sample_id)
+        assert endpoint not in job.label_provider
+        job.label_provider = openai_stub.base_url
+        session.add(job)
     got = await app.gateway.GetSample(
         gateway_pb2.GetSampleRequest(sample_id=answer.sample_id), metadata=CLIENT
     )
@@ -162,7 +162,7 @@ async def test_label_error_is_a_reason_code_and_the_full_text_stays_in_the_datab
     listed = await app.gateway.ListSamples(gateway_pb2.ListSamplesRequest(), metadata=auth(ADMIN_TOKEN))
     assert got.sample.label_error == listed.samples[0].label_error == "unavailable"
     with app.db.session() as session:
-        assert down in session.get(Sample, answer.sample_id).label_error
+        assert down in session.get(LabelJob, answer.sample_id).error
 
 
 async def test_an_unexpected_error_reaches_the_client_without_internal_detail(system, monkeypatch):

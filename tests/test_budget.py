@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from foodcal.store import ChatGPTCall, LabelStatus, Sample
+from foodcal.store import ChatGPTCall, LabelJob, LabelStatus
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import next_midnight, spent_today, start_of_day
 from tests.conftest import auth
@@ -42,9 +42,9 @@ async def test_a_spent_budget_holds_labels_pending_and_releases_them_after_midni
     assert answer.label_status == common_pb2.LABEL_STATUS_PENDING and openai_stub.calls == 0
     assert "budget is spent" in answer.label_policy_reason
     with app.db.session() as session:
-        held = session.get(Sample, answer.sample_id)
+        held = session.get(LabelJob, answer.sample_id)
         # the next midnight of the moment it was held: either side of one, should the test cross it
-        assert held.label_next_attempt_at.replace(tzinfo=UTC) in {next_midnight(before), next_midnight(after)}
+        assert held.next_attempt_at.replace(tzinfo=UTC) in {next_midnight(before), next_midnight(after)}
     stats = await app.gateway.GetStats(gateway_pb2.GetStatsRequest(), metadata=auth())
     assert stats.chatgpt_spent_today_usd == pytest.approx(0.02) and stats.chatgpt_budget_left_usd == 0
     await asyncio.sleep(1.0)  # the queue polls every 0.1 s: it must not call while the budget is spent
@@ -55,17 +55,17 @@ async def test_a_spent_budget_holds_labels_pending_and_releases_them_after_midni
         for call in session.exec(select(ChatGPTCall)).all():
             call.created_at = call.created_at - timedelta(days=1)
             session.add(call)
-        held = session.get(Sample, answer.sample_id)
-        held.label_next_attempt_at = datetime.now(UTC)
+        held = session.get(LabelJob, answer.sample_id)
+        held.next_attempt_at = datetime.now(UTC)
         session.add(held)
     for _ in range(200):
         with app.db.session() as session:
-            if session.get(Sample, answer.sample_id).label_status == LabelStatus.LABELED:
+            if session.get(LabelJob, answer.sample_id).status == LabelStatus.LABELED:
                 break
         await asyncio.sleep(0.1)
     assert openai_stub.calls == 1
     with app.db.session() as session:
-        assert session.get(Sample, answer.sample_id).label_status == LabelStatus.LABELED
+        assert session.get(LabelJob, answer.sample_id).status == LabelStatus.LABELED
 
 
 async def test_a_budget_with_a_model_of_unknown_price_refuses_to_start_unless_priced(tmp_path, stub):

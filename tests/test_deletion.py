@@ -10,20 +10,39 @@ import grpc
 from sqlmodel import select
 
 from foodcal.rpc.errors import details_of, error_info
-from foodcal.store import AnalyzeRequest, ChatGPTCall, LabelCache, ModelVersionRow, Sample
+from foodcal.store import (
+    AnalyzeRequest,
+    ChatGPTCall,
+    LabelCache,
+    LabelJob,
+    ModelVersionRow,
+    PairedPrediction,
+    Sample,
+    SampleCorrection,
+    SampleFeatures,
+)
 from foodcal.store.images import PHOTO_REMOVED
 from foodcal.store.tables import utcnow
 from foodcal.v1 import gateway_pb2
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo
 from tests.test_access import failure
 
+SAMPLE_PARTS = ("label_job", "features", "correction", "paired")
+PART_TABLES = (LabelJob, SampleFeatures, SampleCorrection, PairedPrediction)
+
 CLIENT, OTHER, ADMIN = auth(API_TOKEN), auth(OTHER_CLIENT_TOKEN), auth(ADMIN_TOKEN)
 
 
 def snapshot(db, table, key):
-    """Every row of `table` as plain values, by key: what 'unchanged' is compared on."""
+    """Every row of `table` as plain values, by key: what 'unchanged' is compared on. A sample's
+    comes with its parts (label job, features, correction, paired prediction)."""
+
+    def values(row) -> dict:
+        parts = {name: getattr(row, name) for name in SAMPLE_PARTS} if table is Sample else {}
+        return row.model_dump() | {name: part and part.model_dump() for name, part in parts.items()}
+
     with db.session() as session:
-        return {key(row): row.model_dump() for row in session.exec(select(table)).all()}
+        return {key(row): values(row) for row in session.exec(select(table)).all()}
 
 
 def sample_key(row):
@@ -72,6 +91,7 @@ async def test_delete_removes_the_sample_its_photo_and_cached_labels_and_nothing
     assert not photo_file(app, sha[alone.sample_id]).exists()
     with app.db.session() as session:
         assert session.get(Sample, alone.sample_id) is None
+        assert all(session.get(part, alone.sample_id) is None for part in PART_TABLES)  # gone with it
         assert (
             session.exec(select(AnalyzeRequest).where(AnalyzeRequest.sample_id == alone.sample_id)).all()
             == []

@@ -3,7 +3,7 @@ removed never stops a backfill (its sample keeps its features)."""
 
 from sqlmodel import select
 
-from foodcal.store import ImageStore, Sample
+from foodcal.store import ImageStore, Sample, SampleFeatures
 from foodcal.store.images import PHOTO_REMOVED
 from foodcal.v1 import gateway_pb2
 from tests.conftest import auth, photo
@@ -45,17 +45,24 @@ async def test_backfill_skips_photos_that_retention_removed_and_keeps_their_feat
     kept = store.put(photo())
     with sqlite_db.session() as session:
         session.add(
-            Sample(id="k" * 32, image_sha256=kept.sha256, image_path=kept.path, classifier_version="old")
+            Sample(
+                id="k" * 32,
+                image_sha256=kept.sha256,
+                image_path=kept.path,
+                features=SampleFeatures(classifier_version="old"),
+            )
         )
         session.add(
             Sample(
-                id="r" * 32, image_sha256="0" * 64, image_path=PHOTO_REMOVED, classifier_version="old",
-                embedding=b"features", class_probabilities=b"probabilities",
+                id="r" * 32, image_sha256="0" * 64, image_path=PHOTO_REMOVED,
+                features=SampleFeatures(
+                    classifier_version="old", embedding=b"features", class_probabilities=b"probabilities"
+                ),
             )
         )  # fmt: skip
     updated, classifier = await backfill(sqlite_db, torchserve.client, store, batch_size=8)
     assert updated == 1
     with sqlite_db.session() as session:
-        assert session.get(Sample, "k" * 32).classifier_version == classifier
-        removed = session.get(Sample, "r" * 32)
+        assert session.get(Sample, "k" * 32).features.classifier_version == classifier
+        removed = session.get(Sample, "r" * 32).features
     assert (removed.classifier_version, removed.embedding) == ("old", b"features")

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import event
 
-from foodcal.store import AnalyzeRequest, LabelStatus, Sample
-from foodcal.store.tables import utcnow
+from foodcal.store import AnalyzeRequest, LabelJob, LabelStatus, Sample, SampleCorrection
+from foodcal.store.tables import set_nutrients, utcnow
 from foodcal.v1 import gateway_pb2, labeler_pb2
 from gateway.analyze import INLINE_HASH_BYTES
 from gateway.auth import identity_of
@@ -61,13 +61,13 @@ def add(db, count, status=LabelStatus.LABELED, version=0, corrected=False):
             sample = Sample(
                 image_sha256=f"{version:08x}{index:056x}",
                 image_path="x",
-                label_status=status,
+                label_job=LabelJob(status=status),
                 pred_model_version=version,
-                corrected_at=utcnow() if corrected else None,
+                correction=SampleCorrection(corrected_at=utcnow()) if corrected else None,
             )
-            sample.set_values("pred", (500.0 + index, 20.0, 20.0, 60.0))
+            sample.set_prediction((500.0 + index, 20.0, 20.0, 60.0))
             if status == LabelStatus.LABELED:
-                sample.set_values("label", (450.0, 22.0, 18.0, 55.0))
+                set_nutrients(sample.label_job, "label", (450.0, 22.0, 18.0, 55.0))
             session.add(sample)
 
 

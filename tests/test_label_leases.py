@@ -7,7 +7,7 @@ from datetime import UTC, timedelta
 
 from sqlmodel import select
 
-from foodcal.store import ImageStore, LabelStatus, Sample
+from foodcal.store import ImageStore, LabelJob, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, labeler_pb2
 from gateway.label_queue import LabelQueue
@@ -19,7 +19,11 @@ def _pending(db, count):
     with db.session() as session:
         for index in range(count):
             session.add(
-                Sample(image_sha256=f"{index:064x}", image_path="x", label_status=LabelStatus.PENDING)
+                Sample(
+                    image_sha256=f"{index:064x}",
+                    image_path="x",
+                    label_job=LabelJob(status=LabelStatus.PENDING),
+                )
             )
 
 
@@ -37,7 +41,7 @@ async def test_two_workers_never_claim_the_same_sample(db, tmp_path):
     assert len(claimed) == 30
     assert len({sample_id for sample_id, _ in claimed}) == 30  # nobody got a sample twice
     with db.session() as session:  # and the database agrees with every claim that was returned
-        owners = dict(session.exec(select(Sample.id, Sample.label_claimed_by)).all())
+        owners = dict(session.exec(select(LabelJob.sample_id, LabelJob.claimed_by)).all())
     assert owners == dict(claimed)
 
 
@@ -61,7 +65,7 @@ async def _until(condition) -> None:
 
 def _claimed_until(db, sample_id):
     with db.session() as session:
-        until = session.get(Sample, sample_id).label_claimed_until
+        until = session.get(LabelJob, sample_id).claimed_until
     return until and until.replace(tzinfo=UTC)
 
 
@@ -72,7 +76,11 @@ async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db,
     stored = images.put(photo())
     with db.session() as session:
         samples = [
-            Sample(image_sha256=stored.sha256, image_path=stored.path, label_status=LabelStatus.PENDING)
+            Sample(
+                image_sha256=stored.sha256,
+                image_path=stored.path,
+                label_job=LabelJob(status=LabelStatus.PENDING),
+            )
             for _ in range(2)
         ]
         session.add_all(samples)
@@ -107,7 +115,7 @@ async def test_a_slow_label_keeps_its_lease_and_a_dead_workers_lease_expires(db,
     release.set()
     assert await working == 1
     with db.session() as session:
-        statuses = sorted(s.label_status for s in session.exec(select(Sample)).all())
+        statuses = sorted(job.status for job in session.exec(select(LabelJob)).all())
     assert statuses == sorted([LabelStatus.LABELED, LabelStatus.PENDING])
 
     release.clear()
@@ -134,7 +142,7 @@ def test_expired_lease_is_claimed_again_and_own_claims_released(db, tmp_path):
     assert first.claim(5) == []
     assert second.release_own_claims() == 1
     with db.session() as session:
-        sample = session.exec(select(Sample)).one()
-    assert (sample.label_claimed_by, sample.label_claimed_until) == (None, None)
-    assert sample.label_next_attempt_at is None  # due at once: released, not postponed
+        job = session.exec(select(LabelJob)).one()
+    assert (job.claimed_by, job.claimed_until) == (None, None)
+    assert job.next_attempt_at is None  # due at once: released, not postponed
     assert len(first.claim(5)) == 1  # and claimed again by the next worker that asks

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from foodcal.domain.calibration import UNCALIBRATED_HALF_WIDTH, Calibration, label_weight
-from foodcal.store import LabelStatus, ModelVersionRow, Sample
+from foodcal.store import LabelJob, LabelStatus, ModelVersionRow, Sample, SampleFeatures
 from foodcal.v1 import common_pb2
 from gateway.label_policy import PolicySettings, decide
 from tests.conftest import photo
@@ -41,8 +41,8 @@ def add_labels(app, dish: str, count: int) -> None:
                 Sample(
                     image_sha256=f"{index:064x}",
                     image_path="x",
-                    top1_dish=dish,
-                    label_status=LabelStatus.LABELED,
+                    features=SampleFeatures(top1_dish=dish),
+                    label_job=LabelJob(status=LabelStatus.LABELED),
                 )
             )
 

@@ -4,7 +4,7 @@ import asyncio
 
 from sqlmodel import select
 
-from foodcal.store import ImageStore, LabelStatus, Sample
+from foodcal.store import ImageStore, LabelJob, LabelStatus, Sample
 from foodcal.v1 import common_pb2, labeler_pb2
 from gateway.label_queue import LabelQueue
 from gateway.label_results import RetryPolicy
@@ -30,7 +30,9 @@ def _pending_photos(db, images, count) -> list[str]:
         stored = images.put(photo(color=(index * 40, 5, 5)))
         with db.session() as session:
             sample = Sample(
-                image_sha256=stored.sha256, image_path=stored.path, label_status=LabelStatus.PENDING
+                image_sha256=stored.sha256,
+                image_path=stored.path,
+                label_job=LabelJob(status=LabelStatus.PENDING),
             )
             session.add(sample)
             ids.append(sample.id)
@@ -39,7 +41,7 @@ def _pending_photos(db, images, count) -> list[str]:
 
 def _statuses(db, ids) -> list[str]:
     with db.session() as session:
-        rows = {s.id: s.label_status for s in session.exec(select(Sample)).all()}
+        rows = {s.id: s.label_job.status for s in session.exec(select(Sample)).all()}
     return [rows[i] for i in ids]
 
 
@@ -123,7 +125,7 @@ async def test_a_label_that_raises_leaves_the_others_running_with_their_leases(d
     assert await working == 2
     assert _statuses(db, [slow_id]) == [LabelStatus.LABELED]
     with db.session() as session:
-        broken = session.get(Sample, broken_id)
+        broken = session.get(LabelJob, broken_id)
     # The raising call counts as a failed attempt and is retried, not left claimed.
-    assert broken.label_status == LabelStatus.PENDING and broken.label_attempts == 1
-    assert "a bug in one call" in broken.label_error and broken.label_claimed_by is None
+    assert broken.status == LabelStatus.PENDING and broken.attempts == 1
+    assert "a bug in one call" in broken.error and broken.claimed_by is None

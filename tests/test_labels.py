@@ -12,7 +12,7 @@ from alembic.config import Config
 from foodcal.domain.convert import mirrors_proto_enum
 from foodcal.domain.items import FoodItem
 from foodcal.domain.labels import Label, LabelSource, LabelStatus
-from foodcal.store import RunStatus, Sample
+from foodcal.store import LabelJob, RunStatus, Sample
 from foodcal.store.db import MIGRATIONS_DIR
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2
@@ -37,11 +37,11 @@ PIZZA = Label(
 def test_a_label_survives_its_proto_json_and_sample_forms():
     assert Label.from_proto(PIZZA.to_proto()) == PIZZA
     assert Label.from_json(json.loads(json.dumps(PIZZA.to_json()))) == PIZZA
-    sample = Sample(image_sha256="a" * 64, image_path="x", label_status=LabelStatus.LABELED)
-    sample.set_label(PIZZA)
-    assert sample.label == PIZZA and sample.values("label") == PIZZA.nutrients
-    sample.set_label(None)
-    assert sample.label is None and sample.values("label") is None
+    sample = Sample(image_sha256="a" * 64, image_path="x", label_job=LabelJob(status=LabelStatus.LABELED))
+    sample.label_job.set_label(PIZZA)
+    assert sample.label_job.label == PIZZA and sample.values("label") == PIZZA.nutrients
+    sample.label_job.set_label(None)
+    assert sample.label_job.label is None and sample.values("label") is None
 
 
 def test_a_rejected_label_has_no_numbers_in_any_form():
@@ -126,13 +126,13 @@ def test_labels_stored_at_0005_survive_the_move_to_one_shape(database_url):
         _old_sample("pending", "pending", None, None),
     )
     with db.session() as session:
-        assert session.get(Sample, "labeled").label == PIZZA
-        got = session.get(Sample, "refused").label
+        assert session.get(Sample, "labeled").label_job.label == PIZZA
+        got = session.get(Sample, "refused").label_job.label
         assert (got.source, got.rejection_reason, got.nutrients, got.model) == (
             LabelSource.CHATGPT, "refused: no", None, "gpt-4o-mini")  # fmt: skip
-        got = session.get(Sample, "reference").label
+        got = session.get(Sample, "reference").label_job.label
         assert (got.source, got.dish, got.nutrients) == (LabelSource.REFERENCE, "pizza", None)
-        assert session.get(Sample, "pending").label is None
+        assert session.get(Sample, "pending").label_job.label is None
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with db.engine.begin() as connection:  # down again: the JSON is rebuilt from the columns

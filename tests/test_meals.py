@@ -47,8 +47,8 @@ async def test_several_angles_are_classified_together_pooled_stored_and_labelled
         from foodcal.store import Sample
 
         row = session.get(Sample, response.sample_id)
-        embedding = np.frombuffer(row.embedding, "<f4")
-        probabilities = np.frombuffer(row.class_probabilities, "<f4")
+        embedding = np.frombuffer(row.features.embedding, "<f4")
+        probabilities = np.frombuffer(row.features.class_probabilities, "<f4")
     assert embedding == pytest.approx(np.mean([s.embedding for s in singles], axis=0), abs=1e-4)
     log_mean = np.mean([np.log(np.maximum(s.probabilities, 1e-12)) for s in singles], axis=0)
     expected = np.exp(log_mean - log_mean.max()) / np.exp(log_mean - log_mean.max()).sum()

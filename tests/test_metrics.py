@@ -20,7 +20,7 @@ import yaml
 from sqlmodel import select
 
 from foodcal.rpc import metrics
-from foodcal.store import LabelStatus, Sample
+from foodcal.store import LabelJob, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import (
     common_pb2,
@@ -131,7 +131,9 @@ async def test_label_queue_depth_and_oldest_pending_age_follow_the_database(stac
     assert handled(before_labeler, after_labeler, LABELER, "LabelMeal", "UNAVAILABLE") == 1
 
     with stack.db.session() as session:
-        pending = session.exec(select(Sample).where(Sample.label_status == LabelStatus.PENDING)).all()
+        pending = session.exec(
+            select(Sample).join(LabelJob).where(LabelJob.status == LabelStatus.PENDING)
+        ).all()
     oldest = min(sample.created_at for sample in pending)
     await asyncio.sleep(1.0)
     samples = stack.scrape("gateway")

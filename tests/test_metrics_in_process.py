@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from foodcal.rpc import logs, metrics
-from foodcal.store import LabelStatus, Sample
+from foodcal.store import LabelJob, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 
 pytestmark = pytest.mark.torchserve
@@ -55,7 +55,7 @@ def test_label_queue_gauges_count_only_pending_samples(sqlite_db):
                 Sample(
                     image_sha256=f"{index:064x}",
                     image_path="unused",
-                    label_status=status,
+                    label_job=LabelJob(status=status),
                     created_at=now - timedelta(seconds=age),
                 )
             )

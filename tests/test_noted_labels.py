@@ -3,7 +3,8 @@ the photo alone gave never trains the photo-only head."""
 
 import pytest
 
-from foodcal.store import Sample
+from foodcal.store import LabelJob, Sample, SampleFeatures
+from foodcal.store.tables import set_nutrients
 from trainer.noted_labels import NOTE_MAX_FACTOR, may_train
 
 
@@ -12,8 +13,7 @@ def sample(note="", label_g=250.0, label_kcal=650.0, pred_g=250.0, pred_kcal=650
         image_sha256="0" * 64,
         image_path="unused",
         note=note,
-        label_portion_g=label_g,
-        label_calories_kcal=label_kcal,
+        label_job=LabelJob(label_portion_g=label_g, label_calories_kcal=label_kcal),
         pred_portion_g=pred_g,
         pred_calories_kcal=pred_kcal,
     )
@@ -60,11 +60,14 @@ def test_the_trainer_leaves_out_noted_labels_that_the_note_moved_far(tmp_path):
     with db.session() as session:
         for name, (note, kcal) in notes.items():
             row = sample(note=note, label_kcal=kcal, label_g=250.0 * kcal / 650.0)
-            row.id, row.image_sha256, row.classifier_version = name, name * 8, "c"
-            row.embedding = np.zeros(4, "<f4").tobytes()
-            row.class_probabilities = np.full(101, 1 / 101, "<f4").tobytes()
-            row.label_status = LabelStatus.LABELED
-            row.set_values("label", (kcal, 20.0, 20.0, 60.0))
+            row.id, row.image_sha256 = name, name * 8
+            row.features = SampleFeatures(
+                classifier_version="c",
+                embedding=np.zeros(4, "<f4").tobytes(),
+                class_probabilities=np.full(101, 1 / 101, "<f4").tobytes(),
+            )
+            row.label_job.status = LabelStatus.LABELED
+            set_nutrients(row.label_job, "label", (kcal, 20.0, 20.0, 60.0))
             session.add(row)
     assert sorted(load_dataset(db, "c").ids) == ["near", "plain"]  # the note moved "far" 4x
     db.dispose()

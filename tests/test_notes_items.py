@@ -6,7 +6,7 @@ import pytest
 
 from foodcal.domain.notes import MAX_NOTE_CHARS, InvalidNote, clean_note
 from foodcal.rpc.errors import details_of, error_info
-from foodcal.store import Sample
+from foodcal.store import LabelJob
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.label_policy import PolicySettings, decide
 from gateway.portion import own_portion
@@ -91,7 +91,7 @@ async def test_a_note_that_orders_0_kcal_is_never_a_label(system, openai_stub):
     stored = await get_sample(app, response.sample_id)
     assert stored.label_status == NS.LABEL_STATUS_FAILED and stored.label_error == "invalid_answer"
     with app.db.session() as session:  # the words stay in the database, not in the answer
-        assert "0 kcal" in session.get(Sample, response.sample_id).label_error
+        assert "0 kcal" in session.get(LabelJob, response.sample_id).error
 
 
 async def test_a_note_over_the_limit_is_invalid_argument_and_nothing_is_stored(system, openai_stub):

@@ -87,7 +87,7 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
     with app.db.session() as session:
         rows = session.exec(select(Sample).order_by(Sample.image_sha256)).all()
         for index, row in enumerate(rows):
-            row.top1_dish, row.pred_model_version = DISHES[index % 3], 0  # v0 answered them all live
+            row.features.top1_dish, row.pred_model_version = DISHES[index % 3], 0  # v0 answered them all live
             session.add(row)
         ids = [(row.id, row.image_sha256) for row in rows]
     # Six corrections learnt from (training buckets), six held out as the truth (validation, test).
@@ -127,8 +127,10 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
 
     with torch.inference_mode():
         predictions = model(
-            torch.from_numpy(np.stack([np.frombuffer(s.embedding, "<f4") for s in samples])),
-            torch.from_numpy(np.stack([np.frombuffer(s.class_probabilities, "<f4") for s in samples])),
+            torch.from_numpy(np.stack([np.frombuffer(s.features.embedding, "<f4") for s in samples])),
+            torch.from_numpy(
+                np.stack([np.frombuffer(s.features.class_probabilities, "<f4") for s in samples])
+            ),
         ).numpy()
     labelled = [k for k, s in enumerate(samples) if s.id in test_ids]
     mae, bias = _errors(predictions[labelled], [samples[k].values("label") for k in labelled])
@@ -165,7 +167,7 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
     dishes = ledger.test_chatgpt.worst_dishes
     assert sorted(d.dish for d in dishes) == sorted(DISHES)
     assert [d.errors.score for d in dishes] == sorted((d.errors.score for d in dishes), reverse=True)
-    pizza = [k for k in labelled if samples[k].top1_dish == "pizza"]
+    pizza = [k for k in labelled if samples[k].features.top1_dish == "pizza"]
     mae, _ = _errors(predictions[pizza], [samples[k].values("label") for k in pizza])
     (reported,) = [d.errors for d in dishes if d.dish == "pizza"]
     assert reported.samples == len(pizza) and _values(reported.mae) == pytest.approx(mae, rel=1e-5)

@@ -131,7 +131,7 @@ async def test_a_better_shadow_challenger_is_promoted_while_the_champion_answers
     assert len(shadowed) >= 20
     with app.db.session() as session:
         sample = session.get(Sample, shadowed[0].sample_id)
-    assert sample.paired_model_version == 1 and sample.values("pred") == pytest.approx(
+    assert sample.paired.model_version == 1 and sample.values("pred") == pytest.approx(
         _values(shadowed[0].own_prediction)
     )
     assert sample.values("paired") == pytest.approx(TAUGHT, rel=0.1)
@@ -185,13 +185,13 @@ async def test_a_worse_split_challenger_is_retired_and_each_photo_keeps_its_side
     with app.db.session() as session:
         for response in traffic.answers[:-2]:
             sample = session.get(Sample, response.sample_id)
-            if sample.paired_model_version is None:  # the challenger was slow or failing: dropped
+            if sample.paired is None:  # the challenger was slow or failing: dropped
                 assert response.model_versions.nutrition == 0
                 dropped += 1
                 continue
             # Sticky by image hash, and the other version's numbers stored beside the shown ones.
             assert split.answers(sample.image_sha256) == (response.model_versions.nutrition == 1)
-            assert {sample.pred_model_version, sample.paired_model_version} == {0, 1}
+            assert {sample.pred_model_version, sample.paired.model_version} == {0, 1}
             answered.append(response.model_versions.nutrition == 1)
     # A loaded machine drops more (the challenger later than the grace): the split is judged on the
     # photos both versions answered, and most must be those.

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from foodcal.domain.labels import Label, LabelSource
-from foodcal.store import LabelStatus, RunStatus, Sample, TrainingRunRow
+from foodcal.store import LabelJob, LabelStatus, RunStatus, Sample, SampleFeatures, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, trainer_pb2
 from gateway.auth import Roles
 from gateway.samples import sample_proto
@@ -136,13 +136,13 @@ def test_a_stored_sample_becomes_its_message_with_the_difference():
     sample = Sample(
         image_sha256="c" * 64,
         image_path="x",
-        dishes=[["ramen", 0.9]],
-        label_status=LabelStatus.LABELED,
+        features=SampleFeatures(dishes=[["ramen", 0.9]]),
+        label_job=LabelJob(status=LabelStatus.LABELED),
         pred_model_version=2,
         shown_source="NUTRITION_SOURCE_CHATGPT",
     )
-    sample.set_values("pred", (600, 25, 20, 70))
-    sample.set_label(Label(LabelSource.CHATGPT, "ramen", 500, (550, 30, 18, 75), 0.7, "p", "m"))
+    sample.set_prediction((600, 25, 20, 70))
+    sample.label_job.set_label(Label(LabelSource.CHATGPT, "ramen", 500, (550, 30, 18, 75), 0.7, "p", "m"))
     message = sample_proto(sample)
     assert message.difference == common_pb2.Nutrition(calories_kcal=50, proteins_g=-5, fats_g=2, carbs_g=-5)
     assert message.label_status == common_pb2.LABEL_STATUS_LABELED and message.own_prediction_version == 2

@@ -8,10 +8,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlmodel import select
 
-from foodcal.store import ImageStore, LabelStatus, Sample
+from foodcal.store import ImageStore, LabelJob, LabelStatus, Sample, SampleCorrection, SampleFeatures
 from foodcal.store.db import MIGRATIONS_DIR
 from foodcal.store.images import INCOMING_MAX_AGE_S
-from foodcal.store.tables import utcnow
+from foodcal.store.tables import set_nutrients, utcnow
 from tests.conftest import photo
 
 HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
@@ -86,25 +86,28 @@ def test_sample_round_trip_keeps_every_field(db):
     sample = Sample(
         image_sha256="ab" * 32,
         image_path="uploads/images/ab/ab/x",
-        dishes=[["pizza", 0.7], ["lasagna", 0.1]],
-        embedding=embedding,
-        class_probabilities=b"\x00" * 404,
-        classifier_version="demo@1",
+        features=SampleFeatures(
+            dishes=[["pizza", 0.7], ["lasagna", 0.1]],
+            embedding=embedding,
+            class_probabilities=b"\x00" * 404,
+            classifier_version="demo@1",
+        ),
         pred_model_version=0,
-        label_status=LabelStatus.LABELED,
+        label_job=LabelJob(status=LabelStatus.LABELED),
     )
-    sample.set_values("pred", (500.0, 20.0, 18.0, 60.0))
-    sample.set_values("label", (450.0, 22.0, 15.0, 58.0))
+    sample.set_prediction((500.0, 20.0, 18.0, 60.0))
+    set_nutrients(sample.label_job, "label", (450.0, 22.0, 15.0, 58.0))
     with db.session() as session:
         session.add(sample)
     with db.session() as session:
         loaded = session.get(Sample, sample.id)
-    assert loaded.embedding == embedding
+    assert loaded.features.embedding == embedding
     assert loaded.dishes == [["pizza", 0.7], ["lasagna", 0.1]]
     assert loaded.difference == (50.0, -2.0, 3.0, 2.0)
     assert loaded.training_target == (450.0, 22.0, 15.0, 58.0)
     assert loaded.created_at.tzinfo is not None
-    loaded.set_values("correction", (400.0, 20.0, 14.0, 50.0))
+    loaded.correction = SampleCorrection()
+    set_nutrients(loaded.correction, "", (400.0, 20.0, 14.0, 50.0))
     assert loaded.training_target == (400.0, 20.0, 14.0, 50.0)  # a person's correction wins
 
 
@@ -182,7 +185,7 @@ def test_samples_from_before_0003_get_their_top1_dish_and_versions_a_calibration
     )  # fmt: skip
     with db.session() as session:
         sample = session.get(Sample, "s1")
-        assert (sample.top1_dish, sample.label_policy_reason) == ("pizza", "")
+        assert (sample.features.top1_dish, sample.label_job.policy_reason) == ("pizza", "")
         session.add(ModelVersionRow(version=7, calibration={"level": 0.8, "samples": 40}))
     with db.session() as session:
         assert session.get(ModelVersionRow, 7).calibration == {"level": 0.8, "samples": 40}
@@ -216,7 +219,7 @@ def test_samples_and_cached_answers_from_before_0005_have_no_note_and_keep_their
         session.add(LabelCache(image_sha256="ef" * 32, model="gpt-4o-mini", prompt_version=1,
                                note_sha256="ab" * 32, outcome="labeled"))  # fmt: skip
         sample = session.get(Sample, "s1")
-        assert (sample.note, sample.pred_portion_g, sample.correction_items) == ("", None, None)
+        assert (sample.note, sample.pred_portion_g, sample.correction) == ("", None, None)
     with db.session() as session:  # the same photo with a note is another row
         assert len(session.exec(select(LabelCache)).all()) == 2
     config = Config()

@@ -199,7 +199,7 @@ async def test_supervised_stack_restarts_what_crashes_and_loses_nothing(supervis
     def stored():
         with db.session() as session:
             rows = session.exec(select(Sample).where(Sample.image_path != "unused")).all()
-            return {row.id: row.label_status for row in rows}
+            return {row.id: row.label_job.status for row in rows}
 
     async def all_labelled():
         statuses = await asyncio.to_thread(stored)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from sqlmodel import select
 
-from foodcal.store import LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
+from foodcal.store import LabelStatus, ModelVersionRow, RunStatus, Sample, SampleFeatures, TrainingRunRow
+from foodcal.store.tables import set_nutrients
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
 from model_store.worker.nutrition_model import NutritionModel
 from tests.conftest import INTERNAL_TOKEN, auth, photo
@@ -60,7 +61,7 @@ async def test_learnable_labels_deploy_a_better_version_that_torchserve_then_ser
     models = Path(app.settings.models_dir)
     best = NutritionModel.from_checkpoint(torch.load(models / "nutrition_model_best.pth", weights_only=True))
     with app.db.session() as session:
-        sample = session.exec(Sample.__table__.select().limit(1)).first()
+        sample = session.exec(SampleFeatures.__table__.select().limit(1)).first()
     embedding, probabilities = (
         np.frombuffer(sample.embedding, "<f4"),
         np.frombuffer(sample.class_probabilities, "<f4"),
@@ -168,10 +169,11 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
     with app.db.session() as session:  # labelled, but embedded by a classifier no longer served
         for sample_id in ids:
             sample = session.get(Sample, sample_id)
-            sample.classifier_version, sample.embedding = "old-classifier@1", b"\x00" * 8
-            sample.dishes, sample.top1_dish = [["old_dish", 0.9]], "old_dish"
-            sample.label_status = LabelStatus.LABELED
-            sample.set_values("label", (600.0, 25.0, 20.0, 70.0))
+            features = sample.features
+            features.classifier_version, features.embedding = "old-classifier@1", b"\x00" * 8
+            features.dishes, features.top1_dish = [["old_dish", 0.9]], "old_dish"
+            sample.label_job.status = LabelStatus.LABELED
+            set_nutrients(sample.label_job, "label", (600.0, 25.0, 20.0, 70.0))
             session.add(sample)
     classifier = await current_classifier(torchserve.client)
     error = await refused(app, epochs=1)
@@ -188,9 +190,9 @@ async def test_stale_embeddings_are_refused_until_backfilled(system, torchserve)
     assert response.updated_samples == 3 and response.classifier == classifier
     with app.db.session() as session:
         for sample_id in ids:
-            sample = session.get(Sample, sample_id)
-            assert sample.classifier_version == classifier and len(sample.embedding) == 48 * 4
-            assert sample.top1_dish == sample.dishes[0][0] != "old_dish"  # what the label policy counts
+            features = session.get(SampleFeatures, sample_id)
+            assert features.classifier_version == classifier and len(features.embedding) == 48 * 4
+            assert features.top1_dish == features.dishes[0][0] != "old_dish"  # what the label policy counts
     started = await start_run(app, epochs=1)  # the same samples are training data now
     assert started.run_id
     await watch(app, started.run_id)

@@ -91,9 +91,9 @@ async def test_student_learns_the_biased_teachers_error_and_the_ledger_scores_bo
     model = NutritionModel.from_checkpoint(load_mar_checkpoint(Path(v1.mar_path))).eval()
     with torch.inference_mode():
         predicted = model(
-            torch.from_numpy(np.stack([np.frombuffer(rows[i].embedding, "<f4") for i in truth_ids])),
+            torch.from_numpy(np.stack([np.frombuffer(rows[i].features.embedding, "<f4") for i in truth_ids])),
             torch.from_numpy(
-                np.stack([np.frombuffer(rows[i].class_probabilities, "<f4") for i in truth_ids])
+                np.stack([np.frombuffer(rows[i].features.class_probabilities, "<f4") for i in truth_ids])
             ),
         ).numpy()
     chatgpt, served = report.chatgpt_vs_corrections.overall, report.versions[1].test_corrections.overall
@@ -187,7 +187,7 @@ async def test_a_far_correction_is_flagged_listed_and_learnt_only_once_an_admin_
     assert learnt() == {far, other} and await listed(gateway_pb2.CORRECTION_FILTER_REJECTED) == [near]
     with app.db.session() as session:  # rejected, not lost
         assert session.get(Sample, near).values("correction") is not None
-        assert session.get(Sample, near).label_status == LabelStatus.LABELED
+        assert session.get(Sample, near).label_job.status == LabelStatus.LABELED
 
 
 def test_far_corrections_of_one_dish_that_agree_with_each_other_are_trusted_and_lone_ones_are_not():

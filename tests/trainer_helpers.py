@@ -7,7 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
-from foodcal.store import LabelStatus, Sample
+from foodcal.store import LabelJob, LabelStatus, Sample, SampleFeatures
+from foodcal.store.tables import set_nutrients
 from foodcal.v1 import gateway_pb2
 from model_store.reference import food101_labels, lookup
 from tests.conftest import auth
@@ -45,14 +46,16 @@ def add_samples(db, count, classifier, target, status=LabelStatus.LABELED, seed=
                 id=uuid.UUID(bytes=id_rng.bytes(16)).hex,  # a fixed split: the same run every time
                 image_sha256=f"{seed:08x}{index:056x}",
                 image_path="unused",
-                classifier_version=classifier,
-                embedding=embedding.tobytes(),
-                class_probabilities=probabilities.tobytes(),
-                label_status=status,
+                features=SampleFeatures(
+                    classifier_version=classifier,
+                    embedding=embedding.tobytes(),
+                    class_probabilities=probabilities.tobytes(),
+                ),
+                label_job=LabelJob(status=status),
             )
-            sample.set_values("pred", tuple(float(v) for v in probabilities @ TABLE))
+            sample.set_prediction(tuple(float(v) for v in probabilities @ TABLE))
             if status == LabelStatus.LABELED:
-                sample.set_values("label", target(embedding, probabilities))
+                set_nutrients(sample.label_job, "label", target(embedding, probabilities))
             session.add(sample)
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlmodel import select
-
-from foodcal.store import Database, Sample
-from foodcal.store.images import PHOTO_REMOVED
+from foodcal.store import Database, SampleFeatures
+from foodcal.store.training_reads import samples_to_reembed
 from model_store.torchserve_client import Classification, TorchServeClient
 
 log = logging.getLogger(__name__)
@@ -23,15 +21,8 @@ async def backfill(db: Database, torchserve: TorchServeClient, images, batch_siz
     """Returns (samples updated, classifier version). Each batch runs concurrently against TorchServe."""
     classifier = await current_classifier(torchserve)
 
-    def stale() -> list[tuple[str, str]]:
-        with db.session() as session:
-            query = select(Sample.id, Sample.image_sha256).where(
-                Sample.classifier_version != classifier,
-                Sample.image_path != PHOTO_REMOVED,  # no photo to read: it keeps the features it has
-            )
-            return list(session.exec(query).all())
-
-    pending = await asyncio.to_thread(stale)
+    # A sample whose photo was removed has none to read: it keeps the features it has.
+    pending = await asyncio.to_thread(samples_to_reembed, db, classifier)
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
         results = await asyncio.gather(*(_embed(torchserve, images, sha256) for _, sha256 in batch))
@@ -48,13 +39,11 @@ async def _embed(torchserve: TorchServeClient, images, sha256: str) -> Classific
 def _save(db: Database, sample_ids: list[str], results: list[Classification]) -> None:
     with db.session() as session:
         for sample_id, classification in zip(sample_ids, results, strict=True):
-            sample = session.get(Sample, sample_id)
-            sample.classifier_version = classification.classifier
-            sample.dishes = [[label, p] for label, p in classification.dishes]
-            sample.top1_dish = classification.dishes[0][0][:100] if classification.dishes else ""
-            sample.embedding = classification.embedding.astype("<f4").tobytes()
-            sample.class_probabilities = classification.probabilities.astype("<f4").tobytes()
-            session.add(sample)
+            features = session.get(SampleFeatures, sample_id)
+            if features is None:  # deleted meanwhile
+                continue
+            features.sqlmodel_update(SampleFeatures.values_of(classification))
+            session.add(features)
 
 
 def main() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sqlmodel import col, select
 
 from foodcal.domain import calibration
 from foodcal.domain.calibration import EXPLORATION_REASON, label_weight
-from foodcal.store import Database, Sample
+from foodcal.store import Database
+from foodcal.store.training_reads import policy_reasons_starting
 from model_store.worker.nutrition_model import NutritionModel
 from trainer.data import Dataset
 
@@ -51,7 +51,5 @@ def calibrate_both(db: Database, models: tuple, splits: tuple, level: float, exp
 def _label_weights(db: Database, sample_ids: list[str], exploration: float) -> np.ndarray:
     """1 / each sample's chance of having been labelled under the label policy: only photos
     labelled by chance (exploration) weigh more, so only those are read."""
-    chance = col(Sample.label_policy_reason).startswith(EXPLORATION_REASON)
-    with db.session() as session:
-        reasons = dict(session.exec(select(Sample.id, Sample.label_policy_reason).where(chance)).all())
+    reasons = policy_reasons_starting(db, EXPLORATION_REASON)
     return np.array([label_weight(reasons.get(i, ""), exploration) for i in sample_ids])

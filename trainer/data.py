@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
-from sqlmodel import col, func, or_, select
 
 from foodcal.store import Database, LabelStatus, Sample
+from foodcal.store.training_reads import count_teaching, teaching_samples
 from trainer.noted_labels import may_train
 from trainer.trust import capped_rows, clients, correction_weights, trusted_corrections
 
@@ -144,19 +144,12 @@ class Dataset:
 
 def count_labelled(db: Database) -> int:
     """Samples that may teach the model (any classifier version): ChatGPT labels or corrections."""
-    with db.session() as session:
-        return session.exec(select(func.count()).select_from(Sample).where(_labelled())).one()
+    return count_teaching(db)
 
 
 def count_stale(db: Database, classifier_version: str) -> int:
     """Labelled or corrected samples embedded by another classifier: `make backfill` would add them."""
-    with db.session() as session:
-        query = select(func.count()).select_from(Sample).where(_labelled())
-        return session.exec(query.where(Sample.classifier_version != classifier_version)).one()
-
-
-def _labelled():
-    return or_(Sample.label_status == LabelStatus.LABELED, col(Sample.corrected_at).is_not(None))
+    return count_teaching(db, not_embedded_by=classifier_version)
 
 
 def one_per_photo(rows: list[Sample]) -> list[Sample]:
@@ -164,7 +157,7 @@ def one_per_photo(rows: list[Sample]) -> list[Sample]:
     best: dict[str, Sample] = {}
     for row in rows:  # oldest first: a later one of the same kind wins
         kept = best.get(row.image_sha256)
-        if kept is None or row.corrected_at is not None or kept.corrected_at is None:
+        if kept is None or row.corrected or not kept.corrected:
             best[row.image_sha256] = row
     return sorted(best.values(), key=lambda row: row.id)
 
@@ -174,26 +167,25 @@ def load_dataset(db: Database, classifier_version: str, max_share_per_client: fl
 
     One row per photo; where several clients contribute, none keeps more than its share of the
     rows or of the corrections (trainer/trust.py); untrusted corrections are left out."""
-    with db.session() as session:
-        rows = session.exec(
-            select(Sample)
-            .where(_labelled(), Sample.classifier_version == classifier_version)
-            .where(col(Sample.embedding).is_not(None))
-            .order_by(col(Sample.created_at), col(Sample.id))
-        ).all()
-    rows = [row for row in one_per_photo(list(rows)) if row.training_target is not None]
+    rows = [
+        row
+        for row in one_per_photo(teaching_samples(db, classifier_version))
+        if row.training_target is not None
+    ]
     if not rows:
         return Dataset([], np.zeros((0, 0), "f4"), np.zeros((0, 101), "f4"), np.zeros((0, 4), "f4"), [])
     owners = [row.owner for row in rows]
     keep = capped_rows(owners, [row.image_sha256 for row in rows], max_share_per_client)
     rows = [row for row, kept in zip(rows, keep, strict=True) if kept]
-    probabilities = np.stack([np.frombuffer(row.class_probabilities, "<f4") for row in rows])
+    probabilities = np.stack([np.frombuffer(row.features.class_probabilities, "<f4") for row in rows])
     dishes = probabilities.argmax(axis=1)
     nan = (np.nan,) * 4
     # A label the person's note moved far from what the photo shows never trains the photo-only head.
     labels = np.array(
         [
-            row.values("label") or nan if row.label_status == LabelStatus.LABELED and may_train(row) else nan
+            row.values("label") or nan
+            if row.label_job.status == LabelStatus.LABELED and may_train(row)
+            else nan
             for row in rows
         ],
         "f4",
@@ -203,12 +195,14 @@ def load_dataset(db: Database, classifier_version: str, max_share_per_client: fl
     weights = np.ones(len(rows))
     kept = np.flatnonzero(ok)
     weights[kept] = correction_weights(
-        [rows[i].corrected_by or rows[i].owner for i in kept], clients(owners), max_share_per_client
+        [rows[i].correction.corrected_by or rows[i].owner for i in kept],
+        clients(owners),
+        max_share_per_client,
     )
     corrections[~ok] = np.nan
     data = Dataset(
         ids=[row.id for row in rows],
-        embeddings=np.stack([np.frombuffer(row.embedding, "<f4") for row in rows]),
+        embeddings=np.stack([np.frombuffer(row.features.embedding, "<f4") for row in rows]),
         probabilities=probabilities,
         targets=np.where(np.isnan(corrections), labels, corrections).astype("f4"),
         image_sha256=[row.image_sha256 for row in rows],

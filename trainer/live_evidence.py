@@ -9,11 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sqlalchemy import and_, or_
-from sqlmodel import col, select
 
-from foodcal.domain.nutrition import NUTRIENTS
-from foodcal.store import CorrectionReview, Database, LabelStatus, Rollout, Sample
+from foodcal.store import CorrectionReview, Database, LabelStatus, Rollout
+from foodcal.store.live_reads import labelled_answers, paired_answers, served_answers
 from model_store.worker.nutrition_model import NutritionModel
 from trainer.gate import EVIDENCE_CHATGPT, EVIDENCE_TRUTH, MIN_TRUTH_PHOTOS
 from trainer.scores import MIN_DISH_SAMPLES, Score
@@ -43,26 +41,6 @@ class Evidence:
         return Evidence(self.version[labelled], self.baseline[labelled], self.labels[labelled])
 
 
-def _columns(prefix: str) -> list:
-    return [getattr(Sample, f"{prefix}_{name}") for name in NUTRIENTS]
-
-
-def _label_or_truth():
-    """A ChatGPT label, or a correction an admin has not rejected (live photos are after every
-    version's training: each correction is held out from both versions on trial)."""
-    labelled = and_(Sample.label_status == LabelStatus.LABELED, *(c.is_not(None) for c in _columns("label")))
-    corrected = and_(
-        col(Sample.corrected_at).is_not(None),
-        Sample.correction_review != CorrectionReview.REJECTED,
-        or_(Sample.correction_flag == "", Sample.correction_review == CorrectionReview.CONFIRMED),
-    )
-    return or_(labelled, corrected)
-
-
-def _labelled():
-    return (Sample.label_status == LabelStatus.LABELED, *(c.is_not(None) for c in _columns("label")))
-
-
 def _values(row, start: int) -> list[float]:
     """Four nutrients from `start`, NaN for a None (a photo without that kind of truth)."""
     return [np.nan if v is None else v for v in row[start : start + 4]]
@@ -88,27 +66,10 @@ def _truths(rows, start: int) -> np.ndarray:
     ).reshape(-1, 4)
 
 
-_TRUTH_COLUMNS = (
-    *_columns("label"),
-    Sample.label_status,
-    *_columns("correction"),
-    Sample.correction_flag,
-    Sample.correction_review,
-)
-
-
 def challenger_evidence(db: Database, rollout: Rollout) -> Evidence:
     """Photos that both the challenger and the champion answered since the challenger went live
     (one shown, the other stored beside it), with a ChatGPT label or a correction."""
-    pair = (rollout.version, rollout.baseline_version)
-    with db.session() as session:
-        rows = session.exec(
-            select(Sample.pred_model_version, *_columns("pred"), *_columns("paired"), *_TRUTH_COLUMNS)
-            .where(_label_or_truth(), Sample.created_at >= rollout.started_at)
-            .where(col(Sample.pred_model_version).in_(pair), col(Sample.paired_model_version).in_(pair))
-            .where(Sample.pred_model_version != Sample.paired_model_version)
-            .where(*(c.is_not(None) for c in _columns("paired")))
-        ).all()
+    rows = paired_answers(db, (rollout.version, rollout.baseline_version), rollout.started_at)
     values = np.array([row[1:9] for row in rows], dtype=np.float64).reshape(-1, 8)
     answered, paired = values[:, :4], values[:, 4:8]
     by_challenger = np.array([row[0] == rollout.version for row in rows], dtype=bool)[:, None]
@@ -123,15 +84,7 @@ def challenger_evidence(db: Database, rollout: Rollout) -> Evidence:
 def served_evidence(db: Database, rollout: Rollout, window: int, baseline: NutritionModel) -> Evidence:
     """The served version's last `window` labelled or corrected answers since it was served, and
     what the version before it answers for the same photos, computed from their stored features."""
-    with db.session() as session:
-        rows = session.exec(
-            select(Sample.embedding, Sample.class_probabilities, *_columns("pred"), *_TRUTH_COLUMNS)
-            .where(_label_or_truth(), Sample.pred_model_version == rollout.version)
-            .where(Sample.created_at >= rollout.served_at)
-            .where(col(Sample.embedding).is_not(None), col(Sample.class_probabilities).is_not(None))
-            .order_by(col(Sample.created_at).desc())
-            .limit(window)
-        ).all()
+    rows = served_answers(db, rollout.version, rollout.served_at, window)
     # Photos embedded by another classifier than the baseline reads cannot be compared.
     rows = [row for row in rows if len(row[0]) == 4 * baseline.embedding_dim]
     if not rows:
@@ -149,16 +102,8 @@ def live_scores(db: Database, min_dish_samples: int = MIN_DISH_SAMPLES) -> dict[
     """Per version: what it answered, or answered beside the shown version (a challenger in shadow,
     the champion in a split), against the ChatGPT label the photo got later."""
     by_version: dict[int, list] = defaultdict(list)
-    for prefix in ("pred", "paired"):
-        version = getattr(Sample, f"{prefix}_model_version")
-        columns = [*_columns(prefix), *_columns("label")]
-        with db.session() as session:
-            rows = session.exec(
-                select(version, Sample.top1_dish, *columns).where(
-                    *_labelled(), col(version).is_not(None), *(c.is_not(None) for c in columns)
-                )
-            ).all()
-        for row in rows:
+    for paired in (False, True):
+        for row in labelled_answers(db, paired):
             by_version[row[0]].append(row)
     scores = {}
     for version, group in by_version.items():

@@ -24,10 +24,10 @@ def _within(label: float | None, photo_only: float | None) -> bool:
 
 def may_train(sample) -> bool:
     """Whether a labelled sample's label may train the photo-only head. `sample`: a Sample row
-    (foodcal.store.Sample), or anything with its `note`, `label_portion_g`, `pred_portion_g`,
-    `label_calories_kcal` and `pred_calories_kcal`."""
+    (foodcal.store.Sample) with its label job."""
     if not (sample.note or "").strip():
         return True
-    return _within(sample.label_portion_g, sample.pred_portion_g) and _within(
-        sample.label_calories_kcal, sample.pred_calories_kcal
+    job = sample.label_job
+    return _within(job.label_portion_g, sample.pred_portion_g) and _within(
+        job.label_calories_kcal, sample.pred_calories_kcal
     )

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sqlmodel import col, or_, select
 
 from foodcal.domain.convert import timestamp
-from foodcal.store import Database, LabelStatus, ModelVersionRow, Sample
+from foodcal.store import Database, LabelStatus, ModelVersionRow
+from foodcal.store.training_reads import newest_classifier as _newest_classifier
+from foodcal.store.training_reads import teaching_samples
 from foodcal.v1 import trainer_pb2
 from model_store.worker.nutrition_model import NutritionModel
 from trainer.data import (
@@ -61,16 +62,9 @@ class TestSet:
 
 
 def load_test_set(db: Database, classifier: str) -> TestSet:
-    with db.session() as session:
-        rows = session.exec(
-            select(Sample)
-            .where(Sample.classifier_version == classifier, col(Sample.embedding).is_not(None))
-            .where(or_(Sample.label_status == LabelStatus.LABELED, col(Sample.corrected_at).is_not(None)))
-            .order_by(col(Sample.created_at), col(Sample.id))
-        ).all()
-    rows = one_per_photo(list(rows))
+    rows = one_per_photo(teaching_samples(db, classifier))
     probabilities = (
-        np.stack([np.frombuffer(row.class_probabilities, "<f4") for row in rows])
+        np.stack([np.frombuffer(row.features.class_probabilities, "<f4") for row in rows])
         if rows
         else np.zeros((0, 101), "f4")
     )
@@ -79,7 +73,7 @@ def load_test_set(db: Database, classifier: str) -> TestSet:
         [ok and in_truth_set(row.image_sha256) for row, ok in zip(rows, trusted, strict=True)], bool
     )
     chatgpt = np.array(
-        [row.label_status == LabelStatus.LABELED and in_test_set(row.image_sha256) for row in rows], bool
+        [row.label_job.status == LabelStatus.LABELED and in_test_set(row.image_sha256) for row in rows], bool
     )
     keep = truth | chatgpt
     rows = [row for row, kept in zip(rows, keep, strict=True) if kept]
@@ -91,24 +85,22 @@ def load_test_set(db: Database, classifier: str) -> TestSet:
             [(row.values(prefix) if ok else None) or nan for row, ok in zip(rows, where, strict=True)], "f8"
         ).reshape(-1, 4)
 
-    labelled = np.array([row.label_status == LabelStatus.LABELED for row in rows], bool)
+    labelled = np.array([row.label_job.status == LabelStatus.LABELED for row in rows], bool)
     return TestSet(
-        embeddings=np.stack([np.frombuffer(row.embedding, "<f4") for row in rows])
+        embeddings=np.stack([np.frombuffer(row.features.embedding, "<f4") for row in rows])
         if rows
         else np.zeros((0, 0), "f4"),
         probabilities=probabilities[keep],
         labels=values("label", chatgpt),
         corrections=values("correction", truth),
         teacher=values("label", truth & labelled),
-        dishes=[row.top1_dish for row in rows],
+        dishes=[row.features.top1_dish for row in rows],
     )
 
 
 def newest_classifier(db: Database) -> str:
     """The classifier of the newest embedded sample (when TorchServe cannot say which it serves)."""
-    with db.session() as session:
-        query = select(Sample.classifier_version).where(col(Sample.embedding).is_not(None))
-        return session.exec(query.order_by(col(Sample.created_at).desc()).limit(1)).first() or ""
+    return _newest_classifier(db)
 
 
 def predict(model: NutritionModel, data: TestSet) -> np.ndarray:

@@ -23,6 +23,7 @@ import asyncio
 import logging
 
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
+from foodcal.store.rollouts import in_state
 from foodcal.store.tables import utcnow
 from model_store.torchserve_client import ModelServerError
 from trainer.gate import EVIDENCE_TRUTH, RULE, compare_predictions
@@ -42,7 +43,6 @@ from trainer.rollout_state import (
     SUPERSEDE,
     decide,
     decide_now,
-    in_state,
     promote_by_rollback,
     record,
     still,

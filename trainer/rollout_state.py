@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from foodcal.rpc import metrics
 from foodcal.store import Database, Rollout, RolloutState
@@ -89,11 +89,3 @@ def still(db: Database, rollout: Rollout, state: RolloutState, served: int | Non
         return f"the rollout of v{rollout.version} was decided meanwhile; nothing was changed"
 
     return check
-
-
-def in_state(db: Database, state: RolloutState, version: int | None = None) -> list[Rollout]:
-    query = select(Rollout).where(Rollout.state == state)
-    if version is not None:
-        query = query.where(Rollout.version == version)
-    with db.session() as session:
-        return list(session.exec(query.order_by(col(Rollout.started_at))))

@@ -91,12 +91,12 @@ def correction_weights(correctors: list[str | None], clients: int, share: float)
 def trusted_corrections(rows: list, dishes: np.ndarray) -> np.ndarray:
     """[n] bool: which of the samples' (foodcal.store.Sample rows) corrections may be learnt from
     or scored against; `dishes`: each sample's top-1 dish index."""
-    corrected = [index for index, row in enumerate(rows) if row.corrected_at is not None]
+    corrected = [index for index, row in enumerate(rows) if row.corrected]
     ok = trusted(
-        [rows[i].correction_flag for i in corrected],
-        [rows[i].correction_review for i in corrected],
+        [rows[i].correction.flag for i in corrected],
+        [rows[i].correction.review for i in corrected],
         [int(dishes[i]) for i in corrected],
-        [correction_ratio(rows[i].correction_calories_kcal, _reference_kcal(rows[i])) for i in corrected],
+        [correction_ratio(rows[i].correction.calories_kcal, _reference_kcal(rows[i])) for i in corrected],
     )
     mask = np.zeros(len(rows), dtype=bool)
     mask[corrected] = ok
@@ -105,4 +105,5 @@ def trusted_corrections(rows: list, dishes: np.ndarray) -> np.ndarray:
 
 def _reference_kcal(row) -> float | None:
     """What a correction is measured against: ChatGPT's label, else our prediction."""
-    return row.label_calories_kcal if row.label_calories_kcal is not None else row.pred_calories_kcal
+    label_kcal = row.label_job.label_calories_kcal
+    return label_kcal if label_kcal is not None else row.pred_calories_kcal

@@ -14,7 +14,8 @@ import torch
 from sqlmodel import Session, col, select
 
 from foodcal.rpc import metrics
-from foodcal.store import Database, ModelVersionRow, Rollout, RolloutState
+from foodcal.store import Database, ModelVersionRow, RolloutState
+from foodcal.store.rollouts import in_state
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
 from model_store.worker.nutrition_model import NutritionModel
 from trainer.hot_swap import NutritionReplicas
@@ -35,9 +36,7 @@ Also = Callable[[Session, int], None]
 
 
 def live_challenger_versions(db: Database) -> list[int]:
-    with db.session() as session:
-        live = select(Rollout.version).where(Rollout.state == RolloutState.CHALLENGER)
-        return list(session.exec(live).all())
+    return [rollout.version for rollout in in_state(db, RolloutState.CHALLENGER)]
 
 
 class ServedChanged(Exception):

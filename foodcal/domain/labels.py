@@ -1,6 +1,6 @@
 """A ChatGPT (or reference table) label: one domain type, its protobuf and JSON forms, and the one
 status enum of a sample's label. The labeler caches `Label.to_json()`; a sample keeps a label in
-its `label_*` columns (foodcal/store/tables.py); services send `Label.to_proto()`."""
+its label job's `label_*` columns (foodcal/store/tables/label_jobs.py); services send `Label.to_proto()`."""
 
 from __future__ import annotations
 

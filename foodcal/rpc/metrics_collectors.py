@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import select
 
-from foodcal.store import Database, LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
+from foodcal.store import Database, LabelJob, LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,9 @@ class LabelQueueCollector(Collector):
         try:
             with self.db.session() as session:
                 count, oldest = session.exec(
-                    select(func.count(), func.min(Sample.created_at)).where(
-                        Sample.label_status == LabelStatus.PENDING
-                    )
+                    select(func.count(), func.min(Sample.created_at))
+                    .join(LabelJob)
+                    .where(LabelJob.status == LabelStatus.PENDING)
                 ).one()
         except Exception as error:  # a scrape must not fail because the database is away
             log.warning("label queue metrics unavailable: %s", error)

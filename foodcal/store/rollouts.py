@@ -7,8 +7,9 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, Column
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col, select
 
+from foodcal.store.db import Database
 from foodcal.store.tables import new_id, utcnow
 
 
@@ -40,3 +41,13 @@ class Rollout(SQLModel, table=True):
     ended_at: datetime | None = None
     # Every decision, oldest first: {"at", "decision", "reason", "comparison": gate.Comparison.as_dict()}.
     decisions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+def in_state(db: Database, state: RolloutState, version: int | None = None) -> list[Rollout]:
+    """The rollouts in `state` (of `version`), oldest first: the one read of live rollouts, for the
+    trainer, which owns them, and the gateway, which answers with the live challenger."""
+    query = select(Rollout).where(Rollout.state == state)
+    if version is not None:
+        query = query.where(Rollout.version == version)
+    with db.session() as session:
+        return list(session.exec(query.order_by(col(Rollout.started_at))))

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-import sqlalchemy
 from PIL import Image
 
 from foodcal.rpc.grpc_server import RunningServer, start_server
@@ -21,12 +18,11 @@ from model_store.ports import free_port
 from model_store.server import TorchServeProcess, start_on_free_ports, wait_until_ready
 from model_store.torchserve_client import TorchServeClient
 from model_store.torchserve_config import TorchServeConfig
+from tests.fixtures_databases import POSTGRES_URL, drop_postgres_schema, postgres_schema_url  # noqa: F401 (re-exported)
 from tests.openai_stub import OpenAIStub
 
-pytest_plugins = ["tests.fixtures_labeler", "tests.fixtures_system"]
+pytest_plugins = ["tests.fixtures_databases", "tests.fixtures_labeler", "tests.fixtures_system"]
 
-IN_CI = os.environ.get("CI") == "true"
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 API_TOKEN = "test-client-token"  # a client (API_TOKENS): its own samples only
 OTHER_CLIENT_TOKEN = "test-other-client-token"
 ADMIN_TOKEN = "test-admin-token"  # an operator (ADMIN_TOKENS): training, versions, every sample
@@ -42,65 +38,6 @@ def photo(color=(200, 80, 40), size=(320, 240), fmt="JPEG", **save) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save)
     return buffer.getvalue()
-
-
-# -- databases ---------------------------------------------------------------------------------
-
-
-def _postgres_or_skip() -> None:
-    try:
-        engine = sqlalchemy.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as error:  # CI must exercise PostgreSQL: a skip there is a failure
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI ({POSTGRES_URL}): {error}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
-
-
-def postgres_schema_url() -> tuple[str, str]:
-    """A fresh schema in the test database, so tests never see each other's rows."""
-    _postgres_or_skip()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
-    engine.dispose()
-    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
-
-
-def drop_postgres_schema(schema: str) -> None:
-    engine = sqlalchemy.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/foodcal.db"
-        return
-    url, schema = postgres_schema_url()
-    yield url
-    drop_postgres_schema(schema)
-
-
-@pytest.fixture
-def db(database_url) -> Database:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def sqlite_db(tmp_path) -> Database:
-    database = Database(f"sqlite:///{tmp_path}/foodcal.db")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 # -- settings ------------------------------------------------------------------------------------

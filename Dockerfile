@@ -42,7 +42,7 @@ COPY labeler ./labeler
 COPY trainer ./trainer
 
 # Generated gRPC code (foodcal/v1 and foodcal/torchserve are not in git).
-RUN python -m foodcal.codegen
+RUN python -m foodcal.ops.codegen
 
 # A non-root user; the directories the named volumes mount on are created here so that new
 # volumes start owned by it.

@@ -24,8 +24,8 @@ java: ## install Java 17 for TorchServe if `java` is missing
 prometheus: ## install Prometheus (Debian's package) if missing: tests/test_metrics.py runs it
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
 
-$(GENERATED): $(STAMP) foodcal/codegen.py $(wildcard protos/foodcal/v1/*.proto)
-	$(PY) -m foodcal.codegen
+$(GENERATED): $(STAMP) foodcal/ops/codegen.py $(wildcard protos/foodcal/v1/*.proto)
+	$(PY) -m foodcal.ops.codegen
 
 .env:
 	cp .env.example .env
@@ -33,7 +33,7 @@ $(GENERATED): $(STAMP) foodcal/codegen.py $(wildcard protos/foodcal/v1/*.proto)
 setup: $(STAMP) java $(GENERATED) .env ## venv, packages, Java, generated gRPC code, .env
 
 protos: $(STAMP) ## regenerate the gRPC code from protos/ and the TorchServe jar
-	$(PY) -m foodcal.codegen
+	$(PY) -m foodcal.ops.codegen
 
 models: setup ## build food101.mar and nutrition v0 into the model store (no-op when unchanged)
 	$(PY) -m model_store.build

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import save, say, table
+from bench.harness import save, say, table
 from bench.synthetic import CLASSES, ClassFeatureWorld
 
 PLATES, ANGLES, PLATE_FOOLED, ANGLE_FOOLED = 6000, 4, 0.04, 0.04

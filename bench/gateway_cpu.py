@@ -32,7 +32,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.common import (
+from bench.gateway_process import REQUESTS, ROOT, WARMUP, interleaved, start_gateway_process
+from bench.harness import (
     RESULTS,
     group_cpu_seconds,
     machine,
@@ -44,7 +45,6 @@ from bench.common import (
     table,
     verdict,
 )
-from bench.gateway_process import REQUESTS, ROOT, WARMUP, interleaved, start_gateway_process
 from bench.serving import make_photo, unique
 
 SIZES = {"12 MP": (4000, 3000), "1280×960": (1280, 960)}
@@ -71,8 +71,8 @@ def cpu_ms(call, repeat: int = 10) -> float:
 
 
 def steps(photo: bytes, work: Path) -> dict:
-    from foodcal.photos import decode_for_model, validate_image
     from foodcal.store import ImageStore
+    from model_store.worker.photos import decode_for_model, validate_image
 
     images, counter = ImageStore(work), iter(range(10**6))
     return {

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import STAT_MINFLT, stat_fields
+from bench.harness import STAT_MINFLT, stat_fields
 from bench.serving import API_TOKEN, INTERNAL_TOKEN, unique
 from model_store.ports import free_port
 
@@ -102,7 +102,7 @@ async def interleaved(gateways: dict[str, tuple[int, int]], photo: bytes, tag: s
     CPU ms and the minor page faults from each of its requests to its next."""
     import grpc
 
-    from foodcal.grpc_server import message_size_options
+    from foodcal.rpc.grpc_server import message_size_options
     from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
 
     metadata = (("authorization", f"Bearer {API_TOKEN}"),)

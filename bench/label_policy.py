@@ -3,7 +3,7 @@
 A stream of photos (features that carry class information, labels = per-dish value x portion,
 bench/synthetic.py) plus out-of-distribution photos (no Food-101 dish: flat probabilities, labels
 from real Nutrition5k plates) is replayed in order through the real policy code
-(gateway/label_policy.py) and the real calibration (foodcal/calibration.py). As in the original
+(gateway/label_policy.py) and the real calibration (foodcal/domain/calibration.py). As in the original
 design, the student is retrained every RETRAIN_EVERY new labels with the real trainer and deployed
 only through the real gate, then recalibrated on its run's held-out split. For `always` and
 `uncertain`: ChatGPT calls, the final student's held-out MAE, and the ranges' coverage.
@@ -19,11 +19,11 @@ import sys
 import numpy as np
 import torch
 
-from bench.common import machine, machine_lines, progress, save, say, table, verdict
+from bench.harness import machine, machine_lines, progress, save, say, table, verdict
 from bench.synthetic import CLASSES, ClassFeatureWorld, real_dishes, reference_model
-from foodcal import calibration
+from foodcal.domain import calibration
 from gateway.label_policy import ALWAYS, UNCERTAIN, PolicySettings, decide
-from model_store.nutrition_model import NUTRIENTS
+from model_store.worker.nutrition_model import NUTRIENTS
 from trainer.data import Dataset
 from trainer.gate import compare
 from trainer.training import TrainingParameters, train

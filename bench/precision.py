@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (
+from bench.harness import (
     load_average,
     machine,
     machine_lines,
@@ -41,8 +41,8 @@ from bench.common import (
     verdict,
 )
 from bench.serving import API_TOKEN, make_photo, start_gateway, time_sync, unique
-from foodcal.photos import decode_for_model
-from model_store.food101_model import PRECISIONS, Food101Classifier
+from model_store.worker.food101_model import PRECISIONS, Food101Classifier
+from model_store.worker.photos import decode_for_model
 
 REQUESTS, WINDOW_S, CLIENTS = 20, 12.0, 8
 JVM_WARMUP_S = 60.0
@@ -54,7 +54,7 @@ def gemm_peaks(size: int = 2048, repeat: int = 5) -> dict[str, float]:
     worker runs): fp32 and bf16 matmuls, and int8 through the same dynamic-quantised `Linear` the
     int8 classifier uses. A measured ceiling: a vendor's FLOP-per-cycle table would not know AMX
     from AVX-512, or a Zen 4's halved AVX-512 from a Xeon's."""
-    from model_store.food101_model import _quantize_linears
+    from model_store.worker.food101_model import _quantize_linears
 
     a = torch.randn(size, size)
     a16 = a.bfloat16()

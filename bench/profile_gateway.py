@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import RESULTS, machine, machine_lines, progress, say, start_torchserve, table
+from bench.harness import RESULTS, machine, machine_lines, progress, say, start_torchserve, table
 from bench.serving import (
     API_TOKEN,
     BATCHED,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (
+from bench.harness import (
     load_average,
     machine,
     machine_lines,
@@ -43,8 +43,8 @@ from bench.common import (
     table,
     verdict,
 )
-from foodcal.photos import decode_for_model
-from model_store.food101_model import open_classifier
+from model_store.worker.classifier import open_classifier
+from model_store.worker.photos import decode_for_model
 
 ROUNDS = 10
 # square, the ViT-B/16's fc1 on 8 photos' tokens, and a larger square: the best is the limit
@@ -71,7 +71,7 @@ def openvino_gemm_limits(work: Path, repeat: int = 5) -> dict[str, float]:
     import nncf
     import openvino as ov
 
-    from model_store.openvino_model import compile_ir
+    from model_store.worker.openvino_model import compile_ir
 
     limits = {"fp32": 0.0, "int8": 0.0}
     for rows, inner, columns in GEMM_SHAPES:

@@ -5,7 +5,7 @@ locally: nateraw/food is a ViT-B/16) and the nutrition head (v0, the reference t
 
 1. the floor: the same photo decoded, preprocessed and run through the same model in-process, by
    the very handler code TorchServe runs (Food101Handler + NutritionHandler, mock context);
-2. TorchServe direct: model_store.client.TorchServeClient.classify + predict_nutrition (gRPC);
+2. TorchServe direct: model_store.torchserve_client.TorchServeClient.classify + predict_nutrition (gRPC);
 3. AnalyzeMeal end to end through the in-process gateway (USE_CHATGPT=false, SQLite, image store);
 4. throughput with 1, 4 and 8 concurrent clients (TorchServe direct), batching off and on.
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from bench.common import (
+from bench.harness import (
     group_cpu_seconds,
     load_average,
     machine,
@@ -188,7 +188,7 @@ async def start_gateway(work: Path, store: Path, torchserve_config):
     import grpc
 
     import gateway.__main__ as gateway_main
-    from foodcal.grpc_server import message_size_options, start_server
+    from foodcal.rpc.grpc_server import message_size_options, start_server
     from foodcal.settings import load_settings
     from foodcal.store import Database
     from foodcal.v1 import gateway_pb2_grpc
@@ -311,11 +311,11 @@ async def scale_workers(client, model: str, workers: int) -> float:
 
 
 async def run(work: Path, info: dict) -> dict:
-    from foodcal.photos import decode_for_model, validate_image
     from foodcal.store import ImageStore
     from foodcal.v1 import gateway_pb2
     from model_store.archive import nutrition_mar_name
     from model_store.server import wait_until_ready
+    from model_store.worker.photos import decode_for_model, validate_image
 
     results: dict = {"photo": {}, "latency": {}, "throughput": {}, "setup_s": {}}
     photo = make_photo()

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_store.nutrition_model import NutritionModel
 from model_store.reference import food101_labels, lookup
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.data import Dataset
 
 NUTRITION5K = Path(__file__).resolve().parents[2] / "shared" / "data" / "nutrition5k"

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.common import (
+from bench.harness import (
     RESULTS,
     load_average,
     machine,
@@ -46,7 +46,7 @@ from bench.common import (
     verdict,
 )
 from bench.synthetic import ClassFeatureWorld, real_dishes, reference_model, unstructured_dataset
-from model_store.nutrition_model import NUTRIENTS, NutritionModel
+from model_store.worker.nutrition_model import NUTRIENTS, NutritionModel
 from trainer.data import Dataset
 from trainer.hot_swap import NutritionReplicas
 from trainer.training import TrainingParameters, dataset_tensors, sample_losses, train

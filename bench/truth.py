@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import RESULTS, progress, save, say, table, verdict
+from bench.harness import RESULTS, progress, save, say, table, verdict
 from bench.synthetic import ClassFeatureWorld, reference_model
-from model_store.nutrition_model import NUTRIENTS
+from model_store.worker.nutrition_model import NUTRIENTS
 from trainer.data import Dataset
 from trainer.gate import decide, predictions
 from trainer.targets import run_data

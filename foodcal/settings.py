@@ -72,7 +72,7 @@ class Settings(BaseSettings, StartupChecks):
     # TLS for the gateway (both set, or neither: plaintext, meant for loopback only).
     gateway_tls_cert_file: Path | None = None
     gateway_tls_key_file: Path | None = None
-    # TLS between our own services (foodcal/internal_tls.py): the labeler and the trainer serve this
+    # TLS between our own services (foodcal/rpc/internal_tls.py): the labeler and the trainer serve this
     # certificate and key; callers trust INTERNAL_TLS_CA_FILE (default: the certificate itself)
     # and never need the key. Mutual TLS: the services require a client certificate signed by
     # INTERNAL_TLS_CA_FILE, and callers present theirs.
@@ -108,7 +108,7 @@ class Settings(BaseSettings, StartupChecks):
     label_policy_min_confidence: float = Field(0.6, ge=0, le=1)
     label_policy_min_dish_labels: int = Field(10, ge=0)
     label_policy_max_relative_width: float = Field(0.25, gt=0)
-    # The level of the calibrated ranges shown with our numbers (foodcal/calibration.py).
+    # The level of the calibrated ranges shown with our numbers (foodcal/domain/calibration.py).
     range_level: float = Field(0.8, gt=0, lt=1)
     # What ChatGPT may cost per UTC day (0 = no limit); at the limit labels wait for midnight UTC.
     chatgpt_daily_budget_usd: float = Field(0.0, ge=0)

@@ -7,9 +7,9 @@ import logging
 from grpc_health.v1 import health
 from sqlmodel import select
 
-from foodcal.entrypoint import run_service
-from foodcal.grpc_server import ServerTLS, ServiceSpec, message_size_options
-from foodcal.internal_tls import internal_channel
+from foodcal.rpc.entrypoint import run_service
+from foodcal.rpc.grpc_server import ServerTLS, ServiceSpec, message_size_options
+from foodcal.rpc.internal_tls import internal_channel
 from foodcal.settings import Settings
 from foodcal.settings_checks import is_loopback
 from foodcal.store import Database, Sample, open_image_store
@@ -20,13 +20,13 @@ from gateway.budget import DailyBudget
 from gateway.health import ModelServerHealth
 from gateway.idempotency import RequestIds
 from gateway.label_queue import LabelQueue, worker_name
-from gateway.labels import RetryPolicy
+from gateway.label_results import RetryPolicy
 from gateway.rate_limit import RateLimiter
 from gateway.request_limits import RequestLimits
 from gateway.retention import PhotoRetention
 from gateway.service import GatewayServicer
-from model_store.client import TorchServeClient
-from model_store.worker_heap import keep_freed_memory
+from model_store.torchserve_client import TorchServeClient
+from model_store.worker.heap import keep_freed_memory
 
 log = logging.getLogger(__name__)
 

@@ -12,22 +12,22 @@ import grpc
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 
-from foodcal.calibration import Calibration
-from foodcal.photos import ValidImage
+from foodcal.domain.calibration import Calibration
 from foodcal.settings import Settings
 from foodcal.store import Database, ImageStore, LabelStatus, Sample
 from foodcal.store.images import Staged
 from gateway.budget import DailyBudget, next_midnight
-from gateway.calibrations import Calibrations
 from gateway.challenger import Challengers, Predictions
 from gateway.deadlines import Budget
 from gateway.label_policy import Decision, PolicySettings, decide
 from gateway.label_queue import LabelCall, label_request
-from gateway.labels import RetryPolicy, apply_failure, apply_label
+from gateway.label_results import RetryPolicy, apply_failure, apply_label
 from gateway.plate_photos import INLINE_HASH_BYTES, Angles, checked, discard, discarded, other_angles
+from gateway.policy_inputs import Calibrations
 from gateway.portion import Portion, own_portion
 from gateway.shown import CHATGPT, OWN_MODEL, REFERENCE
-from model_store.client import Classification, NutritionPrediction, TorchServeClient
+from model_store.torchserve_client import Classification, NutritionPrediction, TorchServeClient
+from model_store.worker.photos import ValidImage
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Analyzer:
     ) -> Analysis:
         """`budget`: what is left of the caller's deadline; every inner call gets at most that.
         `owner`: the caller's identity (gateway/auth.py), stored with the sample.
-        `note`: the person's note, already cleaned (foodcal.notes), sent to ChatGPT with the photo.
+        `note`: the person's note, already cleaned (foodcal.domain.notes), sent to ChatGPT with the photo.
         `image_sha256`: the photo's, when the caller already hashed it: one hash per request.
         `on_insert(connection, analysis)`: writes in the sample's own transaction (a request id's answer:
         both are stored or neither, in one commit).

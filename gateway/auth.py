@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from foodcal.errors import abort
-from foodcal.grpc_server import OPEN_METHOD_PREFIXES, bearer_token, deny_like, token_matches
+from foodcal.rpc.errors import abort
+from foodcal.rpc.grpc_server import OPEN_METHOD_PREFIXES, bearer_token, deny_like, token_matches
 from gateway.shield import shield
 
 log = logging.getLogger(__name__)

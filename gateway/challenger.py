@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from foodcal.store import Database, Rollout, RolloutMode, RolloutState
 from gateway.recent import Recent
-from model_store.client import ModelServerError, NutritionPrediction, TorchServeClient
+from model_store.torchserve_client import ModelServerError, NutritionPrediction, TorchServeClient
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import logging
 
 import grpc
 
-from foodcal.errors import abort
+from foodcal.rpc.errors import abort
 from foodcal.store import CorrectionReview, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import gateway_pb2

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from foodcal.convert import nutrition_values
-from foodcal.items import MAX_ITEMS, MAX_NAME_CHARS, FoodItem, items_problem, mismatches, totals
-from foodcal.nutrition import NUTRIENTS, out_of_bounds
+from foodcal.domain.convert import nutrition_values
+from foodcal.domain.items import MAX_ITEMS, MAX_NAME_CHARS, FoodItem, items_problem, mismatches, totals
+from foodcal.domain.nutrition import NUTRIENTS, out_of_bounds
 from foodcal.v1 import gateway_pb2
 
 

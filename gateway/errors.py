@@ -7,13 +7,13 @@ import asyncio
 
 import grpc
 
-from foodcal.errors import abort
-from foodcal.notes import InvalidNote
-from foodcal.photos import InvalidImage
+from foodcal.domain.notes import InvalidNote
+from foodcal.rpc.errors import abort
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.images import ImageStorageError
 from gateway.plate_photos import InvalidAngles
-from model_store.client import ModelServerError
+from model_store.torchserve_client import ModelServerError
+from model_store.worker.photos import InvalidImage
 
 RETRY_AFTER_S = 1.0
 

@@ -10,8 +10,8 @@ from datetime import datetime
 from sqlalchemy.orm import defer
 from sqlmodel import col, select
 
-from foodcal.convert import nutrition_proto, timestamp
-from foodcal.items import FoodItem
+from foodcal.domain.convert import nutrition_proto, timestamp
+from foodcal.domain.items import FoodItem
 from foodcal.store import Database, Sample
 from foodcal.store.images import PHOTO_REMOVED
 from foodcal.v1 import common_pb2, gateway_pb2

@@ -17,7 +17,7 @@ import logging
 from grpc_health.v1 import health, health_pb2
 
 from model_store.archive import FOOD101, NUTRITION
-from model_store.client import TorchServeClient
+from model_store.torchserve_client import TorchServeClient
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from foodcal.errors import abort
+from foodcal.rpc.errors import abort
 from foodcal.store import AnalyzeRequest, Database
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.images import sha256_of

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foodcal.calibration import exploration_reason
+from foodcal.domain.calibration import exploration_reason
 
 ALWAYS, UNCERTAIN = "always", "uncertain"
 CONFIDENT_REASON = "confident"  # how a skipped photo's reason starts (GetStats counts them)

@@ -27,7 +27,7 @@ from foodcal.store.db import DatabaseUnavailable
 from foodcal.store.tables import utcnow
 from foodcal.v1 import labeler_pb2
 from gateway.budget import DailyBudget
-from gateway.labels import RetryPolicy, apply_failure, apply_label
+from gateway.label_results import RetryPolicy, apply_failure, apply_label
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import asyncio
 
 import grpc
 
-from foodcal.errors import abort
+from foodcal.rpc.errors import abort
 from foodcal.store.db import DatabaseUnavailable
 from gateway.deletion import delete_sample
 from gateway.errors import in_session, translate_errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from foodcal.convert import nutrition_proto
+from foodcal.domain.convert import nutrition_proto
 from foodcal.store import Sample
 from foodcal.v1 import gateway_pb2
 from gateway.samples import sample_proto

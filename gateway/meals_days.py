@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
-from foodcal.convert import nutrition_proto
+from foodcal.domain.convert import nutrition_proto
 from foodcal.store import Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import gateway_pb2

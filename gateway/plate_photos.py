@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from foodcal.photos import ValidImage, validate_image
 from foodcal.store.images import Staged, sha256_of
+from model_store.worker.photos import ValidImage, validate_image
 
 # A photo up to this size is hashed on the event loop (~0.5 ms at most here): a thread hop costs
 # more. On a 2-vCPU VM whose idle cores halt, each hop after an idle moment added 4-5 ms to

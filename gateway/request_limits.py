@@ -14,7 +14,7 @@ import logging
 import grpc
 from google.protobuf.message import DecodeError
 
-from foodcal.errors import abort
+from foodcal.rpc.errors import abort
 from foodcal.store.db import DatabaseUnavailable
 from gateway.auth import Caller
 from gateway.errors import translate_errors

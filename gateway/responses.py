@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from foodcal.convert import nutrition_proto
+from foodcal.domain.convert import nutrition_proto
 from foodcal.store import LabelStatus
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.analyze import Analysis

@@ -8,15 +8,15 @@ from datetime import datetime
 from sqlalchemy import and_, func, true
 from sqlmodel import Session, col, select
 
-from foodcal.convert import nutrition_proto, timestamp
-from foodcal.items import FoodItem
-from foodcal.nutrition import NUTRIENTS
+from foodcal.domain.convert import nutrition_proto, timestamp
+from foodcal.domain.items import FoodItem
+from foodcal.domain.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall, CorrectionReview, LabelCache, LabelStatus, Sample
 from foodcal.store.images import PHOTO_REMOVED
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.budget import spent_today
 from gateway.label_policy import CONFIDENT_REASON
-from gateway.labels import reason_code
+from gateway.label_results import reason_code
 
 
 def label_proto(sample: Sample) -> common_pb2.Label | None:

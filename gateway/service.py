@@ -1,5 +1,5 @@
 """GatewayService: translates between protobuf and the gateway's logic; the training RPCs are
-forwarded (gateway/training.py)."""
+forwarded (gateway/training_rpcs.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 
 import grpc
 
-from foodcal.errors import abort
-from foodcal.notes import InvalidNote, clean_note
+from foodcal.domain.notes import InvalidNote, clean_note
+from foodcal.rpc.errors import abort
 from foodcal.store import Database, LabelStatus, Sample
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2_grpc
@@ -30,8 +30,8 @@ from gateway.samples import (
     sample_proto,
     stats,
 )
-from gateway.training import TrainingForwarder
-from model_store.client import ModelServerError, TorchServeClient
+from gateway.training_rpcs import TrainingForwarder
+from model_store.torchserve_client import ModelServerError, TorchServeClient
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 
 import grpc
 
-from foodcal.errors import abort
+from foodcal.rpc.errors import abort
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from foodcal.entrypoint import run_service
-from foodcal.grpc_server import ServiceSpec
-from foodcal.internal_tls import server_tls
+from foodcal.rpc.entrypoint import run_service
+from foodcal.rpc.grpc_server import ServiceSpec
+from foodcal.rpc.internal_tls import server_tls
 from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import labeler_pb2, labeler_pb2_grpc

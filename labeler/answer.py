@@ -6,8 +6,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from foodcal.items import ITEMS_MISMATCH, FoodItem, items_problem, mismatches
-from foodcal.nutrition import BOUNDS, NUTRIENTS, atwater_kcal, out_of_bounds
+from foodcal.domain.items import ITEMS_MISMATCH, FoodItem, items_problem, mismatches
+from foodcal.domain.nutrition import BOUNDS, NUTRIENTS, atwater_kcal, out_of_bounds
 
 # Calories more than this far from 4·protein + 4·carbs + 9·fat are flagged (not refused).
 ATWATER_TOLERANCE = 0.25

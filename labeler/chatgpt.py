@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import openai
 from PIL import Image
 
-from foodcal import metrics
-from foodcal.photos import at_most, reduced
+from foodcal.rpc import metrics
 from foodcal.settings import OPENAI_PRICES_PER_MILLION, Settings
 from labeler.answer import RESPONSE_FORMAT, SYSTEM_PROMPT, Answer, InvalidAnswer, parse_answer, user_prompt
+from model_store.worker.photos import at_most, reduced
 
 log = logging.getLogger(__name__)
 

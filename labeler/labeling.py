@@ -9,10 +9,10 @@ import logging
 import weakref
 from dataclasses import dataclass, field
 
-from foodcal import metrics
-from foodcal.convert import public_provider
-from foodcal.labels import Label, LabelSource
-from foodcal.notes import note_sha256
+from foodcal.domain.convert import public_provider
+from foodcal.domain.labels import Label, LabelSource
+from foodcal.domain.notes import note_sha256
+from foodcal.rpc import metrics
 from foodcal.settings import Settings, openai_call_bound_s
 from foodcal.store import ChatGPTCall, Database, LabelCache
 from labeler import in_flight
@@ -66,7 +66,7 @@ class Labeler:
     ) -> LabelAnswer:
         """`sha256`: the original photo's (the cache key). `image`: its bytes when the caller sent
         them; else read from the image store, and only when no cached label answers.
-        `note`: the person's note, already cleaned (foodcal.notes); part of the cache key.
+        `note`: the person's note, already cleaned (foodcal.domain.notes); part of the cache key.
         `more`: the sha256s of other angles of the same plate (in the image store), asked about in
         the same call; part of the cache key too."""
         if self.chatgpt is None:

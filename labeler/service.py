@@ -8,7 +8,7 @@ import io
 import grpc
 from PIL import Image, UnidentifiedImageError
 
-from foodcal.notes import InvalidNote, clean_note
+from foodcal.domain.notes import InvalidNote, clean_note
 from foodcal.store.images import is_sha256, sha256_of
 from foodcal.v1 import common_pb2, labeler_pb2, labeler_pb2_grpc
 from labeler.chatgpt import LabelFailure

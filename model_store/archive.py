@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,14 +12,12 @@ from pathlib import Path
 import torch
 
 from model_store.checkpoint import served_files
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 
-HANDLERS = Path(__file__).with_name("handlers")
-NUTRITION_MODEL_FILE = Path(__file__).with_name("nutrition_model.py")
-FOOD101_MODEL_FILE = Path(__file__).with_name("food101_model.py")
-OPENVINO_MODEL_FILE = Path(__file__).with_name("openvino_model.py")
-PHOTOS_FILE = Path(__file__).parents[1] / "foodcal" / "photos.py"  # the worker decodes the photo
-WORKER_HEAP_FILE = Path(__file__).with_name("worker_heap.py")
+# Everything TorchServe's worker runs is the package model_store/worker/; each .mar carries it whole
+# under the same name, so a handler imports `model_store.worker.*` in the repository and in the
+# archive alike, and an archive keeps the code it was built with.
+WORKER = Path(__file__).with_name("worker")
 FOOD101 = "food101"
 NUTRITION = "nutrition"
 
@@ -61,15 +60,20 @@ def _archive(
     return out_path
 
 
+def _worker_package(into: Path) -> Path:
+    """A folder holding model_store/__init__.py and model_store/worker/ (sources only): the archiver
+    copies a folder's contents into the archive's root."""
+    root = into / "worker_package"
+    package = root / "model_store"
+    shutil.copytree(WORKER, package / "worker", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (package / "__init__.py").write_text('"""model_store as a .mar carries it: the worker package only."""\n')
+    return root
+
+
 def build_food101_mar(checkpoint_dir: Path, out_path: Path, config: Path | None = None) -> Path:
-    files = [
-        *served_files(Path(checkpoint_dir)),
-        FOOD101_MODEL_FILE,
-        OPENVINO_MODEL_FILE,
-        PHOTOS_FILE,
-        WORKER_HEAP_FILE,
-    ]
-    return _archive(FOOD101, "1", HANDLERS / "food101_handler.py", files, out_path, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [*served_files(Path(checkpoint_dir)), _worker_package(Path(tmp))]
+        return _archive(FOOD101, "1", WORKER / "food101_handler.py", files, out_path, config)
 
 
 def build_nutrition_mar(model: NutritionModel, version: int, out_path: Path, **metadata: object) -> Path:
@@ -79,8 +83,8 @@ def build_nutrition_mar(model: NutritionModel, version: int, out_path: Path, **m
         return _archive(
             NUTRITION,
             str(version),
-            HANDLERS / "nutrition_handler.py",
-            [NUTRITION_MODEL_FILE, weights],
+            WORKER / "nutrition_handler.py",
+            [_worker_package(Path(tmp)), weights],
             out_path,
             None,
         )

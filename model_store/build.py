@@ -13,19 +13,13 @@ import torch
 
 from foodcal.settings import Settings, load_settings
 from model_store import archive, checkpoint, precision, reference
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 
 log = logging.getLogger(__name__)
 _INPUTS = [
-    archive.HANDLERS / "food101_handler.py",
-    archive.HANDLERS / "nutrition_handler.py",
-    archive.NUTRITION_MODEL_FILE,
-    archive.FOOD101_MODEL_FILE,
-    archive.OPENVINO_MODEL_FILE,
+    *sorted(archive.WORKER.glob("*.py")),  # everything a .mar carries
     Path(__file__).with_name("openvino_convert.py"),
     Path(__file__).with_name("sample_photos.py"),
-    archive.PHOTOS_FILE,
-    archive.WORKER_HEAP_FILE,
     reference.TABLE_PATH,
     Path(checkpoint.__file__),
     Path(precision.__file__),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from foodcal.grpc_server import message_size_options
+from foodcal.rpc.grpc_server import message_size_options
 from foodcal.torchserve import inference_pb2, inference_pb2_grpc, management_pb2_grpc
 
 # gRPC allows at most 5 attempts; the backoff gives a dead replica's connection time to be noticed.

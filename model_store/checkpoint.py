@@ -119,7 +119,7 @@ def check_labels(source: str, labels: list[str]) -> None:
 
 def describe(source: str, checkpoint_dir: Path) -> dict:
     """Load the saved checkpoint the way the handler will, and measure what the rest needs."""
-    from model_store.food101_model import Food101Classifier, NotAClassifier
+    from model_store.worker.food101_model import Food101Classifier, NotAClassifier
 
     try:
         classifier = Food101Classifier(checkpoint_dir)
@@ -198,7 +198,7 @@ def served_files(checkpoint_dir: Path) -> list[Path]:
     files = [Path(checkpoint_dir) / name for name in CHECKPOINT_FILES]
     if identity.get("runtime", "torch") == "torch":
         return files
-    from model_store.openvino_model import ir_path
+    from model_store.worker.openvino_model import ir_path
 
     xml = ir_path(checkpoint_dir, identity["precision"])
     return [f for f in files if f.name != "model.safetensors"] + [xml, xml.with_suffix(".bin")]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from foodcal.photos import decode_for_model
-from model_store.food101_model import Food101Classifier
 from model_store.sample_photos import photo_like
+from model_store.worker.food101_model import Food101Classifier
+from model_store.worker.photos import decode_for_model
 
 FIT_PHOTOS, COMPONENTS, TOP1 = 48, 24, 0.9
 

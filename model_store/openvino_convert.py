@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from foodcal.photos import decode_for_model
-from model_store.food101_model import Food101Classifier
-from model_store.openvino_model import ir_path
 from model_store.sample_photos import photo_like
+from model_store.worker.food101_model import Food101Classifier
+from model_store.worker.openvino_model import ir_path
+from model_store.worker.photos import decode_for_model
 
 log = logging.getLogger(__name__)
 CALIBRATION_PHOTOS = 32

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from foodcal.photos import decode_for_model
-from model_store.food101_model import Food101Classifier, int8_engine, native_bf16
 from model_store.reference import lookup
 from model_store.sample_photos import plates
+from model_store.worker.food101_model import Food101Classifier, int8_engine, native_bf16
+from model_store.worker.photos import decode_for_model
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ def candidates(checkpoint_dir: Path, runtimes: tuple[str, ...] = ("torch",)) -> 
         else:
             log.info("classifier precision %s skipped: %s", precision, why)
     if "openvino" in runtimes:
-        from model_store.openvino_model import OpenVinoClassifier, ir_path
-        from model_store.openvino_model import native_bf16 as ov_bf16
+        from model_store.worker.openvino_model import OpenVinoClassifier, ir_path
+        from model_store.worker.openvino_model import native_bf16 as ov_bf16
 
         for precision in ("fp32", "bf16", "int8"):
             if ir_path(checkpoint_dir, precision).exists() and (precision != "bf16" or ov_bf16()):

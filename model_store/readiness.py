@@ -24,7 +24,7 @@ async def ready(
     inference_target: str = "",
 ) -> tuple[bool, str]:
     """(ready, why not) after one self-test of every replica within `timeout_s`."""
-    from model_store.client import TorchServeClient
+    from model_store.torchserve_client import TorchServeClient
 
     client = TorchServeClient(inference, management, timeout_s=timeout_s, inference_target=inference_target)
     try:

@@ -173,9 +173,9 @@ STOP_TIMEOUT_S = 6.0  # SIGTERM to TorchServe's group, then SIGKILL: well inside
 
 async def _serve_foreground() -> int:
     """Build, start TorchServe, serve until SIGTERM/SIGINT. 1 when TorchServe died under us."""
-    from foodcal.logs import setup_logging
+    from foodcal.rpc.logs import setup_logging
     from model_store.build import build_models
-    from model_store.client import ModelServerError, TorchServeClient
+    from model_store.torchserve_client import ModelServerError, TorchServeClient
 
     settings = load_settings()
     setup_logging("torchserve", settings.log_level, settings.log_format)
@@ -226,7 +226,7 @@ async def _serve_foreground() -> int:
 
 
 def main() -> None:
-    from foodcal.logs import setup_logging
+    from foodcal.rpc.logs import setup_logging
 
     setup_logging("torchserve")
     sys.exit(asyncio.run(_serve_foreground()))

@@ -16,7 +16,7 @@ import asyncio
 import time
 from functools import partial
 
-from bench.common import machine, machine_lines, progress, save, table
+from bench.harness import machine, machine_lines, progress, save, table
 from tests.abuse_load import HonestLoad
 from tests.abuse_money import cancelled_labels, duplicate_probe, label_error_leak, training_flood
 from tests.abuse_stall import Outcome, correct_flood, duplicate_retries, oversized_notes, slow_challenger

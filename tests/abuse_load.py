@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 from PIL import Image, ImageDraw
 
-from bench.common import percentile
+from bench.harness import percentile
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
 
 ANALYZE_EVERY_S = 2.5  # 24 a minute: under CLIENT_RATE_PER_MINUTE=30

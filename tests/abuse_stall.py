@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import grpc
 
-from foodcal.errors import details_of, error_info
-from foodcal.grpc_server import message_size_options
+from foodcal.rpc.errors import details_of, error_info
+from foodcal.rpc.grpc_server import message_size_options
 from foodcal.store import Rollout, RolloutMode, RolloutState, Sample
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.auth import identity_of
@@ -159,7 +159,7 @@ async def slow_challenger(target: Target, seconds: float, slow_ms: int = 3000) -
     waits that long to fill the batch. Only the honest clients' AnalyzeMeal are measured."""
     from model_store import archive, checkpoint
     from model_store.build import reference_model
-    from model_store.client import ModelServerError, TorchServeClient
+    from model_store.torchserve_client import ModelServerError, TorchServeClient
     from trainer.swap_lock import SwapLock
 
     out = Outcome(

@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy
 from PIL import Image
 
-from foodcal.grpc_server import RunningServer, start_server
+from foodcal.rpc.grpc_server import RunningServer, start_server
 from foodcal.settings import Settings, load_settings
 from foodcal.store import Database
 from model_store.build import build_models
-from model_store.client import TorchServeClient
 from model_store.ports import free_port
 from model_store.server import TorchServeProcess, start_on_free_ports, wait_until_ready
+from model_store.torchserve_client import TorchServeClient
 from model_store.torchserve_config import TorchServeConfig
 from tests.openai_stub import OpenAIStub
 

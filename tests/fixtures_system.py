@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from foodcal.grpc_server import RunningServer
+from foodcal.rpc.grpc_server import RunningServer
 from foodcal.settings import Settings
 from foodcal.store import Database
 from model_store.ports import free_port

@@ -21,8 +21,8 @@ import psutil
 from foodcal.store import Database
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from model_store.build import build_models
-from model_store.client import TorchServeClient
 from model_store.server import wait_until_ready
+from model_store.torchserve_client import TorchServeClient
 from tests.conftest import (
     ADMIN_TOKEN,
     API_TOKEN,

@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2
 from supervisor.xmlrpc import SupervisorTransport
 
 from foodcal.settings import Settings
-from model_store.client import TorchServeClient
 from model_store.ports import free_port
+from model_store.torchserve_client import TorchServeClient
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, OPENAI_KEY
 from tests.processes import ROOT, env_for
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from foodcal.store import Database, ModelVersionRow
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.versions import VersionStore
 
 

@@ -1,7 +1,7 @@
 """The abuse suite's code path (tests/abuse.py) in seconds: one attack, in-process services; what
 it measures is left to `make abuse`, which runs every attack against real processes."""
 
-from bench.common import machine
+from bench.harness import machine
 from tests.abuse import report, suite
 from tests.abuse_system import ATTACKERS, HONEST, Target
 

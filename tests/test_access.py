@@ -4,7 +4,7 @@ import grpc
 import pytest
 from sqlmodel import select
 
-from foodcal.errors import details_of, error_info
+from foodcal.rpc.errors import details_of, error_info
 from foodcal.store import Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.auth import identity_of
@@ -184,7 +184,7 @@ async def test_an_unexpected_error_reaches_the_client_without_internal_detail(sy
 
 async def test_the_rules_hold_against_a_gateway_process(torchserve, tmp_path):
     """The same rules with `python -m gateway` as its own process, configured from the environment."""
-    from foodcal.errors import retry_info
+    from foodcal.rpc.errors import retry_info
     from foodcal.v1 import gateway_pb2_grpc
     from tests.conftest import INTERNAL_TOKEN, free_port
     from tests.processes import ServiceProcess, env_for

@@ -3,7 +3,7 @@ a chance label weighs by the exploration rate it was drawn at, not today's."""
 
 import numpy as np
 
-from foodcal.calibration import exploration_reason, fit, label_weight
+from foodcal.domain.calibration import exploration_reason, fit, label_weight
 
 RNG = np.random.default_rng(0)
 

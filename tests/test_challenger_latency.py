@@ -9,7 +9,7 @@ import pytest
 
 from foodcal.store import Rollout, RolloutState
 from gateway.challenger import Challengers
-from model_store.client import NutritionPrediction
+from model_store.torchserve_client import NutritionPrediction
 
 SLOW_S = 3.0
 BOUND_S = 0.05  # what the champion may wait for the challenger after answering (CHALLENGER_GRACE_S)

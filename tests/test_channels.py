@@ -3,7 +3,7 @@
 import pytest
 
 from model_store.channels import balanced_target
-from model_store.client import TorchServeClient
+from model_store.torchserve_client import TorchServeClient
 
 
 def test_ip_addresses_become_one_static_target_and_one_address_stays_as_it_is():

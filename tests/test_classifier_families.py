@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from foodcal.photos import decode_for_model
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
 from model_store.build import build_models, reference_model
 from model_store.checkpoint import CheckpointError, prepare_checkpoint
-from model_store.client import TorchServeClient
-from model_store.food101_model import input_short_side
 from model_store.reference import food101_labels, lookup, normalise_label
 from model_store.server import start_on_free_ports, wait_until_ready
+from model_store.torchserve_client import TorchServeClient
+from model_store.worker.food101_model import input_short_side
+from model_store.worker.photos import decode_for_model
 from tests.classifier_families import FAMILIES, food101_spellings, load_food101_handler, write_checkpoint
 from tests.conftest import auth, make_settings, photo, start_service
 

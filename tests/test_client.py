@@ -1,4 +1,4 @@
-"""`python -m foodcal.client` against a real gRPC server that answers like the gateway."""
+"""`python -m foodcal.cli` against a real gRPC server that answers like the gateway."""
 
 import asyncio
 import json
@@ -7,7 +7,7 @@ import re
 import grpc
 import pytest
 
-from foodcal import client
+from foodcal.cli import main as cli
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 NS = common_pb2
@@ -109,7 +109,7 @@ async def gateway():
 
 async def run(gateway, capsys, monkeypatch, *argv):
     monkeypatch.setenv("FOODCAL_TOKEN", "t")
-    code = await asyncio.to_thread(client.main, ["--address", gateway, *argv])
+    code = await asyncio.to_thread(cli.main, ["--address", gateway, *argv])
     out = capsys.readouterr().out
     assert code == 0, out
     return out
@@ -192,9 +192,9 @@ async def test_correct_sends_items_alone_or_totals_and_refuses_half_totals(gatew
     assert RECEIVED[-1].HasField("nutrition") and not RECEIVED[-1].items
     monkeypatch.setenv("FOODCAL_TOKEN", "t")
     half = ["--address", gateway, "correct", sample_id, "--calories", "500"]
-    assert await asyncio.to_thread(client.main, half) == 2
+    assert await asyncio.to_thread(cli.main, half) == 2
     with pytest.raises(SystemExit):
-        client.main(["--address", gateway, "correct", sample_id, "--item", "rice:lots"])
+        cli.main(["--address", gateway, "correct", sample_id, "--item", "rice:lots"])
 
 
 async def test_end_challenger_ends_the_live_one_or_the_version_given(gateway, capsys, monkeypatch):

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from sqlmodel import select
 
-from foodcal import client
-from foodcal.errors import details_of, error_info
+from foodcal.cli import main as cli
+from foodcal.rpc.errors import details_of, error_info
 from foodcal.store import Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.auth import identity_of
@@ -164,7 +164,7 @@ async def test_export_streams_only_the_callers_samples_oldest_first_as_json_line
 
     def export() -> int:
         with redirect_stdout(out):
-            return client.main(["--address", f"127.0.0.1:{port}", "export"])
+            return cli.main(["--address", f"127.0.0.1:{port}", "export"])
 
     assert await asyncio.to_thread(export) == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]

@@ -10,9 +10,9 @@ from foodcal.store import ImageStore
 from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, trainer_pb2
 from gateway.analyze import Analyzer
 from gateway.deadlines import Budget
-from gateway.labels import RetryPolicy
+from gateway.label_results import RetryPolicy
 from gateway.service import GatewayServicer
-from model_store.client import Classification, NutritionPrediction
+from model_store.torchserve_client import Classification, NutritionPrediction
 from tests.conftest import auth, make_settings, photo
 from tests.openai_stub import answer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from sqlmodel import select
 
-from foodcal.errors import details_of, error_info
+from foodcal.rpc.errors import details_of, error_info
 from foodcal.store import AnalyzeRequest, ChatGPTCall, LabelCache, ModelVersionRow, Sample
 from foodcal.store.images import PHOTO_REMOVED
 from foodcal.store.tables import utcnow

@@ -105,7 +105,7 @@ def test_dockerfile_installs_the_pinned_requirements_with_cpu_torch_and_a_jre():
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in installs[0]
     assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
     assert any("openjdk-17-jre-headless" in run for run in runs)
-    codegen = [i for i, run in enumerate(runs) if python_modules(shlex.split(run)) == ["foodcal.codegen"]]
+    codegen = [i for i, run in enumerate(runs) if python_modules(shlex.split(run)) == ["foodcal.ops.codegen"]]
     assert codegen and codegen[0] > runs.index(installs[0]), "codegen runs after the install"
 
 
@@ -118,7 +118,7 @@ def test_every_python_module_started_anywhere_is_a_module_of_the_repository():
         if "command" in service:
             modules.update(python_modules(as_argv(service["command"])))
         modules.update(python_modules(healthcheck_argv(service)))
-    assert {"foodcal.codegen", "foodcal.healthcheck", "model_store.readiness", "gateway"} <= modules
+    assert {"foodcal.ops.codegen", "foodcal.ops.healthcheck", "model_store.readiness", "gateway"} <= modules
     for module in sorted(modules):
         assert module_file(module) is not None, f"python -m {module}: no module file in the repository"
 
@@ -153,5 +153,5 @@ def test_every_service_has_a_healthcheck_a_restart_policy_and_waits_for_healthy_
     assert "postgres" in spec["labeler"]["depends_on"]
     assert "pg_isready" in " ".join(healthcheck_argv(spec["postgres"]))
     for name in ("gateway", "labeler", "trainer"):
-        assert python_modules(healthcheck_argv(spec[name])) == ["foodcal.healthcheck"], name
+        assert python_modules(healthcheck_argv(spec[name])) == ["foodcal.ops.healthcheck"], name
     assert python_modules(healthcheck_argv(spec["torchserve"])) == ["model_store.readiness"]

@@ -1,4 +1,4 @@
-"""The container probes: `python -m foodcal.healthcheck` against a real gRPC health server;
+"""The container probes: `python -m foodcal.ops.healthcheck` against a real gRPC health server;
 `python -m model_store.readiness` against nothing and against a real TorchServe."""
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ async def health_server():
 async def test_healthcheck_exits_0_when_serving(health_server):
     servicer, address = health_server
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    code, stderr, _ = await run_probe("-m", "foodcal.healthcheck", address)
+    code, stderr, _ = await run_probe("-m", "foodcal.ops.healthcheck", address)
     assert code == 0, stderr
 
 
 async def test_healthcheck_fails_when_not_serving(health_server):
     servicer, address = health_server
     await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    code, stderr, _ = await run_probe("-m", "foodcal.healthcheck", address)
+    code, stderr, _ = await run_probe("-m", "foodcal.ops.healthcheck", address)
     assert code == 1 and "NOT_SERVING" in stderr
 
 
@@ -57,7 +57,7 @@ async def test_healthcheck_fails_after_graceful_shutdown_starts(health_server):
     servicer, address = health_server
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await servicer.enter_graceful_shutdown()
-    code, stderr, _ = await run_probe("-m", "foodcal.healthcheck", address)
+    code, stderr, _ = await run_probe("-m", "foodcal.ops.healthcheck", address)
     assert code == 1, stderr
 
 
@@ -66,21 +66,21 @@ async def test_healthcheck_asks_about_a_named_service(health_server):
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await servicer.set("foodcal.v1.GatewayService", health_pb2.HealthCheckResponse.SERVING)
     code, _, _ = await run_probe(
-        "-m", "foodcal.healthcheck", address, "--service", "foodcal.v1.GatewayService"
+        "-m", "foodcal.ops.healthcheck", address, "--service", "foodcal.v1.GatewayService"
     )
     assert code == 0
-    code, stderr, _ = await run_probe("-m", "foodcal.healthcheck", address, "--service", "no.Such")
+    code, stderr, _ = await run_probe("-m", "foodcal.ops.healthcheck", address, "--service", "no.Such")
     assert code == 1 and "NOT_FOUND" in stderr
 
 
 async def test_healthcheck_fails_when_nothing_listens():
-    code, stderr, seconds = await run_probe("-m", "foodcal.healthcheck", f"127.0.0.1:{free_port()}")
+    code, stderr, seconds = await run_probe("-m", "foodcal.ops.healthcheck", f"127.0.0.1:{free_port()}")
     assert code == 1 and "UNAVAILABLE" in stderr
     assert seconds < 10
 
 
 async def test_healthcheck_gives_up_at_its_deadline_when_the_server_hangs():
-    from foodcal import healthcheck
+    from foodcal.ops import healthcheck
 
     assert healthcheck.DEFAULT_TIMEOUT_S == 3.0
 
@@ -91,7 +91,7 @@ async def test_healthcheck_gives_up_at_its_deadline_when_the_server_hangs():
     silent = await asyncio.start_server(accept_and_stay_silent, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     try:
-        code, stderr, seconds = await run_probe("-m", "foodcal.healthcheck", f"127.0.0.1:{port}")
+        code, stderr, seconds = await run_probe("-m", "foodcal.ops.healthcheck", f"127.0.0.1:{port}")
     finally:
         silent.close()
     assert code == 1 and "DEADLINE_EXCEEDED" in stderr

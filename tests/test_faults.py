@@ -66,7 +66,7 @@ async def test_torchserve_killed_in_flight_is_unavailable_fast_and_recovers_with
         torchserve_management=[management],
         torchserve_timeout_s=3.0,
     )
-    from model_store.client import TorchServeClient
+    from model_store.torchserve_client import TorchServeClient
 
     probe = TorchServeClient([endpoint], [management])
     try:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.data import Dataset
 from trainer.gate import MIN_CONFIDENCE, MIN_IMPROVEMENT, compare, evaluate
 

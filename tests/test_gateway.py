@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from foodcal.convert import nutrition_values
+from foodcal.domain.convert import nutrition_values
 from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import auth, photo
 from tests.openai_stub import answer, error
@@ -238,7 +238,7 @@ def _png(image: Image.Image) -> bytes:
 async def test_exif_orientation_is_applied(system):
     from PIL import ImageOps
 
-    from foodcal.photos import decode_for_model, validate_image
+    from model_store.worker.photos import decode_for_model, validate_image
 
     valid = validate_image(_exif_rotated())
     assert (valid.width, valid.height) == (100, 300)  # portrait after applying orientation 6

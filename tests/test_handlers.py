@@ -119,7 +119,7 @@ def test_nutrition_handler_refuses_wrong_sized_inputs(unpacked):
 
 
 def test_nutrition_outputs_are_finite_and_never_negative():
-    from model_store.nutrition_model import NutritionModel
+    from model_store.worker.nutrition_model import NutritionModel
 
     model = NutritionModel(8, 101, hidden_size=16)
     model.table.fill_(100.0)

@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import event
 
-from foodcal.photos import decode_for_model, validate_image
 from foodcal.store import AnalyzeRequest, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import gateway_pb2, labeler_pb2
 from gateway.analyze import INLINE_HASH_BYTES
 from gateway.auth import identity_of
 from gateway.samples import stats
+from model_store.worker.photos import decode_for_model, validate_image
 from tests.conftest import API_TOKEN, auth, photo
 from tests.fixtures_labeler import chatgpt_settings
 from tests.test_photo_once import camera_photo
@@ -32,7 +32,7 @@ def cached_reads_stay_warm(monkeypatch):
     from gateway.challenger import Challengers
 
     monkeypatch.setattr(gateway.analyze, "Challengers", functools.partial(Challengers, refresh_s=3600.0))
-    monkeypatch.setattr("gateway.calibrations.REFRESH_S", 3600.0)
+    monkeypatch.setattr("gateway.policy_inputs.REFRESH_S", 3600.0)
     monkeypatch.setattr("gateway.budget.REFRESH_S", 3600.0)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from model_store.client import ModelServerError, NutritionPrediction, TorchServeClient
+from model_store.torchserve_client import ModelServerError, NutritionPrediction, TorchServeClient
 from trainer.hot_swap import NutritionReplicas
 
 

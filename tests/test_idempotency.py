@@ -6,7 +6,7 @@ import dataclasses
 import grpc
 import pytest
 
-from foodcal.errors import details_of, error_info
+from foodcal.rpc.errors import details_of, error_info
 from foodcal.v1 import gateway_pb2
 from gateway.idempotency import RequestIds
 from tests.conftest import API_TOKEN, OTHER_CLIENT_TOKEN, auth, photo

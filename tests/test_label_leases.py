@@ -11,7 +11,7 @@ from foodcal.store import ImageStore, LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import common_pb2, labeler_pb2
 from gateway.label_queue import LabelQueue
-from gateway.labels import RetryPolicy
+from gateway.label_results import RetryPolicy
 from tests.conftest import photo
 
 

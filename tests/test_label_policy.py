@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from foodcal.calibration import UNCALIBRATED_HALF_WIDTH, Calibration, label_weight
+from foodcal.domain.calibration import UNCALIBRATED_HALF_WIDTH, Calibration, label_weight
 from foodcal.store import LabelStatus, ModelVersionRow, Sample
 from foodcal.v1 import common_pb2
 from gateway.label_policy import PolicySettings, decide
@@ -13,7 +13,7 @@ from tests.test_gateway import analyze, get_sample
 
 @pytest.fixture(autouse=True)
 def read_calibrations_every_time(monkeypatch):
-    monkeypatch.setattr("gateway.calibrations.REFRESH_S", 0.0)  # the rows a test writes count at once
+    monkeypatch.setattr("gateway.policy_inputs.REFRESH_S", 0.0)  # the rows a test writes count at once
 
 
 CONFIDENT = dict(
@@ -126,7 +126,7 @@ def test_the_policy_always_asks_by_default_and_records_why():
 
 def test_ranges_cover_their_level_on_held_out_samples():
     """Split-conformal: calibrated on one half, the other half falls inside at about the level."""
-    from foodcal.calibration import coverage, fit
+    from foodcal.domain.calibration import coverage, fit
 
     rng = np.random.default_rng(3)
     n = 8000
@@ -157,7 +157,7 @@ def test_exploration_is_only_for_photos_no_rule_asks_for_and_says_how_likely_it_
 def test_weighing_chance_labels_keeps_ranges_calibrated_for_the_photos_the_policy_skipped():
     """Within one group the policy labels every hard photo (say, a rarely labelled dish) but only
     5% of the easy ones; unweighted, the ranges fit the hard ones and are too wide for traffic."""
-    from foodcal.calibration import coverage, fit
+    from foodcal.domain.calibration import coverage, fit
 
     rng = np.random.default_rng(11)
     n = 40000

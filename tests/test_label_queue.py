@@ -7,7 +7,7 @@ from sqlmodel import select
 from foodcal.store import ImageStore, LabelStatus, Sample
 from foodcal.v1 import common_pb2, labeler_pb2
 from gateway.label_queue import LabelQueue
-from gateway.labels import RetryPolicy
+from gateway.label_results import RetryPolicy
 from tests.conftest import photo
 
 POLICY = RetryPolicy(3, 0.1, 1.0)

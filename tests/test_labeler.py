@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import select
 
 import labeler.__main__ as labeler_main
-from foodcal.nutrition import NUTRIENTS
+from foodcal.domain.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall
 from foodcal.v1 import common_pb2, labeler_pb2, labeler_pb2_grpc
 from labeler.service import ERROR_METADATA_KEY

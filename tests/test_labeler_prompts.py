@@ -5,7 +5,7 @@ import grpc
 import pytest
 from sqlmodel import select
 
-from foodcal.nutrition import NUTRIENTS
+from foodcal.domain.nutrition import NUTRIENTS
 from foodcal.store import ChatGPTCall
 from labeler.answer import SYSTEM_PROMPT
 from tests.conftest import photo

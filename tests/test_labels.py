@@ -1,4 +1,4 @@
-"""One label type (foodcal/labels.py): its protobuf and JSON forms, its one status enum, and the
+"""One label type (foodcal/domain/labels.py): its protobuf and JSON forms, its one status enum, and the
 0006 migration that moved a sample's label JSON into the label_* columns."""
 
 import enum
@@ -9,9 +9,9 @@ import sqlalchemy
 from alembic import command
 from alembic.config import Config
 
-from foodcal.convert import mirrors_proto_enum
-from foodcal.items import FoodItem
-from foodcal.labels import Label, LabelSource, LabelStatus
+from foodcal.domain.convert import mirrors_proto_enum
+from foodcal.domain.items import FoodItem
+from foodcal.domain.labels import Label, LabelSource, LabelStatus
 from foodcal.store import RunStatus, Sample
 from foodcal.store.db import MIGRATIONS_DIR
 from foodcal.store.tables import utcnow

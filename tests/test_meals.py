@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from foodcal import summaries
+from foodcal.cli import summaries
 from foodcal.store import open_image_store
 from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import API_TOKEN, auth, photo

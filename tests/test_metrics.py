@@ -19,7 +19,7 @@ import pytest
 import yaml
 from sqlmodel import select
 
-from foodcal import metrics
+from foodcal.rpc import metrics
 from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
 from foodcal.v1 import (

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from foodcal import logs, metrics
+from foodcal.rpc import logs, metrics
 from foodcal.store import LabelStatus, Sample
 from foodcal.store.tables import utcnow
 

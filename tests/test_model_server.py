@@ -11,9 +11,9 @@ import pytest
 
 from model_store import ports, server, torchserve_config
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
-from model_store.client import ModelServerError, TorchServeClient
 from model_store.reference import food101_labels, lookup
 from model_store.server import wait_until_ready
+from model_store.torchserve_client import ModelServerError, TorchServeClient
 from tests.conftest import free_port, photo, start_torchserve
 from trainer.hot_swap import NutritionReplicas
 

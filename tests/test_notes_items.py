@@ -4,8 +4,8 @@ real gateway and labeler against the OpenAI stub, plus the pure pieces on their 
 import grpc
 import pytest
 
-from foodcal.errors import details_of, error_info
-from foodcal.notes import MAX_NOTE_CHARS, InvalidNote, clean_note
+from foodcal.domain.notes import MAX_NOTE_CHARS, InvalidNote, clean_note
+from foodcal.rpc.errors import details_of, error_info
 from foodcal.store import Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.label_policy import PolicySettings, decide
@@ -22,7 +22,7 @@ NOTE = "two slices, no cheese"
 
 @pytest.fixture(autouse=True)
 def read_calibrations_every_time(monkeypatch):
-    monkeypatch.setattr("gateway.calibrations.REFRESH_S", 0.0)  # the rows a test writes count at once
+    monkeypatch.setattr("gateway.policy_inputs.REFRESH_S", 0.0)  # the rows a test writes count at once
 
 
 async def analyze(app, note="", image=None):

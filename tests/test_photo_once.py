@@ -10,16 +10,16 @@ from sqlmodel import select
 
 import labeler.__main__ as labeler_main
 import labeler.service as labeler_service
-from foodcal.photos import (
+from foodcal.store import ImageStore, LabelCache, Sample
+from foodcal.store.images import sha256_of
+from foodcal.v1 import gateway_pb2, labeler_pb2, labeler_pb2_grpc
+from labeler.service import ERROR_METADATA_KEY, LabelerServicer
+from model_store.worker.photos import (
     MODEL_MAX_LONG_SIDE_PX,
     MODEL_SHRUNK_SHORT_SIDE_PX,
     decode_for_model,
     validate_image,
 )
-from foodcal.store import ImageStore, LabelCache, Sample
-from foodcal.store.images import sha256_of
-from foodcal.v1 import gateway_pb2, labeler_pb2, labeler_pb2_grpc
-from labeler.service import ERROR_METADATA_KEY, LabelerServicer
 from tests.conftest import API_TOKEN, INTERNAL_TOKEN, auth, photo, start_service
 from tests.fixtures_labeler import chatgpt_settings
 from tests.test_servicers import Context, aborted
@@ -163,7 +163,7 @@ async def test_the_reduced_photo_gets_the_top_dish_the_original_gets(system, tor
 def test_the_decode_size_is_what_each_processor_resizes_to():
     from types import SimpleNamespace
 
-    from model_store.food101_model import input_short_side
+    from model_store.worker.food101_model import input_short_side
 
     def processor(crop_pct=None, **size):
         return SimpleNamespace(size=size, crop_pct=crop_pct)

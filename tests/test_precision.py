@@ -7,8 +7,8 @@ import torch
 
 from model_store import precision
 from model_store.build import build_models
-from model_store.food101_model import PackedBf16Linear
 from model_store.precision import GuardResult, choose, guard_photos
+from model_store.worker.food101_model import PackedBf16Linear
 from tests.classifier_families import load_food101_handler
 from tests.conftest import make_settings
 
@@ -151,7 +151,7 @@ def test_a_packed_bf16_linear_gives_the_plain_linears_outputs_exactly(shape):
 def test_int8_attention_matmuls_in_bf16_stay_close_and_anything_unusual_is_left_to_sdpa():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from model_store.food101_model import bf16_matmul_attention
+    from model_store.worker.food101_model import bf16_matmul_attention
 
     torch.manual_seed(0)
     query, key, value = (torch.randn(2, 4, 50, 16) for _ in range(3))

@@ -120,7 +120,7 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
     with app.db.session() as session:
         samples = [session.get(Sample, i) for i in sorted(test_ids | set(held_out))]
         v1 = session.get(ModelVersionRow, 1)
-    from model_store.nutrition_model import NutritionModel
+    from model_store.worker.nutrition_model import NutritionModel
 
     model = NutritionModel.from_checkpoint(load_mar_checkpoint(Path(v1.mar_path))).eval()
     import torch
@@ -188,7 +188,7 @@ async def test_every_version_is_scored_on_the_test_set_live_and_on_corrections_a
         "PYTHONPATH": str(ROOT),
     }
     chart = tmp_path / "quality.png"
-    command = [sys.executable, "-m", "foodcal.client", "quality", "--chart", str(chart)]
+    command = [sys.executable, "-m", "foodcal.cli.main", "quality", "--chart", str(chart)]
     result = await asyncio.to_thread(
         subprocess.run, command, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
     )

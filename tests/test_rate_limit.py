@@ -5,7 +5,7 @@ import threading
 import grpc
 import pytest
 
-from foodcal.errors import details_of, error_info, retry_info
+from foodcal.rpc.errors import details_of, error_info, retry_info
 from foodcal.store import Database
 from foodcal.v1 import gateway_pb2
 from gateway.rate_limit import RateLimiter

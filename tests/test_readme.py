@@ -33,7 +33,7 @@ def test_readme_is_a_front_door_with_a_photo_analysed_early_and_links_that_resol
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 150
     first = "\n".join(lines[:60])
-    assert "foodcal.client analyze photo.jpg" in first and "GatewayService/AnalyzeMeal" in first
+    assert "foodcal.cli analyze photo.jpg" in first and "GatewayService/AnalyzeMeal" in first
     assert "```mermaid" in first  # the picture of processes, ports and data flow
     for flag in ("USE_CHATGPT", "USE_TRAINED_MODEL", "USE_OWN_MODEL_INSTEAD_CHATGPT"):
         assert f"`{flag}`" in "\n".join(lines)
@@ -46,7 +46,7 @@ def test_readme_shows_both_cli_and_grpcurl_for_each_task_of_the_original_guide()
     for task in ("AnalyzeMeal", "GetStats", "StartTrainingRun", "WatchTrainingRun"):
         assert any(task in c and "grpcurl" in c for c in commands), task
     for verb in ("analyze", "stats", "train", "watch"):
-        assert any(f"foodcal.client {verb}" in c for c in commands), verb
+        assert any(f"foodcal.cli {verb}" in c for c in commands), verb
     assert (ROOT / "README.md").read_text().splitlines()[3:5] == [
         "make run    # set up everything, then start TorchServe, gateway, labeler and trainer",
         "make test   # set up everything, then ruff and the whole test suite",

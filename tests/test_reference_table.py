@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from foodcal.nutrition import atwater_kcal
+from foodcal.domain.nutrition import atwater_kcal
 from model_store.reference import food101_labels, reference_table
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from foodcal.grpc_server import ServiceSpec, start_server
+from foodcal.rpc.grpc_server import ServiceSpec, start_server
 from foodcal.v1 import gateway_pb2, gateway_pb2_grpc
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"

@@ -6,9 +6,9 @@ import asyncio
 import grpc
 import pytest
 
-from foodcal.errors import details_of, error_info, retry_info
-from foodcal.items import MAX_ITEMS, FoodItem
-from foodcal.notes import MAX_NOTE_CHARS, InvalidNote, clean_note
+from foodcal.domain.items import MAX_ITEMS, FoodItem
+from foodcal.domain.notes import MAX_NOTE_CHARS, InvalidNote, clean_note
+from foodcal.rpc.errors import details_of, error_info, retry_info
 from foodcal.store import Database
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, OTHER_CLIENT_TOKEN, auth, make_settings, start_service
@@ -117,10 +117,10 @@ async def test_every_client_rpc_spends_the_clients_calls_bucket(gateway):
 
 
 def test_a_note_too_long_as_sent_is_refused_before_it_is_cleaned(monkeypatch):
-    import foodcal.notes
+    import foodcal.domain.notes
 
     assert clean_note(" " * MAX_NOTE_CHARS * 2) == ""  # spaces up to twice the limit clean away
-    monkeypatch.setattr(foodcal.notes, "unicodedata", None)  # cleaning would fail on it
+    monkeypatch.setattr(foodcal.domain.notes, "unicodedata", None)  # cleaning would fail on it
     with pytest.raises(InvalidNote, match="as sent"):
         clean_note(" " * (MAX_NOTE_CHARS * 2 + 1))
 

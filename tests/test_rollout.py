@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlmodel import select
 
-from foodcal import metrics
+from foodcal.rpc import metrics
 from foodcal.store import Rollout, Sample
 from foodcal.v1 import common_pb2, gateway_pb2
 from gateway.challenger import Challenger

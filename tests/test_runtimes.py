@@ -9,9 +9,9 @@ import pytest
 from model_store.build import build_models
 from model_store.checkpoint import write_random_vit
 from model_store.confident import embeddings, make_confident
-from model_store.food101_model import Food101Classifier
 from model_store.openvino_convert import ConversionFailed, convert
 from model_store.precision import GuardResult, choose_served, guard_photos
+from model_store.worker.food101_model import Food101Classifier
 from tests.classifier_families import load_food101_handler
 from tests.conftest import make_settings
 

@@ -12,8 +12,8 @@ from foodcal.store import ChatGPTCall, LabelCache
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
 from model_store.build import reference_model
-from model_store.client import ModelServerError, TorchServeClient
 from model_store.server import wait_until_ready
+from model_store.torchserve_client import ModelServerError, TorchServeClient
 from tests.conftest import auth, free_port, photo, start_service, start_torchserve
 from tests.test_gateway import wait_for_status
 from trainer.hot_swap import NutritionReplicas

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from foodcal.labels import Label, LabelSource
+from foodcal.domain.labels import Label, LabelSource
 from foodcal.store import LabelStatus, RunStatus, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, labeler_pb2, trainer_pb2
 from gateway.auth import Roles
 from gateway.samples import sample_proto
 from gateway.service import GatewayServicer
 from labeler.service import LabelerServicer
-from model_store.client import ModelServerError
+from model_store.torchserve_client import ModelServerError
 from trainer.messages import run_proto
 from trainer.service import TrainerServicer
 

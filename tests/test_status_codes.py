@@ -3,7 +3,7 @@
 import grpc
 import pytest
 
-from foodcal.errors import details_of, error_info, retry_info
+from foodcal.rpc.errors import details_of, error_info, retry_info
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.v1 import common_pb2, gateway_pb2
 from tests.conftest import auth, photo

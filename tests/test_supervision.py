@@ -32,7 +32,7 @@ import psutil
 import pytest
 from sqlmodel import select
 
-from foodcal.crashwatch import CrashWatch
+from foodcal.ops.crashwatch import CrashWatch
 from foodcal.store import Database, Sample
 from foodcal.store.tables import LabelStatus
 from foodcal.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc

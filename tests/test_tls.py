@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from foodcal.healthcheck import check
+from foodcal.ops.healthcheck import check
 from foodcal.settings import SettingsError
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, free_port, make_settings, photo
 from tests.processes import ROOT, env_for
@@ -93,7 +93,7 @@ async def test_the_gateway_serves_tls_to_grpcurl_and_the_cli(torchserve, tmp_pat
             "FOODCAL_TOKEN": API_TOKEN,
             "FOODCAL_ADDRESS": address,
         }
-        client = [sys.executable, "-m", "foodcal.client"]
+        client = [sys.executable, "-m", "foodcal.cli.main"]
         analyzed = run([*client, "--ca-file", str(cert), "analyze", "photo.jpg"], tmp_path, cli_env)
         assert analyzed.returncode == 0, analyzed.stderr
         stats = run([*client, "stats"], tmp_path, {**cli_env, "FOODCAL_CA_FILE": str(cert)})
@@ -101,7 +101,9 @@ async def test_the_gateway_serves_tls_to_grpcurl_and_the_cli(torchserve, tmp_pat
         plaintext = run([*client, "stats"], tmp_path, cli_env)
         assert plaintext.returncode == 2 and "UNAVAILABLE" in plaintext.stderr
         probe = run(
-            [sys.executable, "-m", "foodcal.healthcheck", "--ca-file", str(cert), address], tmp_path, cli_env
+            [sys.executable, "-m", "foodcal.ops.healthcheck", "--ca-file", str(cert), address],
+            tmp_path,
+            cli_env,
         )
         assert probe.returncode == 0, probe.stderr
     finally:

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from foodcal.store import LabelStatus, ModelVersionRow, RunStatus, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from tests.conftest import INTERNAL_TOKEN, auth, photo
 from tests.trainer_helpers import add_samples, learnable, noise, refused, start_run, watch
 from trainer.backfill import current_classifier

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from foodcal.v1 import common_pb2
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from tests.trainer_helpers import TABLE, above_the_table, add_samples, constant, learnable, start_run, watch
 from trainer.backfill import current_classifier
 

@@ -1,10 +1,10 @@
-"""The gateway's training messages are twins of the trainer's: gateway/training.py converts one
+"""The gateway's training messages are twins of the trainer's: gateway/training_rpcs.py converts one
 to the other by its wire bytes, which is right only while both have the same fields."""
 
 import pytest
 
 from foodcal.v1 import common_pb2, gateway_pb2, trainer_pb2
-from gateway.training import FORWARDED, twin, twins
+from gateway.training_rpcs import FORWARDED, twin, twins
 
 
 def fields(message_type) -> set[tuple]:

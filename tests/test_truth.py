@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from foodcal.store import LabelStatus, ModelVersionRow, Sample, TrainingRunRow
 from foodcal.v1 import common_pb2, gateway_pb2
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from tests.conftest import API_TOKEN, auth, photo
 from tests.openai_stub import GOOD_ANSWER
 from tests.trainer_helpers import start_run, watch

@@ -1,5 +1,5 @@
 """A TorchServe worker and the gateway keep the memory they freed for the next request
-(model_store/worker_heap.py)."""
+(model_store/worker/heap.py)."""
 
 import statistics
 import subprocess

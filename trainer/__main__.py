@@ -7,13 +7,13 @@ import contextlib
 import logging
 import time
 
-from foodcal.entrypoint import run_service
-from foodcal.grpc_server import ServiceSpec
-from foodcal.internal_tls import server_tls
+from foodcal.rpc.entrypoint import run_service
+from foodcal.rpc.grpc_server import ServiceSpec
+from foodcal.rpc.internal_tls import server_tls
 from foodcal.settings import Settings
 from foodcal.store import Database, open_image_store
 from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
-from model_store.client import ModelServerError, TorchServeClient
+from model_store.torchserve_client import ModelServerError, TorchServeClient
 from trainer.backfill import current_classifier
 from trainer.data import count_labelled
 from trainer.hot_swap import NutritionReplicas

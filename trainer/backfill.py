@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from foodcal.store import Database, Sample
 from foodcal.store.images import PHOTO_REMOVED
-from model_store.client import Classification, TorchServeClient
+from model_store.torchserve_client import Classification, TorchServeClient
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _save(db: Database, sample_ids: list[str], results: list[Classification]) ->
 
 def main() -> None:
     """`make backfill`: asks the running trainer, so runs and backfills never overlap."""
-    from foodcal.internal_tls import internal_sync_channel
+    from foodcal.rpc.internal_tls import internal_sync_channel
     from foodcal.settings import load_settings
     from foodcal.v1 import trainer_pb2, trainer_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""Calibrate a version's ranges on held-out labelled samples (foodcal/calibration.py does the math)."""
+"""Calibrate a version's ranges on held-out labelled samples (foodcal/domain/calibration.py does the math)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from sqlmodel import col, select
 
-from foodcal import calibration
-from foodcal.calibration import EXPLORATION_REASON, label_weight
+from foodcal.domain import calibration
+from foodcal.domain.calibration import EXPLORATION_REASON, label_weight
 from foodcal.store import Database, Sample
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.data import Dataset
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model_store.nutrition_model import NUTRIENTS, NutritionModel
+from model_store.worker.nutrition_model import NUTRIENTS, NutritionModel
 from trainer.data import Dataset
 
 MIN_IMPROVEMENT = 0.02  # the candidate's primary score must be at least 2% lower...

@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from model_store.archive import NUTRITION
-from model_store.client import ModelServerError, TorchServeClient
+from model_store.torchserve_client import ModelServerError, TorchServeClient
 
 log = logging.getLogger(__name__)
 

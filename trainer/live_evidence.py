@@ -12,9 +12,9 @@ import torch
 from sqlalchemy import and_, or_
 from sqlmodel import col, select
 
-from foodcal.nutrition import NUTRIENTS
+from foodcal.domain.nutrition import NUTRIENTS
 from foodcal.store import CorrectionReview, Database, LabelStatus, Rollout, Sample
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.gate import EVIDENCE_CHATGPT, EVIDENCE_TRUTH, MIN_TRUTH_PHOTOS
 from trainer.scores import MIN_DISH_SAMPLES, Score
 

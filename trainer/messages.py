@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from foodcal.convert import nutrition_proto, timestamp
+from foodcal.domain.convert import nutrition_proto, timestamp
 from foodcal.store import ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.v1 import common_pb2
 from trainer.training import EpochResult

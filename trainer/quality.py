@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from sqlmodel import col, or_, select
 
-from foodcal.convert import timestamp
+from foodcal.domain.convert import timestamp
 from foodcal.store import Database, LabelStatus, ModelVersionRow, Sample
 from foodcal.v1 import trainer_pb2
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.data import (
     TEST_PERCENT,
     TRUTH_PERCENT,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from foodcal.settings import Settings
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutMode, RolloutState, RunStatus
 from foodcal.store.tables import utcnow
-from model_store.client import ModelServerError
+from model_store.torchserve_client import ModelServerError
 from trainer.gate import EVIDENCE_TRUTH, RULE, Comparison, compare_predictions
 from trainer.live_evidence import Evidence, challenger_evidence, served_evidence
 from trainer.rollout_state import (

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlmodel import col, select
 
-from foodcal.convert import timestamp
+from foodcal.domain.convert import timestamp
 from foodcal.store import Database, Rollout, RolloutMode, RolloutState
 from foodcal.v1 import trainer_pb2
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from foodcal import metrics
+from foodcal.rpc import metrics
 from foodcal.store import Database, Rollout, RolloutState
 from foodcal.store.tables import utcnow
 

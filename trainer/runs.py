@@ -10,12 +10,12 @@ from pathlib import Path
 
 from sqlmodel import col, select
 
-from foodcal import logs, metrics
-from foodcal.calibration import DEFAULT_LEVEL
+from foodcal.domain.calibration import DEFAULT_LEVEL
+from foodcal.rpc import logs, metrics
 from foodcal.store import Database, ModelVersionRow, RunStatus, TrainingRunRow
 from foodcal.store.tables import utcnow
-from model_store.client import ModelServerError
 from model_store.reference import food101_labels
+from model_store.torchserve_client import ModelServerError
 from trainer import quality
 from trainer.artifacts import write_artifacts
 from trainer.calibrate import calibrate_both

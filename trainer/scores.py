@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foodcal.convert import nutrition_proto
+from foodcal.domain.convert import nutrition_proto
 from foodcal.v1 import trainer_pb2
 
 MIN_DISH_SAMPLES = 3

@@ -8,11 +8,11 @@ import logging
 
 import grpc
 
-from foodcal.errors import abort
+from foodcal.rpc.errors import abort
 from foodcal.store import RunStatus, TrainingRunRow
 from foodcal.store.db import DatabaseUnavailable
 from foodcal.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
-from model_store.client import ModelServerError
+from model_store.torchserve_client import ModelServerError
 from trainer import quality
 from trainer.backfill import backfill
 from trainer.messages import epoch_proto, run_proto, version_proto

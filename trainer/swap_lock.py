@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from foodcal.store import Database
 from foodcal.store.db import DatabaseUnavailable
-from model_store.client import ModelServerError
+from model_store.torchserve_client import ModelServerError
 
 log = logging.getLogger(__name__)
 

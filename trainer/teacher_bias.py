@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_store.nutrition_model import NUTRIENTS
+from model_store.worker.nutrition_model import NUTRIENTS
 
 # Added to truth and teacher before the ratio: a 0 g fat label would make any ratio infinite.
 OFFSET = np.array([10.0, 1.0, 1.0, 1.0])

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.closed_form import Scaling, fit_ridge
 from trainer.data import Dataset
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from sqlmodel import Session, col, select
 
-from foodcal import metrics
+from foodcal.rpc import metrics
 from foodcal.store import Database, ModelVersionRow, Rollout, RolloutState
 from model_store.archive import build_nutrition_mar, nutrition_mar_name
-from model_store.nutrition_model import NutritionModel
+from model_store.worker.nutrition_model import NutritionModel
 from trainer.hot_swap import NutritionReplicas
 from trainer.swap_lock import SwapBusy, SwapLock
 

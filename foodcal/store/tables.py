@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
-from foodcal.convert import mirrors_proto_enum
-from foodcal.items import FoodItem
-from foodcal.labels import Label, LabelSource, LabelStatus
-from foodcal.nutrition import NUTRIENTS
+from foodcal.domain.convert import mirrors_proto_enum
+from foodcal.domain.items import FoodItem
+from foodcal.domain.labels import Label, LabelSource, LabelStatus
+from foodcal.domain.nutrition import NUTRIENTS
 from foodcal.v1 import common_pb2
 
 
@@ -72,7 +72,7 @@ class Sample(SQLModel, table=True):
     # teach (pending labels held by the daily budget go most uncertain first).
     label_policy_reason: str = ""
     label_uncertainty: float = 0.0
-    # The person's note sent with the photo (foodcal/notes.py), and the weight our numbers assume.
+    # The person's note sent with the photo (foodcal/domain/notes.py), and the weight our numbers assume.
     note: str = ""
     pred_portion_g: float | None = None
     pred_portion_basis: str = ""
@@ -90,7 +90,7 @@ class Sample(SQLModel, table=True):
     label_claimed_until: datetime | None = None
     label_claimed_by: str | None = None
     label_error: str = ""  # also why ChatGPT refused, when REJECTED
-    # The label (foodcal.labels.Label): set_label() and `label` are the only way in and out.
+    # The label (foodcal.domain.labels.Label): set_label() and `label` are the only way in and out.
     label_source: str | None = Field(default=None, max_length=20)  # None: no label
     label_dish: str = ""
     label_portion_g: float | None = None
@@ -111,7 +111,7 @@ class Sample(SQLModel, table=True):
     correction_proteins_g: float | None = None
     correction_fats_g: float | None = None
     correction_carbs_g: float | None = None
-    # foodcal.items.FoodItem.to_json() of each corrected item; None = totals only.
+    # foodcal.domain.items.FoodItem.to_json() of each corrected item; None = totals only.
     correction_items: list | None = Field(default=None, sa_column=Column(JSON))
     corrected_at: datetime | None = None
     corrected_by: str | None = Field(default=None, max_length=64)  # gateway.auth identity
@@ -235,7 +235,7 @@ class ModelVersionRow(SQLModel, table=True):
     checkpoint_path: str = ""
     classifier_version: str = ""
     metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    # foodcal.calibration.Calibration of this version on held-out labelled samples; None = never.
+    # foodcal.domain.calibration.Calibration of this version on held-out labelled samples; None = never.
     calibration: dict | None = Field(default=None, sa_column=Column(JSON))
     served: bool = False
     description: str = ""

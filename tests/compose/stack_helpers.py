@@ -69,7 +69,7 @@ def grpcurl(method: str, request: dict | None = None, *, auth: bool = True, retr
 def cli(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess:
     env = {**os.environ, "FOODCAL_TOKEN": token, "FOODCAL_ADDRESS": ADDRESS}
     return subprocess.run(
-        [sys.executable, "-m", "foodcal.client", *args],
+        [sys.executable, "-m", "foodcal.cli.main", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 

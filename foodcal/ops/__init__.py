@@ -1,0 +1,1 @@
+"""Tools beside the services: code generation, supervisord's crash watcher, the container health probe."""

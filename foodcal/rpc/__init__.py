@@ -1,0 +1,1 @@
+"""What every service's process is built from: the gRPC server, interceptors, errors, metrics, logs, TLS."""

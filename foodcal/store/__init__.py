@@ -1,7 +1,8 @@
 """The sample store: database tables, sessions, migrations and the content-addressed images."""
 
 from foodcal.store.db import Database
-from foodcal.store.images import ImageStore, StoredImage, open_image_store
+from foodcal.store.image_stores import open_image_store
+from foodcal.store.images import ImageStore, StoredImage
 from foodcal.store.label_calls import LabelCallInFlight
 from foodcal.store.rollouts import Rollout, RolloutMode, RolloutState
 from foodcal.store.s3_images import S3ImageStore

@@ -17,10 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from foodcal.store.s3_images import S3ImageStore
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -201,15 +198,3 @@ class Staged(Protocol):
     def publish(self) -> StoredImage: ...
 
     def discard(self) -> None: ...
-
-
-def open_image_store(settings) -> ImageStore | S3ImageStore:
-    """`IMAGE_STORE_URL=s3://…` selects S3; anything else is the local `UPLOAD_DIR`."""
-    url = settings.image_store_url
-    if url.startswith("s3://"):
-        from foodcal.store.s3_images import S3ImageStore  # here: that module builds on this one
-
-        return S3ImageStore(url, settings.s3_endpoint_url)
-    if url and not url.startswith("file://"):
-        raise ValueError("IMAGE_STORE_URL must start with s3:// or file://")
-    return ImageStore(Path(url.removeprefix("file://")) if url else settings.upload_dir)

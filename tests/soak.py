@@ -49,6 +49,7 @@ class SoakReport:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     run_status: str = ""
+    classifier: str = ""  # the served classifier's identity: its runtime and precision as `auto` chose
     swap_started_s: float = 0.0
     swap_done_s: float = 0.0
     inconsistent: int = 0
@@ -59,6 +60,7 @@ class SoakReport:
     def summary(self) -> str:
         lines = [
             f"requests sent: {self.sent}   failed: {self.failed}   clients: {self.clients}",
+            f"classifier served: {self.classifier}",
             f"training run: {self.run_status}; hot-swap between t={self.swap_started_s:.1f}s and "
             f"t={self.swap_done_s:.1f}s; versions answered: {self.versions_seen}; "
             f"inconsistent with the swap moment: {self.inconsistent}",
@@ -123,7 +125,8 @@ async def soak(duration_s: float, clients: int = 8, workdir: Path | None = None)
         await wait_until_ready(ts_client, torchserve, timeout_s=180)
         db = Database(settings["database_url"])
         db.migrate()
-        add_samples(db, 200, await current_classifier(ts_client), learnable)
+        report.classifier = await current_classifier(ts_client)
+        add_samples(db, 200, report.classifier, learnable)
         db.dispose()
         for name in ("labeler", "trainer", "gateway"):
             services[name] = ServiceProcess(name, ports[name], env, workdir / f"{name}.log").start()

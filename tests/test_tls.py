@@ -13,6 +13,7 @@ import pytest
 from foodcal.ops.healthcheck import check
 from foodcal.settings import SettingsError
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, free_port, make_settings, photo
+from tests.docs_commands import documented_certificate
 from tests.processes import ROOT, env_for
 from tests.tls_certs import self_signed
 
@@ -37,7 +38,7 @@ def test_tls_needs_both_files_and_existing_ones(tmp_path):
 
 
 async def test_the_gateway_serves_tls_to_grpcurl_and_the_cli(torchserve, tmp_path):
-    cert, key = self_signed(tmp_path)
+    cert, key = documented_certificate(tmp_path)  # as docs/security.md makes it
     port = free_port()
     env = env_for(
         {

@@ -2,7 +2,14 @@
 (foodcal/store/migrations); who writes and who reads each table: docs/architecture.md."""
 
 from foodcal.domain.labels import LabelStatus
-from foodcal.store.tables.common import Nutrients, new_id, nutrient_names, nutrients_of, set_nutrients, utcnow
+from foodcal.store.tables.columns import (
+    Nutrients,
+    new_id,
+    nutrient_names,
+    nutrients_of,
+    set_nutrients,
+    utcnow,
+)
 from foodcal.store.tables.corrections import CorrectionReview, SampleCorrection
 from foodcal.store.tables.features import SampleFeatures
 from foodcal.store.tables.label_jobs import LabelJob

@@ -9,7 +9,7 @@ from sqlmodel import Field, SQLModel
 
 from foodcal.domain.items import FoodItem
 from foodcal.domain.labels import Label, LabelSource, LabelStatus
-from foodcal.store.tables.common import Nutrients, nutrients_of, set_nutrients
+from foodcal.store.tables.columns import Nutrients, nutrients_of, set_nutrients
 
 
 class LabelJob(SQLModel, table=True):

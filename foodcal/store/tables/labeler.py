@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from foodcal.store.tables.common import new_id, utcnow
+from foodcal.store.tables.columns import new_id, utcnow
 
 
 class LabelCache(SQLModel, table=True):

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
-from foodcal.store.tables.common import utcnow
+from foodcal.store.tables.columns import utcnow
 
 
 class RateLimit(SQLModel, table=True):

@@ -14,7 +14,7 @@ from sqlalchemy import JSON, Column, Index, event
 from sqlalchemy.orm import relationship
 from sqlmodel import Field, Relationship, SQLModel
 
-from foodcal.store.tables.common import Nutrients, new_id, nutrients_of, set_nutrients, utcnow
+from foodcal.store.tables.columns import Nutrients, new_id, nutrients_of, set_nutrients, utcnow
 from foodcal.store.tables.corrections import SampleCorrection
 from foodcal.store.tables.features import SampleFeatures
 from foodcal.store.tables.label_jobs import LabelJob

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from foodcal.domain.convert import mirrors_proto_enum
-from foodcal.store.tables.common import new_id, utcnow
+from foodcal.store.tables.columns import new_id, utcnow
 from foodcal.v1 import common_pb2
 
 

@@ -18,7 +18,6 @@ from model_store.ports import free_port
 from model_store.server import TorchServeProcess, start_on_free_ports, wait_until_ready
 from model_store.torchserve_client import TorchServeClient
 from model_store.torchserve_config import TorchServeConfig
-from tests.fixtures_databases import POSTGRES_URL, drop_postgres_schema, postgres_schema_url  # noqa: F401 (re-exported)
 from tests.openai_stub import OpenAIStub
 
 pytest_plugins = ["tests.fixtures_databases", "tests.fixtures_labeler", "tests.fixtures_system"]
@@ -179,10 +178,3 @@ async def channel_to():
     yield open_channel
     for channel in channels:
         await channel.close()
-
-
-@pytest.fixture
-def postgres_url():
-    url, schema = postgres_schema_url()
-    yield url
-    drop_postgres_schema(schema)

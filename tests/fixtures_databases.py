@@ -73,3 +73,10 @@ def sqlite_db(tmp_path) -> Database:
     database.migrate()
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    url, schema = postgres_schema_url()
+    yield url
+    drop_postgres_schema(schema)

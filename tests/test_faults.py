@@ -18,15 +18,14 @@ from tests.conftest import (
     API_TOKEN,
     INTERNAL_TOKEN,
     OPENAI_KEY,
-    POSTGRES_URL,
     auth,
     free_port,
     make_settings,
     photo,
-    postgres_schema_url,
     start_service,
     start_torchserve,
 )
+from tests.fixtures_databases import POSTGRES_URL, postgres_schema_url
 from tests.processes import ServiceProcess, env_for
 from tests.tcp_proxy import TcpProxy
 from tests.test_gateway import wait_for_status
@@ -196,7 +195,7 @@ async def test_database_vanishing_for_a_moment_is_unavailable_then_service_resum
         assert again.sample_id
     finally:
         proxy.close()
-        from tests.conftest import drop_postgres_schema
+        from tests.fixtures_databases import drop_postgres_schema
 
         drop_postgres_schema(schema)
 

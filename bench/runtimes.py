@@ -247,6 +247,11 @@ async def serve(store: Path, work: Path, photo: bytes, models: list[str], classi
 
 def report(info: dict, identity: dict, forward_ms: dict, flops: float, limits: dict, served: dict):
     auto = f"{identity['runtime']} {identity['precision']}"
+
+    def gops(name: str) -> float:
+        """The forward pass's rate, GOP/s, of `name` (a runtime precision; NaN where not measured)."""
+        return flops / (forward_ms.get(name, float("nan")) / 1000) / 1e9
+
     rows = []
     for key, guard in identity["guard"].items():
         name = key.replace("-", " ")
@@ -255,12 +260,11 @@ def report(info: dict, identity: dict, forward_ms: dict, flops: float, limits: d
             name + (" (auto)" if name == auto else ""), f"{ms:.0f}",
             f"{forward_ms['torch fp32'] / ms:.2f}×",
             f"{forward_ms.get('torch int8', float('nan')) / ms:.2f}×",
-            f"{flops / (ms / 1000) / 1e9:.0f}", f"{guard['embedding_cosine_min']:.4f}",
+            f"{gops(name):.0f}", f"{guard['embedding_cosine_min']:.4f}",
             f"{guard['probability_max_difference']:.4f}", f"{guard['top1_agreement']:.0%}",
             f"{guard['calories_max_relative_difference']:.2%}", "pass" if guard["passed"] else "FAIL",
         ])  # fmt: skip
-    int8_ms = forward_ms.get("openvino int8", float("nan"))
-    share = flops / (int8_ms / 1000) / 1e9 / limits["int8"]
+    share = gops("openvino int8") / limits["int8"]
     rps = served["throughput"]
     fp32_ratio = rps["auto"] / rps["torch-fp32"]
     int8_ratio = rps["auto"] / rps.get("torch-int8", float("nan"))
@@ -274,8 +278,7 @@ def report(info: dict, identity: dict, forward_ms: dict, flops: float, limits: d
     # What the int8 limit allows over a baseline's forward pass, before any serving cost: a served
     # target above it cannot be met on this core by any runtime.
     def ceiling(baseline: str) -> str:
-        gops = flops / (forward_ms.get(baseline, float("nan")) / 1000) / 1e9
-        return f"{limits['int8'] / gops:.2f}×"
+        return f"{limits['int8'] / gops(baseline):.2f}×"
 
     targets = [
         [f"auto ({auto}) at {CLIENTS} clients ≥ {TARGETS['fp32']:.0f}× torch fp32", f"{fp32_ratio:.2f}×",

@@ -9,10 +9,14 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+def fenced_sh(text: str) -> list[str]:
+    """The body of each ```sh block of a Markdown text, as written."""
+    return re.findall(r"```sh\n(.*?)```", text, re.S)
+
+
 def shell_blocks(doc: str) -> list[str]:
     """Each ```sh block of a doc, continued lines joined."""
-    text = (DOCS / doc).read_text()
-    return [block.replace("\\\n", " ") for block in re.findall(r"```sh\n(.*?)```", text, re.S)]
+    return [block.replace("\\\n", " ") for block in fenced_sh((DOCS / doc).read_text())]
 
 
 def documented(doc: str, starts: str) -> list[str]:

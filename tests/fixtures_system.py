@@ -110,3 +110,13 @@ def _pending_tasks() -> str:
                 f"{task.get_name()} at {frames[-1].f_code.co_qualname}" if frames else task.get_name()
             )
     return "; ".join(waiting)
+
+
+@pytest.fixture(scope="module")
+async def stack(torchserve, openai_stub, tmp_path_factory):
+    """Gateway, labeler and trainer as real processes with their metrics endpoints, per test module
+    (tests/metrics_helpers.py `running_stack`)."""
+    from tests.metrics_helpers import running_stack
+
+    async with running_stack(torchserve, openai_stub, tmp_path_factory) as handle:
+        yield handle

@@ -7,17 +7,9 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-
 from tests.conftest import photo
 from tests.docs_commands import documented, documented_certificate, run_shell
-from tests.metrics_helpers import analyze, running_stack
-
-
-@pytest.fixture(scope="module")
-async def stack(torchserve, openai_stub, tmp_path_factory):
-    async with running_stack(torchserve, openai_stub, tmp_path_factory) as handle:
-        yield handle
+from tests.metrics_helpers import analyze
 
 
 async def test_the_operations_docs_curl_commands_answer_as_documented(stack, torchserve, tmp_path):

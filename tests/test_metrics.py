@@ -44,7 +44,6 @@ from tests.metrics_helpers import (
     moved,
     prometheus_config,
     query,
-    running_stack,
     value,
 )
 from tests.openai_stub import error
@@ -52,12 +51,6 @@ from tests.trainer_helpers import add_samples, learnable
 from trainer.backfill import current_classifier
 
 pytestmark = pytest.mark.torchserve
-
-
-@pytest.fixture(scope="module")
-async def stack(torchserve, openai_stub, tmp_path_factory):
-    async with running_stack(torchserve, openai_stub, tmp_path_factory) as handle:
-        yield handle
 
 
 # -- every service ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, INTERNAL_TOKEN, photo
+from tests.docs_commands import fenced_sh
 from tests.trainer_helpers import add_samples, learnable
 from trainer.backfill import current_classifier
 
@@ -20,10 +21,9 @@ def readme_commands() -> list[str]:
     docs/api.md, in order: what a person is told to type."""
     front = (ROOT / "README.md").read_text().split("## Analyse a photo", 1)[1].split("\n## ", 1)[0]
     text = front + (ROOT / "docs" / "api.md").read_text()
-    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     return [
         line
-        for block in blocks
+        for block in fenced_sh(text)
         for line in block.splitlines()
         if line.strip() and not line.startswith("export")
     ]
